@@ -46,14 +46,15 @@ def coverage(law, *, draws: int, bootstrap: int, n_points: int, noise: float, st
             row.append(lo <= value <= hi)
         hits.append(row)
     hits = np.array(hits, dtype=float).reshape(-1, len(truth))
-    return {"per_param": dict(zip(truth, hits.mean(axis=0))) if len(hits) else {}, "mean": float(hits.mean()) if len(hits) else
-            float("nan"), "fits": len(hits), "failures": failures, "seconds": time.perf_counter() - t0,
-            "objective": law.objective if law.nll is None else "nll"}
+    return {"per_param": dict(zip(truth, hits.mean(axis=0))) if len(hits) else {},
+            "mean": float(hits.mean()) if len(hits) else float("nan"), "fits": len(hits), "failures": failures,
+            "seconds": time.perf_counter() - t0, "objective": law.objective if law.nll is None else "nll"}
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--laws", default="", help="comma-separated law names (default: every law with reference and design)")
+    parser.add_argument("--laws", default="",
+                        help="comma-separated law names (default: every law with reference and design)")
     parser.add_argument("--draws", type=int, default=100)
     parser.add_argument("--bootstrap", type=int, default=200)
     parser.add_argument("--points", type=int, default=0, help="points per dataset (default: max(40, 10 * params))")
@@ -63,8 +64,10 @@ def main(argv=None):
 
     names = [n for n in (args.laws.split(",") if args.laws else laws.names())
              if laws.get(n).reference is not None and laws.get(n).design is not None]
-    print(f"{args.draws} draws x {args.bootstrap} bootstrap resamples per law, noise {args.noise}, starts: {args.starts}")
-    print(f"{'law':22s} {'objective':10s} {'n':>4s} {'fits':>5s} {'mean':>6s}  per-parameter coverage of the 95% interval")
+    print(f"{args.draws} draws x {args.bootstrap} bootstrap resamples per law, noise {args.noise}, "
+          f"starts: {args.starts}")
+    print(f"{'law':22s} {'objective':10s} {'n':>4s} {'fits':>5s} {'mean':>6s}  "
+          "per-parameter coverage of the 95% interval")
     for name in names:
         law = laws.get(name)
         n_points = args.points or max(40, 10 * len(law.params))

@@ -9,22 +9,30 @@ embedded Python-stdlib corpus, from one command to fitted laws, plots and a repo
         --set budgets=1e11,3e11,1e12 --set sizes_per_budget=7 --set spread=12
 
 Presets and expected cost (FLOPs under the "6N" convention, C = 6 N D with N counting every
-parameter, as Hoffmann et al.; CPU times on the 2-core CI machine, GPU/pod figures estimated):
-  smoke  3 budgets 2e10-8e10 x 3 sizes (9 runs of 40-200 steps)        ~1 min on a CPU
-  cpu    5 budgets 6e10-1e12 x 5 sizes (25 runs), seq 128              ~12 min on a CPU
-  gpu    5 budgets 1e16-1e18 x 7 sizes (35 runs, 2M-200M params),      ~3 h on one H100
-         seq 1024, bf16                                                (estimate, not measured)
-  pod    6 budgets 1e18-3e20 x 9 sizes (54 runs, 20M-3B params),       ~2 days on v5p-256
-         seq 2048, bf16                                                (estimate, not measured)
+parameter, as Hoffmann et al.; CPU figures measured on the 2-core CI machine while other jobs
+shared it, so an idle machine is faster; GPU and pod figures are estimates, not measured):
+  smoke  3 budgets 5e9-2e10 x 3 sizes (9 runs, 2k-24k params, 70-750 steps)   ~1.5 min on a CPU
+  cpu    5 budgets 6.25e10-1e12 x 5 sizes (25 runs, 5k-110k params, seq 64,  ~12-15 min on a CPU
+         7e7 tokens in all; minima inside every budget)                      (14 CPU-min)
+  gpu    5 budgets 3e15-3e17 x 7 sizes (35 runs, 1.4M-180M params, seq 1024,  ~3-5 h on one H100
+         bf16, 3.1e18 FLOPs in all)                                          (estimate)
+  pod    6 budgets 1e18-3e20 x 9 sizes (54 runs, 20M-4B params, seq 2048,     ~1 day on 256 v5p
+         bf16, 4e21 FLOPs; needs a large corpus: --set base.data.dataset=...)  chips (estimate)
+
+The cpu preset's sizes are centred on 0.25 x Hoffmann et al.'s N_opt(C) and its learning rate is
+0.5 x DeepSeek's rule: byte-level models this small are compute-optimal far from Chinchilla's
+20 tokens per parameter (a probe at 2e11 FLOPs found N_opt ~ 2e4 where the prior says 7.6e4),
+and the halved rate, decayed to 1% instead of 10%, lowered their final losses (1.89 against 1.97
+at 2.5e11 FLOPs and 1.5e4 parameters).
 
 Workdir: runs/<run_id>/ per grid point (as experiments.train_lm writes one), results.csv,
 curves.csv, study.json, fits/*.json (load with scaling.load), plots/*.png, analysis.json,
 report.md. Rerunning skips finished runs and resumes unfinished ones; a killed grid loses at most
 the steps since a run's last checkpoint.
 
-A new study is a copy of this file with a few lines changed: the `Study` defaults and presets
-(budgets, sizes, FLOP convention, prior, data set, batch and learning-rate rules), e.g.
-experiments/isoflop_nonembed.py (the same study under the non-embedding FLOP convention).
+A new study changes a few lines: experiments/isoflop_nonembed.py subclasses `Study` with another
+FLOP convention and budgets and reuses everything else; a study with other rules (shape, batch,
+learning rate, data) copies this file and edits them.
 """
 
 from __future__ import annotations
@@ -32,7 +40,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import sys
 from collections.abc import Iterator
 
 from experiments.harness import cli, grid
@@ -131,8 +138,8 @@ def model_for(study: Study, n_target: float) -> ModelConfig:
     return config_for_params(
         n_target, vocab_size=base.vocab_size, count=count_kind(study),
         tie_embeddings=study.tie_embeddings, min_heads=study.min_heads,
-        max_seq_len=study.base.data.seq_len, dtype=base.dtype, remat=base.remat, scan_layers=base.scan_layers,
-        attention_impl=base.attention_impl)
+        max_seq_len=study.base.data.seq_len, dtype=base.dtype, remat=base.remat,
+        scan_layers=base.scan_layers, attention_impl=base.attention_impl)
 
 
 def flops_per_token(study: Study, model: ModelConfig) -> float:
@@ -209,8 +216,8 @@ def models_at(study: Study, budget: float) -> list[ModelConfig]:
     models: list[ModelConfig] = []
     for n_target in sizes_at(study, budget):
         model = model_for(study, n_target)
-        while models and (model in models or param_counts(model)["total"] <=
-                          param_counts(models[-1])["total"]):
+        kind = count_kind(study)
+        while models and param_counts(model)[kind] <= param_counts(models[-1])[kind]:
             n_target *= 1.02
             model = model_for(study, n_target)
         models.append(model)
@@ -255,17 +262,20 @@ def cpu() -> Study:
 
 
 def gpu() -> Study:
-    """One accelerator: 2M-200M parameter models at seq 1024 in bfloat16 (estimate: ~3 h, H100)."""
+    """One accelerator: ~1M-200M parameter models at seq 1024 in bfloat16 (estimate: ~3 h on an
+    H100). Sizes centred on the prior itself and DeepSeek's rules unscaled: the CPU preset's
+    re-centring and learning-rate scale were measured for byte-level models below 1e5 parameters."""
     base = Study().base
     return dataclasses.replace(
-        Study(), name="isoflop_chinchilla_gpu", budgets=(1e16, 3e16, 1e17, 3e17, 1e18),
-        sizes_per_budget=7, spread=16.0, rows_per_step="deepseek", bootstrap=1000,
+        Study(), name="isoflop_chinchilla_gpu", budgets=(3e15, 1e16, 3e16, 1e17, 3e17),
+        sizes_per_budget=7, spread=16.0, center_scale=1.0, lr_scale=1.0, rows_per_step="deepseek",
+        bootstrap=1000,
         base=dataclasses.replace(
             base,
             model=dataclasses.replace(base.model, dtype="bfloat16", max_seq_len=1024),
             data=dataclasses.replace(base.data, seq_len=1024, eval_sequences=512, read_threads=8,
                                      prefetch_batches=4),
-            train=dataclasses.replace(base.train, z_loss=1e-4, log_every=50,
+            train=dataclasses.replace(base.train, z_loss=1e-4, min_lr_ratio=0.1, log_every=50,
                                       checkpoint_every=1000, eval_batch_size=64)))
 
 

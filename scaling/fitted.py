@@ -234,7 +234,8 @@ class FittedLaw:
                                  f"(give it as a keyword or a column of df)")
         unknown = set(covariates) - set(self.law.covariates)
         if unknown:
-            raise ValueError(f"unknown covariates {sorted(unknown)}; law {self.law.name!r} takes {list(self.law.covariates)}")
+            raise ValueError(f"unknown covariates {sorted(unknown)}; law {self.law.name!r} takes "
+                             f"{list(self.law.covariates)}")
         arrays = np.broadcast_arrays(*[np.asarray(values[c], dtype=np.float64) for c in self.law.covariates])
         x = dict(zip(self.law.covariates, arrays))
         self._warn_range(x)
@@ -301,6 +302,7 @@ class FittedLaw:
         scalar C), each with an ``*_interval`` ``(lo, hi)`` when draws exist (else None), plus
         ``"k"``, ``"flop_convention"``, ``"method"`` ("closed_form"/"numeric") and
         ``"interval_method"``. Other covariates of the law (if any) are held fixed via keywords.
+        Warns (UserWarning) when the optimal N or D lies outside the range the law was fitted on.
         """
         fixed = self._fixed(fixed)
         C_arr = np.asarray(C, dtype=np.float64)
@@ -309,6 +311,7 @@ class FittedLaw:
         flat = C_arr.reshape(-1)
         point = {n: np.asarray([v]) for n, v in self.params.items()}
         n, d, loss = (a[0] for a in self._optimum(point, flat, fixed))
+        self._warn_range({self._allocation()[0]: n, self._allocation()[1]: d, **fixed})
         shape = C_arr.shape
         out = {"C": C_arr, "N": n, "D": d, "loss": loss, "tokens_per_param": d / n}
         draws, how = self._draws()
@@ -365,10 +368,15 @@ class FittedLaw:
         point = {n: np.asarray([v]) for n, v in self.params.items()}
         c = self._budget_for_loss(point, flat, fixed)[0]
         if not np.isfinite(c).all():
-            floor = self.params["E"] if self._closed_form() else float(self._optimum(point, np.array([_C_MAX]), fixed)[2][0, 0])
-            what = "the irreducible loss E" if self._closed_form() else f"the optimal loss at C = {_C_MAX:g} FLOPs"
-            raise ValueError(f"loss {flat[~np.isfinite(c)].tolist()} is not reachable: it must exceed {what} = {floor:.6g}")
+            if self._closed_form():
+                what, floor = "the irreducible loss E", self.params["E"]
+            else:
+                what = f"the optimal loss at C = {_C_MAX:g} FLOPs"
+                floor = float(self._optimum(point, np.array([_C_MAX]), fixed)[2][0, 0])
+            raise ValueError(f"loss {flat[~np.isfinite(c)].tolist()} is not reachable: it must exceed "
+                             f"{what} = {floor:.6g}")
         n, d, _ = (a[0] for a in self._optimum(point, c, fixed))
+        self._warn_range({self._allocation()[0]: n, self._allocation()[1]: d, **fixed})
         out = {"loss": _shaped(flat, target.shape), "C": _shaped(c, target.shape), "C_interval": None,
                "N": _shaped(n, target.shape), "D": _shaped(d, target.shape),
                "tokens_per_param": _shaped(d / n, target.shape)}

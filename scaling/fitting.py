@@ -25,8 +25,9 @@ forward-over-reverse pass per parameter). Each iteration eigendecomposes H and t
 trust-region step (Moré & Sorensen 1983, "Computing a trust region step"; Nocedal & Wright,
 "Numerical Optimization", 2nd ed., Alg. 4.3), which uses negative curvature where H is indefinite,
 as it is far from an optimum; a step is accepted when the actual decrease is a positive fraction of
-the decrease the quadratic model predicts, and the radius shrinks by 4 on poor agreement
-(rho < 1/4) and doubles on good agreement at the boundary (rho > 3/4) (Nocedal & Wright Alg. 4.1).
+the decrease the quadratic model predicts, and the radius shrinks to a quarter of the step on poor
+agreement (rho < 1/4) and doubles on good agreement at the boundary (rho > 3/4) (after Nocedal &
+Wright Alg. 4.1).
 Every start runs in a `jax.lax.while_loop`, vmapped over a chunk of starts and jit-compiled, in
 float64; the loop stops when every start of the chunk is done or at ``max_iter``, and unfinished
 starts are regrouped into fresh chunks every few dozen iterations (`run_solver`). A start whose
@@ -38,8 +39,9 @@ unit step (no relative improvement left), or when an accepted step is below
 ``xtol * (1 + max|z|)`` (needed for zero-residual data, where F itself goes to 0). A start that
 creeps along a flat valley towards an optimum at infinity (a parameter that the data do not
 identify) stops, unconverged, after `SLOW_STEPS` steps in a row that each gain less than
-``SLOW_RTOL * |F|``, or when the trust radius collapses. A Huber
-objective is reached by continuation in delta (least squares first, see `minimize`).
+``SLOW_RTOL * |F|``, or when the trust radius collapses. A Huber objective is reached by
+continuation (see `minimize`): least squares on a subset of the points, least squares on all
+points, then delta down to its target; starts that meet at the same point share the later stages.
 
 Bootstrap: resamples of the points are multinomial count weights (``w_i * c_i``, sum c_i = n),
 refitted with the same compiled solver, vmapped over resamples, each from the ``bootstrap_starts``
@@ -131,7 +133,7 @@ def _helpers(law: law_lib.Law, objective: str):
     return fns
 
 
-def _natural(law, z) -> dict:
+def natural_values(law, z) -> dict:
     """Natural parameter values (numpy) of internal vectors ``z`` [..., P]."""
     with jax.enable_x64(True):
         return {k: np.asarray(v) for k, v in _helpers(law, "mse")[0](jnp.asarray(z, jnp.float64)).items()}
@@ -139,7 +141,7 @@ def _natural(law, z) -> dict:
 
 # ----------------------------------------------------------------------------- the solver
 
-def trust_region_step(eig, gt, radius, iters: int = 40):
+def trust_region_step(eig, gt, radius, iters: int = 20):
     """Exact trust-region step in the eigenbasis of the Hessian (Moré & Sorensen 1983).
 
     Minimizes ``m(s) = gt.s + 1/2 sum(eig s^2)`` over ``|s| <= radius`` (``eig`` ascending, may be
@@ -318,32 +320,69 @@ def _pad_points(x, y, weights):
 
 
 _LEAST_SQUARES_DELTA = 1e30   # Huber with this delta is least squares for any sane residual
+MERGE_DECIMALS = 5            # starts whose stage optima agree to 1e-5 (internal units) share later stages
+
+
+def coarse_points(n: int, n_params: int) -> np.ndarray | None:
+    """Indices of the fixed random subset the coarse least-squares stage uses, or None (too few points).
+
+    ``m = max(32, 8 * n_params)`` points, drawn once with seed 0 and sorted, when ``n >= 2 m``.
+    """
+    m = max(32, 8 * n_params)
+    if n < 2 * m:
+        return None
+    return np.sort(np.random.default_rng(0).choice(n, m, replace=False))
 
 
 def minimize(law, objective, delta, z0, weights, x, y, *, continuation: bool = True, **solver_args) -> dict:
-    """`run_solver` with delta-continuation for the Huber objectives.
+    """`run_solver` with continuation for the Huber objectives: coarse data, least squares, delta.
 
     Huber with a tiny delta is nearly an L1 objective, whose kinks keep every second-order step
-    short. With ``continuation`` each start first solves the least-squares problem (Huber with
-    delta -> infinity: smooth), then follows delta down by factors of 100 to the target,
-    warm-started at the previous stage's optimum (a homotopy). Least squares crosses the landscape
-    in few Newton steps and each later stage needs a handful. The stages start at the largest
-    ``delta * 100^j`` at or below the median absolute residual of the best least-squares fit (a
-    larger delta would leave nearly every point in Huber's quadratic zone: least squares again).
-    ``state["it"]`` counts the iterations of all stages; convergence is that of the final stage.
+    short. With ``continuation`` each start is carried through a homotopy, each stage warm-started
+    at the previous stage's optimum:
+
+    1. least squares (Huber with delta -> infinity: smooth) on a fixed random subset of the
+       points (`coarse_points`): walking in from a far start is what costs most iterations, and
+       on a few dozen points each costs a fraction;
+    2. least squares on all points;
+    3. Huber with delta going down by factors of 100 to the target, from the largest
+       ``delta * 100^j`` at or below the median absolute residual of the best least-squares fit
+       (a larger delta leaves nearly every point in Huber's quadratic zone: least squares again).
+
+    Starts that reach the same point share the later stages, which are deterministic functions of
+    that point: they are solved once per group. "The same point" is agreement to `MERGE_DECIMALS`
+    decimals in internal units; a stage solved to ``ftol = 1e-12`` places its optimum only to about
+    ``sqrt(ftol) = 1e-6``, so a finer key would split one optimum into many groups. ``state["it"]`` counts
+    the iterations of all stages; convergence is that of the final stage.
     """
     if not continuation or not objective.startswith("huber"):
         return run_solver(law, objective, delta, z0, weights, x, y, **solver_args)
-    state = run_solver(law, objective, _LEAST_SQUARES_DELTA, z0, weights, x, y, **solver_args)
+    weights = np.broadcast_to(weights, (len(z0), len(y)))
+    same_weights = bool(np.all(weights == weights[:1]))
+    iterations = np.zeros(len(z0), np.int32)
+    z = np.asarray(z0, dtype=np.float64)
+    subset = coarse_points(len(y), z.shape[1])
+    if subset is not None:
+        coarse = run_solver(law, objective, _LEAST_SQUARES_DELTA, z, weights[:, subset],
+                            {k: v[subset] for k, v in x.items()}, y[subset], **solver_args)
+        z, iterations = coarse["z"], iterations + coarse["it"]
+
+    def stage(d, z):
+        key = np.round(z, MERGE_DECIMALS) if same_weights else np.arange(len(z))[:, None]
+        _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
+        result = run_solver(law, objective, d, z[first], weights[first], x, y, **solver_args)
+        return {k: v[inverse.reshape(-1)] for k, v in result.items()}
+
+    state = stage(_LEAST_SQUARES_DELTA, z)
+    iterations = iterations + state["it"]
     best = int(np.argmin(state["f"]))
     with jax.enable_x64(True):
         xj = {k: jnp.asarray(v, jnp.float64) for k, v in x.items()}
         r = np.abs(np.asarray(_helpers(law, objective)[1](jnp.asarray(state["z"][best]), xj, jnp.asarray(y))))
     scale = float(np.median(r)) if np.isfinite(r).all() else delta
     top = int(np.floor(np.log(max(scale / delta, 1.0)) / np.log(100.0)))
-    iterations = state["it"]
     for j in range(top, -1, -1):
-        state = run_solver(law, objective, delta * 100.0 ** j, state["z"], weights, x, y, **solver_args)
+        state = stage(delta * 100.0 ** j, state["z"])
         iterations = iterations + state["it"]
     state["it"] = iterations
     return state
@@ -462,7 +501,7 @@ def data_sha256(x: Mapping[str, np.ndarray], y: np.ndarray, target: str) -> str:
     return h.hexdigest()
 
 
-def _distinct_best(z: np.ndarray, f: np.ndarray, ok: np.ndarray, k: int, rtol: float = 0.1,
+def distinct_optima(z: np.ndarray, f: np.ndarray, ok: np.ndarray, k: int, rtol: float = 0.1,
                    tol: float = 1e-4) -> np.ndarray:
     """Indices of up to k best converged optima that differ (max-abs in internal space > tol).
 
@@ -546,7 +585,7 @@ def fit(law, data, target: str | None = None, *, objective: str | None = None, d
     best = int(np.argmin(np.where(ok, f, np.inf)))
     f_best = float(f[best])
     at_best = ok & (f <= f_best + at_best_rtol * abs(f_best))
-    params = {k_: float(v) for k_, v in _natural(law, z[best]).items()}
+    params = {k_: float(v) for k_, v in natural_values(law, z[best]).items()}
 
     # bootstrap: multinomial count weights, refit from the best distinct optima, keep the best refit
     samples = standard_errors = boot_info = None
@@ -555,7 +594,7 @@ def fit(law, data, target: str | None = None, *, objective: str | None = None, d
         t0 = time.perf_counter()
         rng = np.random.default_rng(seed)
         counts = rng.multinomial(n, np.full(n, 1.0 / n), size=bootstrap).astype(np.float64)
-        seeds = _distinct_best(z, f, ok & converged, bootstrap_starts)
+        seeds = distinct_optima(z, f, ok & converged, bootstrap_starts)
         if not len(seeds):                   # no start converged: refit from the best point reached
             seeds = np.array([best])
         nb = len(seeds)
@@ -566,9 +605,15 @@ def fit(law, data, target: str | None = None, *, objective: str | None = None, d
         pick = np.argmin(fb, axis=1)
         rows = np.arange(bootstrap) * nb + pick
         good = np.isfinite(fb[np.arange(bootstrap), pick])
-        samples = _natural(law, sb["z"][rows][good])
+        draws = natural_values(law, sb["z"][rows])
+        good &= np.all([np.isfinite(v) for v in draws.values()], axis=0)   # e.g. exp overflow far out
+        samples = {k_: v[good] for k_, v in draws.items()}
         if good.sum() > 1:
-            standard_errors = {k_: float(np.std(v, ddof=1)) for k_, v in samples.items()}
+            with np.errstate(over="ignore", invalid="ignore"):
+                spread = {k_: float(np.std(v, ddof=1)) for k_, v in samples.items()}
+            # a parameter the data barely identify (e.g. A when alpha is loose) can have draws so
+            # large that their variance overflows: no standard error then; percentiles still hold
+            standard_errors = {k_: v for k_, v in spread.items() if np.isfinite(v)}
         t_boot = time.perf_counter() - t0
         boot_info = {
             "resamples": int(bootstrap), "failed": int((~good).sum()), "starts_per_resample": int(nb),
@@ -590,8 +635,10 @@ def fit(law, data, target: str | None = None, *, objective: str | None = None, d
         "iterations_max": int(iters.max()), "iterations_median": float(np.median(iters)),
         "best_start_converged": bool(converged[best]),
         "solver": "exact-Hessian trust-region Newton, jax float64" + (
-            ", delta continuation" if continuation and objective.startswith("huber") else ""),
-        "max_iter": int(max_iter), "ftol": float(ftol), "xtol": float(xtol),
+            "; continuation: coarse least squares, least squares, delta" if continuation
+            and objective.startswith("huber") else ""),
+        "max_iter": int(max_iter), "max_iter_applies_to": "each continuation stage (iterations_* sum the stages)",
+        "ftol": float(ftol), "xtol": float(xtol),
         "bootstrap": boot_info, "seed": int(seed),
         "residual_space": "log" if objective in LOG_OBJECTIVES else "linear",
         "time_s": {"multistart": t_multistart, "bootstrap": t_boot, "total": time.perf_counter() - t_start},
@@ -606,8 +653,8 @@ def fit(law, data, target: str | None = None, *, objective: str | None = None, d
     fitted = FittedLaw(law, params, samples=samples, standard_errors=standard_errors,
                        flop_convention=flop_convention, k=k, data=data_info, fit=fit_info,
                        provenance=prov, residuals=residuals)
-    fitted.multistart = {"starts": _natural(law, z0), "optima": _natural(law, z), "objective": f, "converged": converged,
-                         "failed": failed, "iterations": iters, "at_best": at_best}
+    fitted.multistart = {"starts": natural_values(law, z0), "optima": natural_values(law, z), "objective": f,
+                         "converged": converged, "failed": failed, "iterations": iters, "at_best": at_best}
     return fitted
 
 

@@ -1,9 +1,10 @@
 """The law library: ``scaling.laws.get(name)``, ``scaling.laws.names()``.
 
-Importing this module registers every shipped law:
-- loss laws (`scaling.loss_laws`): chinchilla, kaplan, power_law, data_constrained,
-  overtraining, lr_annealing;
-- quantization laws (`scaling.quantization_laws`): precision, ptq_degradation;
+Importing this module registers every shipped law (15; ``names()`` lists them sorted):
+- loss laws (`scaling.loss_laws`): chinchilla, kaplan, power_law, pure_power_law,
+  power_law_2d, data_constrained, overtraining, lr_annealing;
+- quantization laws (`scaling.quantization_laws`): precision, precision_weights,
+  ptq_precision, ptq_degradation;
 - test-time compute laws (`scaling.test_time`): coverage_power_law, pass_at_k_beta,
   verifier_ceiling.
 """

@@ -200,8 +200,10 @@ pure_power_law = register(Law(
     log_fn=_pure_power_law_log,
     formula="y = A * x^b  (log y = log A + b log x)",
     citation="monomial power law: isoFLOP optima N_opt(C), D_opt(C) (Hoffmann et al. 2022, "
-             "Approach 2) and hyperparameter laws eta_opt(C), B_opt(C) (DeepSeek-AI 2024, Eq. 1)",
-    # DeepSeek LLM (2024) Eq. 1 learning-rate law, eta_opt = 0.3118 * C^-0.1250.
+             "Approach 2) and hyperparameter laws eta_opt(C), B_opt(C) (DeepSeek-AI 2024, "
+             "arXiv:2401.02954, Eq. 1, with C = M D and M the non-embedding FLOPs/token of Eq. 2)",
+    # DeepSeek LLM (2024) Eq. 1 learning-rate law, eta_opt = 0.3118 * C^-0.1250 (checked against a
+    # full-text transcription of the paper; see scaling.published "deepseek2024_lr").
     reference={"A": 0.3118, "b": -0.1250},
     design=_deepseek_design,
 ))
@@ -235,8 +237,10 @@ power_law_2d = register(Law(
     log_fn=_power_law_2d_log,
     formula="y = A * N^b_N * D^b_D",
     citation="two-covariate monomial, e.g. the optimal learning rate eta(N, D) of Li et al. 2025, "
-             "'Predictable Scale: Part I' (Step Law); N = non-embedding parameters, D = tokens",
-    # Li et al. 2025 Step Law learning rate: eta_opt = 1.79 N^-0.713 D^0.307.
+             "'Predictable Scale: Part I' (Step Law), arXiv:2503.04715; N = non-embedding "
+             "parameters, D = tokens (equation number not verified)",
+    # Li et al. 2025 Step Law learning rate: eta_opt = 1.79 N^-0.713 D^0.307 (constants agree across
+    # several independent transcriptions; not read in the paper itself).
     reference={"A": 1.79, "b_N": -0.713, "b_D": 0.307},
     design=_step_law_design,
 ))
@@ -308,10 +312,11 @@ data_constrained = register(Law(
     formula="L = E + A / N'^alpha + B / D'^beta;  D' = U_D + U_D R*_D (1 - exp(-R_D / R*_D)), "
             "R_D = D/U_D - 1;  N' = U_N + U_N R*_N (1 - exp(-R_N / R*_N)), R_N = N/U_N - 1, "
             "U_N = min(N, N_opt(U_D))",
-    citation="Muennighoff et al. 2023, 'Scaling Data-Constrained Language Models', Sec. 3.1 "
-             "(effective data D', effective parameters N' and the resulting loss; the U_N "
-             "definition and the fitted constants are those of the authors' reference code, "
-             "github.com/huggingface/datablations, README 'Parametric Fit')",
+    citation="Muennighoff et al. 2023, 'Scaling Data-Constrained Language Models', "
+             "arXiv:2305.16264 (effective data D', effective parameters N' and the resulting loss; "
+             "the U_N definition and the fitted constants are those of the authors' reference code, "
+             "github.com/huggingface/datablations, README 'Parametric Fit'; the paper's section and "
+             "equation numbers were not verified)",
     # Authors' fit (datablations README): a, b, e = 6.255414, 7.3049974, 0.6254804 (log A, log B,
     # log E), alpha = beta = 0.3526596, R*_D = 15.387756, R*_N = 5.309743.
     reference={"E": math.exp(0.6254804), "A": math.exp(6.255414), "B": math.exp(7.3049974),
@@ -383,9 +388,10 @@ overtraining = register(Law(
     formula="L(C, M) = E + (a M^eta + b M^-eta) C^-eta, with C = 6 N D and M = D / N "
             "(the Chinchilla law with alpha = beta = 2 eta, a = A 6^eta, b = B 6^eta)",
     citation="Gadre et al. 2024, 'Language models scale reliably with over-training and on "
-             "downstream tasks' (arXiv:2403.08540), the law L(C, M) for over-trained models "
-             "(equation number unverified; reference code github.com/mlfoundations/scaling, "
-             "scaling/laws.py, fits it in (N, M) with C = 6ND)",
+             "downstream tasks' (arXiv:2403.08540), Eq. 4 (Sec. 2.2): Eq. 3 (Chinchilla) with "
+             "alpha = beta reparameterized in C = 6ND (Sec. 2.1) and M = D/N, eta = alpha/2, "
+             "a = A (1/6)^-eta, b = B (1/6)^-eta (derivation in their App. B); checked against a "
+             "full-text transcription of the paper",
     # Illustrative values (a Chinchilla-like surface with alpha = beta = 0.3), not a published fit.
     reference={"E": 1.8, "a": 500.0, "b": 500.0, "eta": 0.15},
     design=_overtraining_design,
@@ -488,9 +494,11 @@ lr_annealing = register(Law(
     positive=("S1", "loss"),  # S2 is 0 before any annealing
     formula="L(s) = L0 + A * S1^(-alpha) - C * S2;  S1 = sum_i eta_i,  "
             "S2 = sum_i m_i,  m_i = lambda m_{i-1} + (eta_{i-1} - eta_i),  lambda = 0.999",
-    citation="Tissue et al. 2024, 'Scaling Law with Learning Rate Annealing' (arXiv:2408.11029), "
-             "the law of the abstract and Sec. 3 (forward area S1, annealing area S2 with momentum "
-             "decay lambda = 0.999 as in the authors' reference script; equation number unverified)",
+    citation="Tissue et al. 2024, 'Scaling Law with Learning Rate Annealing' (arXiv:2408.11029; "
+             "NeurIPS 2025), the law of the abstract, Eq. 1 (equation number as cited by the "
+             "OpenReview reviews of the ICLR 2025 submission); forward area S1, annealing area S2 "
+             "with momentum decay lambda = 0.999 as in the authors' reference script (the S2 "
+             "recursion and lambda were not re-checked against the paper text)",
     # Illustrative values for peak learning rates ~1e-4..1e-3 over 20k steps, not a published fit.
     reference={"L0": 2.0, "A": 0.8, "alpha": 0.5, "C": 0.3},
     design=_lr_annealing_design,

@@ -20,11 +20,17 @@ Verification (by search of the papers, their reference code, and independent tra
 - besiroglu2024: Besiroglu et al. 2024, Table 1 (estimates and standard errors).
 - kaplan2020: Kaplan et al. 2020, Table 2 (fit of Eq. 1.5).
 - muennighoff2023: the authors' fitted constants in github.com/huggingface/datablations (README,
-  "Parametric Fit"), which reproduce the loss values printed there to 1e-12.
-- deepseek2024_lr / deepseek2024_batch: DeepSeek-AI 2024, Eq. 1 (several transcriptions of the paper
-  agree on 0.3118; some secondary tables, e.g. the comparison table of Li et al. 2025, print 0.3188).
+  "Parametric Fit"), which reproduce the loss values printed there to 1e-12. The paper's own
+  section and equation numbers could not be checked.
+- deepseek2024_lr / deepseek2024_batch: DeepSeek-AI 2024, Eq. 1, checked against a full-text
+  transcription of the paper (Sec. 3.1), with the compute C = M D of Eq. 2 (Sec. 3.2); several other
+  transcriptions agree on 0.3118 (some secondary tables print 0.3188). With M from Eq. 2 the law
+  reproduces the learning rates of the paper's Table 2 (4.2e-4 for 7B, 3.2e-4 for 67B) to 3% and its
+  batch sizes in tokens (2304 and 4608 sequences of 4096 tokens) to 10%.
 - predictable_scale2025_lr / _batch: Li et al. 2025 (Step Law); the constants agree across several
-  independent transcriptions of the paper, but the equation number could not be checked.
+  independent transcriptions of the paper, the token-wise batch size and the 0.25% near-optimality
+  filter are confirmed by the authors' code (github.com/step-law/steplaw, code/fit_tool.py); the
+  equation number and the exact fitted ranges could not be checked.
 """
 
 from __future__ import annotations
@@ -48,9 +54,9 @@ _DEEPSEEK = ("DeepSeek-AI (Bi et al.) 2024, 'DeepSeek LLM: Scaling Open-Source L
              "Longtermism', arXiv:2401.02954")
 _STEP = ("Li et al. 2025, 'Predictable Scale: Part I -- Optimal Hyperparameter Scaling Law in Large "
          "Language Model Pretraining' (Step Law), arXiv:2503.04715")
-_DEEPSEEK_COMPUTE = ("x is DeepSeek's compute C = M * D in FLOPs, with M the non-embedding FLOPs per token "
-                     "(72 n_layer d_model^2 + 12 n_layer d_model l_seq; roughly 6 N_non-embedding plus "
-                     "attention), not 6 N D with N including embeddings")
+_DEEPSEEK_COMPUTE = ("x is DeepSeek's compute C = M * D in FLOPs (Sec. 3.2), with M the non-embedding FLOPs per "
+                     "token of their Eq. 2, M = 72 n_layer d_model^2 + 12 n_layer d_model l_seq (roughly "
+                     "6 N_non-embedding plus attention), not 6 N D with N including embeddings")
 
 _SPECS = {
     "hoffmann2022": dict(
@@ -120,15 +126,16 @@ _SPECS = {
         ranges={"N": [7.1e6, 9e9], "D": [1e8, 9e11], "U": [1e8, 1.78e11]},
         provenance={
             "citation": _MUENNIGHOFF,
-            "equation": "Sec. 3.1: L = E + A/N'^alpha + B/D'^beta with D' = U_D + U_D R*_D (1 - e^(-R_D/R*_D)), "
-                        "N' = U_N + U_N R*_N (1 - e^(-R_N/R*_N)), U_N = min(N, N_opt(U_D))",
+            "equation": "parametric fit L = E + A/N'^alpha + B/D'^beta with D' = U_D + U_D R*_D (1 - e^(-R_D/R*_D)), "
+                        "N' = U_N + U_N R*_N (1 - e^(-R_N/R*_N)), U_N = min(N, N_opt(U_D)) (as in the authors' "
+                        "datablations README; section and equation numbers of the paper not verified)",
             "notes": "Fit on the C4 runs (GPT-2 tokenizer), all parameters counted. R*_D ~ 15.4: repeated "
                      "data loses 1 - 1/e of its value after ~15 repetitions (returns fade after ~16 "
                      "epochs); R*_N ~ 5.3 for excess parameters. alpha and beta are equal in the authors' "
                      "fit. Constants as printed in the authors' code (log A = 6.255414, log B = 7.3049974, "
                      "log E = 0.6254804), which reproduce their example predictions 2.2256 (6.34B params, "
                      "242B tokens, 25B unique) and 2.2270 (8.67B, 178B, 25B). C = 6ND. No SEs published. "
-                     "The equation numbering of the paper could not be checked.",
+                     "The section and equation numbering of the paper could not be checked.",
             "verified": "yes: constants and formula against github.com/huggingface/datablations (README)",
         }),
     "deepseek2024_lr": dict(
@@ -137,12 +144,15 @@ _SPECS = {
         ranges={"x": [1e17, 2e19]},
         provenance={
             "citation": _DEEPSEEK,
-            "equation": "Eq. 1, eta_opt = 0.3118 * C^-0.1250 (x = C, y = peak learning rate)",
+            "equation": "Eq. 1 (Sec. 3.1), eta_opt = 0.3118 * C^-0.1250 (x = C, y = peak learning rate)",
             "compute": _DEEPSEEK_COMPUTE,
-            "notes": "Fitted on near-optimal (within 0.25% of the best loss) runs at 1e17 to 2e19 FLOPs, "
-                     "multi-step learning-rate schedule, AdamW. The learning rate is the peak learning rate. "
-                     "flop_convention 6ND does not apply to this one-covariate law: see 'compute'.",
-            "verified": "yes: against several independent transcriptions of Eq. 1",
+            "notes": "Fitted on near-optimal (generalization error within 0.25% of the minimum) runs at 1e17 "
+                     "to 2e19 FLOPs, multi-step learning-rate schedule, AdamW; validated at 1e20. The "
+                     "learning rate is the peak learning rate. Reproduces Table 2 to 3%: 4.24e-4 (7B, printed "
+                     "4.2e-4) and 3.12e-4 (67B, printed 3.2e-4) at C = M * 2T tokens. flop_convention 6ND "
+                     "does not apply to this one-covariate law: see 'compute'.",
+            "verified": "yes: against a full-text transcription of the paper (Eq. 1, Eq. 2, Table 2) and "
+                        "several independent transcriptions of Eq. 1",
         }),
     "deepseek2024_batch": dict(
         law="pure_power_law",
@@ -150,11 +160,14 @@ _SPECS = {
         ranges={"x": [1e17, 2e19]},
         provenance={
             "citation": _DEEPSEEK,
-            "equation": "Eq. 1, B_opt = 0.2920 * C^0.3271 (x = C, y = batch size in tokens)",
+            "equation": "Eq. 1 (Sec. 3.1), B_opt = 0.2920 * C^0.3271 (x = C, y = batch size in tokens)",
             "compute": _DEEPSEEK_COMPUTE,
-            "notes": "Batch size counted in tokens. Fitted on near-optimal runs at 1e17 to 2e19 FLOPs. "
-                     "flop_convention 6ND does not apply to this one-covariate law: see 'compute'.",
-            "verified": "yes: against several independent transcriptions of Eq. 1",
+            "notes": "Batch size counted in tokens: the law gives 9.2M and 20.6M tokens for the 7B and 67B "
+                     "runs of Table 2, which used 2304 and 4608 sequences of 4096 tokens (9.4M and 18.9M). "
+                     "Fitted on near-optimal runs at 1e17 to 2e19 FLOPs. flop_convention 6ND does not apply "
+                     "to this one-covariate law: see 'compute'.",
+            "verified": "yes: against a full-text transcription of the paper (Eq. 1, Eq. 2, Table 2) and "
+                        "several independent transcriptions of Eq. 1",
         }),
     "predictable_scale2025_lr": dict(
         law="power_law_2d",
@@ -164,10 +177,13 @@ _SPECS = {
             "citation": _STEP,
             "equation": "eta_opt(N, D) = 1.79 N^-0.713 D^0.307 (the Step Law learning-rate formula)",
             "notes": "N = non-embedding (non-vocabulary) parameters, D = training tokens, y = peak learning "
-                     "rate (AdamW). The covariate ranges are approximate: dense models of ~60M to ~1B "
-                     "parameters on up to ~100B tokens. No SEs published.",
-            "verified": "partly: the constants agree across several independent transcriptions; the "
-                        "equation number and exact fitted ranges are unverified",
+                     "rate (AdamW). The authors' code fits on configurations whose smoothed training loss "
+                     "is within 0.25% of the best of their (N, D) grid (filter_threshold = 0.0025). The "
+                     "covariate ranges are approximate: dense models of ~60M to ~1B parameters on up to "
+                     "~100B tokens. No SEs published.",
+            "verified": "partly: the constants agree across several independent transcriptions (one quoting "
+                        "the paper's comparison table); the equation number and exact fitted ranges are "
+                        "unverified",
         }),
     "predictable_scale2025_batch": dict(
         law="pure_power_law",
@@ -177,9 +193,11 @@ _SPECS = {
             "citation": _STEP,
             "equation": "B_opt(D) = 0.58 D^0.571 (x = D training tokens, y = batch size in tokens)",
             "notes": "The optimal batch size depends on the data size D and hardly on N. Batch size counted "
-                     "in tokens (their code multiplies sequences by sequence length). Approximate ranges.",
-            "verified": "partly: the constants agree across several independent transcriptions; the "
-                        "equation number and exact fitted ranges are unverified",
+                     "in tokens (the authors' code, github.com/step-law/steplaw code/fit_tool.py, converts "
+                     "sequences to tokens before fitting: bs * seq_len). Approximate ranges.",
+            "verified": "partly: the constants agree across several independent transcriptions; the token "
+                        "unit is confirmed by the authors' code; the equation number and exact fitted ranges "
+                        "are unverified",
         }),
 }
 

@@ -4,37 +4,57 @@ Three registered laws and the plain functions behind them:
 
 - ``precision`` (Kumar et al. 2024): loss of a model *trained* with weights, activations and KV cache
   in ``P_w``, ``P_a``, ``P_kv`` bits, through an effective parameter count
-  ``N_eff = N (1 - e^{-P_w/γ_w}) (1 - e^{-P_a/γ_a}) (1 - e^{-P_kv/γ_kv})`` put into a Chinchilla
-  form ``L = A N_eff^{-α} + B D^{-β} + E``. ``precision_weights`` is the weight-only special case
-  (activations and KV cache in high precision), with three fewer parameters to identify.
-- ``ptq_precision`` (Kumar et al. 2024): the loss *increase* from post-training quantization (PTQ)
-  of a high-precision-trained model to ``P_post`` bits,
-  ``δ_PTQ = C_T D^{γ_D} N^{-γ_N} e^{-P_post/γ_post}``.
-- ``ptq_degradation`` (Ouyang et al. 2024): the same quantity ("quantization-induced degradation",
-  QiD) in power-law form, ``ΔqLoss = k D^β / (N^α P^γ)``.
+  ``N_eff = N (1 - e^{-P_w/γ_w}) (1 - e^{-P_a/γ_a}) (1 - e^{-P_kv/γ_kv})`` (their Eq. 4) put into a
+  Chinchilla form ``L = A N_eff^{-α} + B D^{-β} + E`` (their Finding 2). ``precision_weights`` is the
+  weight-only special case of their Eq. 3 (activations and KV cache in high precision), with three
+  fewer parameters to identify.
+- ``ptq_precision`` (Kumar et al. 2024, Eq. 2 / Finding 1): the loss *increase* from post-training
+  quantization (PTQ) of a model trained in BF16 or above to ``P_post`` bits,
+  ``δ_PTQ(N, D, P_post) = C_T (D^{γ_D} / N^{γ_N}) e^{-P_post/γ_post}``.
+- ``ptq_degradation`` (Ouyang et al. 2024, Eq. 8): the same quantity ("quantization-induced
+  degradation", QiD) in power-law form, ``ΔqLoss(N, D, P) = k D^β / (N^α P^γ)``.
 
 Why separate laws rather than one: the training-precision law and the PTQ term are measured on
 different targets (final loss of a quantized-trained run vs. the loss *difference* before/after
 PTQ) and are fitted on different experiments, so each is a `Law` with its own target
 (``loss`` / ``delta_loss``). The post-PTQ loss of a high-precision-trained model is their sum,
-``precision(...) + ptq_precision(...)``, which `post_ptq_loss` computes. Kumar et al.'s unified
-form also lets training precision *robustify* the PTQ term; its extra factors are quoted only in
-secondary sources we could not check against the paper, so it is not implemented here.
+``precision(...) + ptq_precision(...)``, which `post_ptq_loss` computes (Kumar et al. Eq. 1 / Eq. 11
+with high training precision, where ``N_eff ≈ N``). Kumar et al.'s unified form (Eq. 9, Sec. 5)
+additionally uses ``N_eff`` in the PTQ term and multiplies it by robustification factors
+``Π_{x ∈ {w, a, kv}} [1 - e^{-C_x (P_x - P_post)}]`` (Eq. 8 for weights alone), so that models
+trained in low precision degrade less; it is not implemented here because its constants ``C_x`` are
+not available to us and it needs runs with low training precision *and* PTQ to fit.
 
-Verification status of formulas and constants (checked with the project's search tool):
-- Kumar et al. 2024, "Scaling Laws for Precision", arXiv:2411.04330 (ICLR 2025). The functional
-  forms of ``N_eff``, the loss and ``δ_PTQ`` match the paper's equations as reproduced by two
-  independent secondary summaries; the primary text (where the equation numbers live) was not
-  readable in our corpus, so equation numbers are not given. The constants ``A=4299, α=0.4965,
-  B=18060, β=0.5, E=2.7648, γ_w=2.6745, γ_a=2.2102, γ_kv=0.9578, C_T=0.0598, γ_D=0.5068,
-  γ_N=0.3439`` are quoted from a secondary summary of the paper and could NOT be verified against
-  the paper itself. ``γ_post`` was not found at all: the reference value 1.0 is ILLUSTRATIVE.
-- Ouyang et al. 2024, "Low-Bit Quantization Favors Undertrained LLMs: Scaling Laws for Quantized
-  LLMs with 100T Training Tokens", arXiv:2411.17691 (ACL 2025). The form
-  ``ΔqLoss(N, D, P) = k D^β / (N^α P^γ)`` (N non-embedding parameters, D training tokens, P bit
-  width) is confirmed by a secondary summary. The exponents ``α=0.2276, β=0.5251, γ=5.4812`` are
-  recalled from the paper but could NOT be verified in our corpus; ``k=0.01`` is ILLUSTRATIVE
-  (chosen so Pythia-12B at 300B tokens and 3 bits degrades by ~0.1 nats).
+Verification status (checked with the project's search tool):
+
+- Kumar, Ankner, Spector, Bordelon, Muennighoff, Paul, Pehlevan, Ré, Raghunathan, "Scaling Laws for
+  Precision", arXiv:2411.04330 (ICLR 2025). FORMULAS VERIFIED against a full-text transcription of
+  the paper (Eqs. 1-5, 8, 9, 11 and Findings 1-4 as cited above; sweep: N = 30, 60, 110, 220M
+  non-embedding parameters, D = 1.5-26B tokens, P_w, P_a, P_kv in [3, 12] bits, integer
+  fake-quantization of the forward pass, GPTQ for PTQ; Sec. 2.3, 3, 4). The compute model of their
+  Eq. 5 is ``C = (6/16) N D P``.
+  CONSTANTS NOT VERIFIED: the paper prints its fitted values only in Appendix K, which the
+  transcription we found does not include. ``A=4299, α=0.4965, B=18060, β=0.5, E=2.7648,
+  γ_w=2.6745, γ_a=2.2102, γ_kv=0.9578, C_T=0.0598, γ_D=0.5068, γ_N=0.3439`` come from one secondary
+  source (a 2026 explanatory blog post that attributes them to the paper), and two checks against
+  statements in the paper's body raise doubts: (i) with these γ the compute-optimal training
+  precision of Eq. 5 is ~3.5 bits (it solves Σ_x (P/γ_x) / (e^{P/γ_x} - 1) = 1; ~3.7 bits with
+  the paper's tied form (1 - e^{-P/γ̄})^3, γ̄ the mean γ), budget-independent as the paper says,
+  but the paper reports "around 7-8 bits" (Sec. 4.3.2, Finding 3); (ii) the paper calls the
+  fitted γ_D and γ_N "similar" (Sec. 3.1), which 0.51 and 0.34 hardly are. ``γ_post`` was found
+  nowhere: the reference value 1.0 is ILLUSTRATIVE.
+- Ouyang, Ge, Hartvigsen, Zhang, Mi, Yu, "Low-Bit Quantization Favors Undertrained LLMs: Scaling
+  Laws for Quantized LLMs with 100T Training Tokens", arXiv:2411.17691 (ACL 2025). VERIFIED against
+  the figure captions of the arXiv HTML (v1) as reproduced by a paper digest, and two further
+  independent transcriptions: the unified law fitted on the GPTQ-quantized Pythia suite (Eq. 8,
+  Fig. 6) is ``ΔqLoss(N, D, P) = 0.017 D^0.5251 / (N^0.2261 P^5.4967)`` with N the number of
+  NON-embedding parameters, D training tokens and P the bit width. (The one-factor fits of Eqs. 5-7,
+  Figs. 3-5, give β = 0.5316, α = 0.2276, γ = 5.4812; an earlier version of this module mixed those
+  with the unified β.) All 16 entries of the 2-bit column of their Table 1 (training tokens that
+  reach a given QiD for 1B-405B models) follow from Eq. 8 to within 3%, the rounding of k; the 3-
+  and 4-bit columns do not (Eq. 8 gives 0.78-1.58 times the stated QiD there), so those rest on a
+  fit we could not identify. The paper predicts the quantized loss as ``Loss_16bit + ΔqLoss``
+  (Fig. 7).
 """
 
 from __future__ import annotations
@@ -54,15 +74,17 @@ OUYANG_CITATION = (
     "Scaling Laws for Quantized LLMs with 100T Training Tokens', arXiv:2411.17691 (ACL 2025)"
 )
 
-# Kumar et al. fitted constants as quoted by a secondary summary (not verified against the paper).
+# Kumar et al. fitted constants as quoted by ONE secondary source; not verified against the paper's
+# Appendix K (see the module docstring for two reasons to doubt them).
 KUMAR_PRECISION_REFERENCE = {
     "A": 4299.0, "alpha": 0.4965, "B": 18060.0, "beta": 0.5, "E": 2.7648,
     "gamma_w": 2.6745, "gamma_a": 2.2102, "gamma_kv": 0.9578,
 }
-# C_T, gamma_D, gamma_N as quoted by a secondary summary; gamma_post is ILLUSTRATIVE (not found).
+# C_T, gamma_D, gamma_N as quoted by the same secondary source (unverified); gamma_post is
+# ILLUSTRATIVE (not found in any source).
 KUMAR_PTQ_REFERENCE = {"C_T": 0.0598, "gamma_D": 0.5068, "gamma_N": 0.3439, "gamma_post": 1.0}
-# Exponents recalled from Ouyang et al. (unverified); k is ILLUSTRATIVE.
-OUYANG_PTQ_REFERENCE = {"k": 0.01, "alpha": 0.2276, "beta": 0.5251, "gamma": 5.4812}
+# Ouyang et al. 2024, Eq. 8 / Fig. 6: the unified fit on GPTQ-quantized Pythia checkpoints.
+OUYANG_PTQ_REFERENCE = {"k": 0.017, "alpha": 0.2261, "beta": 0.5251, "gamma": 5.4967}
 
 
 def _log_precision_factor(bits, gamma):
@@ -74,9 +96,10 @@ def effective_params(N, P_w, P_a=jnp.inf, P_kv=jnp.inf, *, gamma_w=KUMAR_PRECISI
                      gamma_a=KUMAR_PRECISION_REFERENCE["gamma_a"], gamma_kv=KUMAR_PRECISION_REFERENCE["gamma_kv"]):
     """Kumar et al. (2024) effective parameter count of a model trained in low precision.
 
-    ``N_eff = N (1 - e^{-P_w/γ_w}) (1 - e^{-P_a/γ_a}) (1 - e^{-P_kv/γ_kv})``; a precision of
-    ``inf`` (the default for activations and KV cache) contributes a factor of 1. Default ``γ`` are
-    the secondary-source constants of `KUMAR_PRECISION_REFERENCE` (unverified). jnp in, jnp out.
+    ``N_eff = N (1 - e^{-P_w/γ_w}) (1 - e^{-P_a/γ_a}) (1 - e^{-P_kv/γ_kv})`` (Kumar et al. Eq. 4);
+    a precision of ``inf`` (the default for activations and KV cache) contributes a factor of 1.
+    N counts non-embedding parameters (Kumar et al. Sec. 2.3). Default ``γ`` are the
+    secondary-source constants of `KUMAR_PRECISION_REFERENCE` (not verified). jnp in, jnp out.
     """
     log_n_eff = (jnp.log(N) + _log_precision_factor(P_w, gamma_w) + _log_precision_factor(P_a, gamma_a)
                  + _log_precision_factor(P_kv, gamma_kv))
@@ -87,18 +110,20 @@ def ptq_degradation_kumar(N, D, P_post, *, C_T=KUMAR_PTQ_REFERENCE["C_T"], gamma
                           gamma_N=KUMAR_PTQ_REFERENCE["gamma_N"], gamma_post=KUMAR_PTQ_REFERENCE["gamma_post"]):
     """Kumar et al. (2024) post-training-quantization loss increase of a high-precision-trained model.
 
-    ``δ_PTQ(N, D, P_post) = C_T D^{γ_D} / N^{γ_N} · e^{-P_post/γ_post}``. Defaults: see
-    `KUMAR_PTQ_REFERENCE` (``γ_post`` is illustrative). jnp in, jnp out.
+    ``δ_PTQ(N, D, P_post) = C_T (D^{γ_D} / N^{γ_N}) e^{-P_post/γ_post}`` (Kumar et al. Eq. 2, for
+    models trained in BF16 or above). Defaults: see `KUMAR_PTQ_REFERENCE` (``C_T, γ_D, γ_N`` not
+    verified, ``γ_post`` illustrative). jnp in, jnp out.
     """
     return jnp.exp(jnp.log(C_T) + gamma_D * jnp.log(D) - gamma_N * jnp.log(N) - jnp.asarray(P_post) / gamma_post)
 
 
 def ptq_degradation_ouyang(N, D, P, *, k=OUYANG_PTQ_REFERENCE["k"], alpha=OUYANG_PTQ_REFERENCE["alpha"],
                            beta=OUYANG_PTQ_REFERENCE["beta"], gamma=OUYANG_PTQ_REFERENCE["gamma"]):
-    """Ouyang et al. (2024) quantization-induced degradation ``ΔqLoss = k D^β / (N^α P^γ)``.
+    """Ouyang et al. (2024) quantization-induced degradation ``ΔqLoss = k D^β / (N^α P^γ)`` (Eq. 8).
 
     N: non-embedding parameters, D: training tokens, P: bit width of the quantized weights.
-    Defaults: see `OUYANG_PTQ_REFERENCE` (unverified exponents, illustrative ``k``).
+    Defaults: `OUYANG_PTQ_REFERENCE`, the paper's unified fit on GPTQ-quantized Pythia (Fig. 6):
+    k = 0.017, α = 0.2261, β = 0.5251, γ = 5.4967.
     """
     return jnp.exp(jnp.log(k) + beta * jnp.log(D) - alpha * jnp.log(N) - gamma * jnp.log(P))
 
@@ -106,8 +131,10 @@ def ptq_degradation_ouyang(N, D, P, *, k=OUYANG_PTQ_REFERENCE["k"], alpha=OUYANG
 def post_ptq_loss(N, D, P_post, precision_params=None, ptq_params=None):
     """Loss of a model trained in high precision and then quantized to ``P_post`` bits.
 
-    ``L = A N^{-α} + B D^{-β} + E + δ_PTQ(N, D, P_post)`` (Kumar et al. 2024), i.e. the
-    ``precision`` law at full training precision plus the ``ptq_precision`` law.
+    ``L = A N^{-α} + B D^{-β} + E + δ_PTQ(N, D, P_post)``: Kumar et al. (2024) Eq. 1 / Eq. 11 with
+    the training precision taken as infinite (``N_eff = N``, robustification factors of Eq. 9
+    equal to 1), i.e. the ``precision`` law at full training precision plus the ``ptq_precision``
+    law (Eq. 2).
     """
     pp = dict(KUMAR_PRECISION_REFERENCE if precision_params is None else precision_params)
     qp = dict(KUMAR_PTQ_REFERENCE if ptq_params is None else ptq_params)
@@ -175,8 +202,9 @@ precision = register(Law(
     log_fn=_precision_log_fn,
     formula=("L = A N_eff^-alpha + B D^-beta + E, "
              "N_eff = N (1 - exp(-P_w/gamma_w)) (1 - exp(-P_a/gamma_a)) (1 - exp(-P_kv/gamma_kv))"),
-    citation=KUMAR_CITATION + "; training-precision law (section on quantized training). "
-             "Constants from a secondary summary, not verified against the paper.",
+    citation=KUMAR_CITATION + "; Finding 2 (Sec. 4.2): L = A N_eff^-alpha + B D^-beta + E with N_eff of "
+             "Eq. 4 (form verified). Reference constants from one secondary source, NOT verified against "
+             "the paper's Appendix K.",
     reference=KUMAR_PRECISION_REFERENCE,
     design=_precision_design,
 ))
@@ -189,8 +217,8 @@ precision_weights = register(Law(
     fn=_precision_fn,
     log_fn=_precision_log_fn,
     formula="L = A N_eff^-alpha + B D^-beta + E, N_eff = N (1 - exp(-P_w/gamma_w))",
-    citation=KUMAR_CITATION + "; weight-only special case of the training-precision law "
-             "(activations and KV cache in high precision).",
+    citation=KUMAR_CITATION + "; Eq. 3 (Sec. 4.1), quantization-aware training of the weights only "
+             "(activations and KV cache in high precision); form verified, reference constants not.",
     reference={k: KUMAR_PRECISION_REFERENCE[k] for k in ("A", "alpha", "B", "beta", "E", "gamma_w")},
     design=_precision_weights_design,
 ))
@@ -220,8 +248,9 @@ ptq_precision = register(Law(
     fn=lambda p, x: jnp.exp(_ptq_precision_log_fn(p, x)),
     log_fn=_ptq_precision_log_fn,
     formula="delta_PTQ = C_T D^gamma_D / N^gamma_N * exp(-P_post / gamma_post)",
-    citation=KUMAR_CITATION + "; post-training-quantization degradation. C_T, gamma_D, gamma_N from a "
-             "secondary summary (unverified); reference gamma_post is illustrative.",
+    citation=KUMAR_CITATION + "; Eq. 2 (Sec. 3.1, Finding 1), models trained in BF16 or above, GPTQ; form "
+             "verified. C_T, gamma_D, gamma_N from one secondary source (not verified); reference gamma_post "
+             "is illustrative.",
     reference=KUMAR_PTQ_REFERENCE,
     design=_ptq_design,
 ))
@@ -251,8 +280,9 @@ ptq_degradation = register(Law(
     fn=lambda p, x: jnp.exp(_ouyang_log_fn(p, x)),
     log_fn=_ouyang_log_fn,
     formula="QiD = delta_loss = k D^beta / (N^alpha P^gamma)",
-    citation=OUYANG_CITATION + "; unified QiD scaling law. Exponents recalled from the paper "
-             "(unverified); reference k is illustrative.",
+    citation=OUYANG_CITATION + "; unified QiD scaling law, Eq. 8; reference = the paper's fit on "
+             "GPTQ-quantized Pythia checkpoints (Fig. 6): k = 0.017, alpha = 0.2261, beta = 0.5251, "
+             "gamma = 5.4967; N = non-embedding parameters",
     reference=OUYANG_PTQ_REFERENCE,
     design=_ouyang_design,
 ))

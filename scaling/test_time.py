@@ -17,15 +17,21 @@ Laws (registered; ``scaling.laws.get(name)``):
 
 Sources (formulas checked with the project's search tool):
 - Chen et al. (2021), "Evaluating Large Language Models Trained on Code", arXiv:2107.03374: the
-  estimator 1 - C(n-c, k)/C(n, k); checked as reproduced in Schaeffer et al. (2025) Eq. 12 and
-  their numerically stable reference code (1 - prod(1 - k / arange(n-c+1, n+1)), 1 if n-c < k).
+  estimator 1 - C(n-c, k)/C(n, k); checked as reproduced in Schaeffer et al. (2025) App. B, Eq. 12,
+  and their numerically stable reference code (Fig. 8: 1 - prod(1 - k / arange(n-c+1, n+1)),
+  1 if n-c < k), read in a full-text transcription of Schaeffer et al.
 - Brown et al. (2024), "Large Language Monkeys: Scaling Inference Compute with Repeated Sampling",
   arXiv:2407.21787, Sec. 3.1, Eqs. 2-3: log coverage ≈ a k^b, i.e. coverage ≈ exp(a k^b)
-  (an "exponentiated power law"), a < 0, b < 0. We write it with positive constants as
-  Schaeffer et al. (2025) Eq. 2 do: -log coverage ≈ a k^-b, a, b > 0 (Brown's a, b = -a, -b).
+  (an "exponentiated power law"), a < 0, b < 0; coverage is measured with the estimator of their
+  Eq. 1 and the fit uses scipy curve_fit on 40 log-spaced k (App. C.1). Equation and section
+  numbers checked against a section-referenced digest of the paper, not the paper itself. We write
+  the law with positive constants as Schaeffer et al. (2025) Eq. 2 do (checked in the full text):
+  -log coverage ≈ a k^-b, a, b > 0 (Brown's a, b = -a, -b). Schaeffer et al. App. C, Table 1, fit
+  a = 8.03 ... 4.11 and b = 0.19 ... 0.37 for Pythia 70M ... 12B on MATH.
 - Schaeffer et al. (2025), "How Do Large Language Monkeys Get Their Power (Laws)?",
-  arXiv:2502.17578 (ICML 2025), App. E.4, Eqs. 25-30: pass_Beta(α,β)@k = 1 - Γ(α+β)Γ(β+k) /
-  (Γ(β)Γ(α+β+k)) and -log pass@k = Γ(α+β)/Γ(β) k^-α + o(k^-α). Their distributional estimator
+  arXiv:2502.17578 (ICML 2025, PMLR 267:53132-53176), App. E.4, Eqs. 24-30 (checked in a full-text
+  transcription): p ~ Beta(α, β) (Eq. 24), pass_Beta(α,β)@k = 1 - Γ(α+β)Γ(β+k) / (Γ(β)Γ(α+β+k))
+  (Eq. 27) and -log pass@k = Γ(α+β)/Γ(β) k^-α + o(k^-α) (Eq. 30). Their distributional estimator
   fits a *scaled* 3-parameter Beta/Kumaraswamy by a discretized likelihood (Sec. 5); this module
   fits the plain 2-parameter Beta by the exact beta-binomial likelihood instead (a
   simplification: no scale parameter).

@@ -273,6 +273,20 @@ def test_load_rejects_non_json_and_non_finite_numbers(tmp_path, text, message):
 
 def test_load_is_exposed_as_scaling_load(tmp_path):
     path = os.fspath(tmp_path / "e.json")
-    FittedLaw("chinchilla", EPOCH, standard_errors=EPOCH_SE, provenance={"citation": "Besiroglu et al. 2024"}).save(path)
+    fl = FittedLaw("chinchilla", EPOCH, standard_errors=EPOCH_SE, provenance={"citation": "Besiroglu et al. 2024"})
+    fl.save(path)
     back = scaling.load(path)
     assert isinstance(back, scaling.FittedLaw) and back.standard_errors == EPOCH_SE and back.samples is None
+
+
+def test_compute_optimal_warns_when_the_optimum_is_outside_the_fitted_range():
+    fitted = FittedLaw("chinchilla", EPOCH, data={"n_points": 10, "ranges": {"N": [1e8, 1e10], "D": [1e9, 1e11]}})
+    budget_inside = 6 * 1e9 * 2e10
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        inside = fitted.compute_optimal(budget_inside)
+    assert 1e8 <= inside["N"] <= 1e10 and 1e9 <= inside["D"] <= 1e11
+    with pytest.warns(UserWarning, match="outside the fitted range"):
+        fitted.compute_optimal(1e25)
+    with pytest.warns(UserWarning, match="outside the fitted range"):
+        fitted.compute_for_loss(EPOCH["E"] + 0.05)

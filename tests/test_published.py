@@ -104,6 +104,28 @@ def test_deepseek_hyperparameter_laws_by_hand_and_range_warning():
     assert "non-embedding FLOPs per token" in lr.provenance["compute"]
 
 
+def _deepseek_flops_per_token(n_layer, d_model, l_seq):
+    """DeepSeek LLM Eq. 2: non-embedding FLOPs per token M = 72 n_layer d^2 + 12 n_layer d l_seq."""
+    return 72 * n_layer * d_model ** 2 + 12 * n_layer * d_model * l_seq
+
+
+def test_deepseek_eq1_reproduces_table2_hyperparameters():
+    """DeepSeek LLM Table 2: 7B (30 layers, d = 4096) and 67B (95 layers, d = 8192), 2T tokens, l_seq = 4096.
+
+    With C = M D (Sec. 3.2), Eq. 1 gives back the printed peak learning rates (4.2e-4, 3.2e-4) to 3%
+    and the batch sizes (2304 and 4608 sequences of 4096 tokens) to 10%: the batch law counts tokens,
+    not sequences (in sequences it would be off by a factor of 4096). The 67B residuals (lr 3.12e-4,
+    batch +9%) are larger, probably because Eq. 2's 72 n_layer d^2 assumes full multi-head attention
+    while the 67B model uses grouped-query attention (8 KV heads), so its true M is smaller.
+    """
+    lr, bs = published.get("deepseek2024_lr"), published.get("deepseek2024_batch")
+    for n_layer, d_model, table_lr, table_batch_seqs in ((30, 4096, 4.2e-4, 2304), (95, 8192, 3.2e-4, 4608)):
+        C = _deepseek_flops_per_token(n_layer, d_model, 4096) * 2.0e12
+        with pytest.warns(UserWarning, match="extrapolating"):  # 7B/67B lie beyond the 1e17-2e19 fit range
+            assert float(lr.predict(x=C)) == pytest.approx(table_lr, rel=0.03)
+            assert float(bs.predict(x=C)) == pytest.approx(table_batch_seqs * 4096, rel=0.10)
+
+
 def test_step_law_hyperparameters_by_hand():
     lr, bs = published.get("predictable_scale2025_lr"), published.get("predictable_scale2025_batch")
     assert float(lr.predict(N=1e9, D=1e11)) == pytest.approx(1.79 * 1e9 ** -0.713 * 1e11 ** 0.307, rel=1e-12)

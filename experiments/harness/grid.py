@@ -302,7 +302,8 @@ def run_grid(runs: Sequence[Run], workdir, *, flop_convention: str = "6N",
     """Train every run of the grid in order (skipping finished ones); returns the results table.
 
     ``train_fn(cfg, run_dir) -> result dict`` defaults to `experiments.harness.train.train`.
-    ``flop_convention`` only sets the unit of the progress bar (FLOPs in that convention).
+    ``flop_convention`` names the budgets' convention on the progress bar, whose total is the sum
+    of the runs' budgets (so its ETA weighs each run by its cost).
     results.csv is rewritten after every run (process 0 only), so it is always current.
     """
     if flop_convention not in sflops.CONVENTIONS:
@@ -328,7 +329,7 @@ def run_grid(runs: Sequence[Run], workdir, *, flop_convention: str = "6N",
     cost = {rid: max(float(r.budget), 1.0) for r, rid in zip(runs, ids)}
     done_cost = sum(cost[rid] for rid in ids if rows[rid]["status"] in FINAL_STATUSES)
     bar = tqdm(total=sum(cost.values()), initial=done_cost, unit="FLOP", unit_scale=True,
-               desc="isoFLOP grid", disable=not (progress and writer), dynamic_ncols=True,
+               desc=f"isoFLOP grid ({flop_convention})", disable=not (progress and writer), dynamic_ncols=True,
                smoothing=0.0, file=sys.stderr)
     finished = len(ids) - len(todo)
     try:

@@ -59,11 +59,16 @@ CONVENTION_TEXT = {
 # ----------------------------------------------------------------------------- inputs
 
 
+def params_column(flop_convention: str) -> str:
+    """The results.csv column holding N under a FLOP convention."""
+    return "n_params_nonembedding" if flop_convention == "6N_nonembed" else "n_params"
+
+
 def analysis_inputs(results: pd.DataFrame, flop_convention: str) -> tuple[pd.DataFrame, dict]:
     """results.csv -> (the runs table `scaling.isoflop` reads, its ``flop_convention``/``k`` args)."""
     if flop_convention not in CONVENTION_TEXT:
         raise ValueError(f"unknown FLOP convention {flop_convention!r}; choose one of {sorted(CONVENTION_TEXT)}")
-    params = "n_params_nonembedding" if flop_convention == "6N_nonembed" else "n_params"
+    params = params_column(flop_convention)
     runs = pd.DataFrame({
         "run_id": results["run_id"], "budget": results["budget"], "n_params": results[params],
         "tokens": results["tokens"], "flops": results[f"flops_{flop_convention}"],
@@ -78,17 +83,13 @@ def analysis_inputs(results: pd.DataFrame, flop_convention: str) -> tuple[pd.Dat
     return runs, {"k": k}
 
 
-def params_column(flop_convention: str) -> str:
-    return "n_params_nonembedding" if flop_convention == "6N_nonembed" else "n_params"
-
-
 # ----------------------------------------------------------------------------- analysis
 
 
 def start_grid(kind: str = "coarse"):
     """Starts of Approach 3's chinchilla fit: None (the law's default grid, 4,500 starts: Epoch
     AI's protocol, Besiroglu et al. 2024) for "full"; for "coarse", every other value of each
-    parameter's default grid (3 x 3 x 3 x 3 x 3 = 243 starts, same span, ~20x cheaper)."""
+    parameter's default grid (3 x 3 x 3 x 3 x 3 = 243 starts over the same span)."""
     if kind == "full":
         return None
     if kind != "coarse":
@@ -103,14 +104,13 @@ def start_grid(kind: str = "coarse"):
     return pd.DataFrame(rows, columns=list(law.param_names))
 
 
-
 def analyze(workdir, results: pd.DataFrame, *, flop_convention: str = "6N", bootstrap: int = 400,
             bootstrap_approach1: int | None = None, seed: int = 0, approach3_starts=None):
     """Approaches 1-3 and the held-out-budget check on a grid's results.
 
     Returns ``(scaling.isoflop.IsoFlopAnalysis, curves DataFrame)``. Approach 1 reads the runs'
-    training curves (metrics.jsonl); an approach that raises ``ValueError`` is left out and its
-    reason is added to the analysis notes.
+    training curves (metrics.jsonl). An approach that raises is left out and its reason added to
+    the analysis notes; when Approach 3's bootstrap fails, its point fit is kept without intervals.
     """
     from scaling import isoflop
 
@@ -256,10 +256,12 @@ def render_report(analysis, results: pd.DataFrame, *, title: str, flop_conventio
         data = (study.get("base") or {}).get("data") or {}
         lines.append(f"- data: `{data.get('dataset', '?')}`, tokenizer `{data.get('tokenizer', '?')}`, "
                      f"sequence length {data.get('seq_len', '?')}; sizes per budget "
-                     f"{study.get('sizes_per_budget')} spread {study.get('spread')}x around "
-                     f"{'the given sizes' if study.get('sizes') else 'prior ' + repr(study.get('prior'))}; "
-                     f"batch rule {study.get('rows_per_step')!r}, learning-rate rule {study.get('lr')!r}; "
-                     f"seeds {study.get('seeds')}")
+                     f"{study.get('sizes_per_budget')}, spread {study.get('spread')}x around "
+                     + ("the given sizes" if study.get("sizes") else
+                        f"{study.get('center_scale', 1.0)} x the N_opt(C) of the prior law "
+                        f"`{study.get('prior')}`")
+                     + f"; batch rule {study.get('rows_per_step')!r} sequences per step, learning "
+                     f"rate {study.get('lr_scale', 1.0)} x {study.get('lr')!r}; seeds {study.get('seeds')}")
     if wall_time_s is not None:
         lines.append(f"- wall time of this invocation: {wall_time_s / 60:.1f} min")
     lines.append("")
