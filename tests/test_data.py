@@ -213,7 +213,7 @@ def test_process_shards_are_disjoint_and_cover_the_epoch(data_dir):
 
 
 def test_train_iterator_serves_batched_packed_rows(data_dir):
-    cfg = small_config(data_dir, prefetch_batches=2)
+    cfg = small_config(data_dir, prefetch_batches=2, shuffle_tokens=0)  # no row shuffle
     iterator = data.make_train_iterator(cfg, global_batch_size=4, seed=11)
     rows = iter(data.packed_train_rows(cfg, seed=11))
     for _ in range(5):
@@ -230,16 +230,73 @@ def test_train_iterator_serves_batched_packed_rows(data_dir):
     iterator.close()
 
 
+def row_documents(cfg, seed):
+    """Document (in read order) of the first token of each packed row, one epoch."""
+    _, docs = documents_in_read_order(cfg, seed)
+    ends = np.cumsum([len(d) for d in docs])
+    rows = -(-ends[-1] // (cfg.seq_len + 1))
+    return np.searchsorted(ends, np.arange(rows) * (cfg.seq_len + 1), side="right")
+
+
+def test_row_shuffle_mixes_documents_within_windows(data_dir):
+    window, batch, seed = 1024, 8, 6
+    cfg = small_config(data_dir, num_epochs=1, shuffle_tokens=window * 129)
+    assert data.shuffle_window_rows(cfg) == window
+    plain = list(data.packed_train_rows(cfg, seed=seed))
+    shuffled = list(data.shuffled_train_rows(cfg, seed=seed))
+    doc_of = row_documents(cfg, seed)
+    assert len(shuffled) == len(plain) == len(doc_of) > 10 * window
+
+    def key(row):
+        return row["tokens"].tobytes() + row["tokens_segment_ids"].tobytes()
+
+    # Each window of W rows is served in a new order: the same rows, each exactly once.
+    source_index = []
+    for start in range(0, len(plain), window):
+        where = {}  # a few rows repeat (identical files): each copy is matched once
+        for i, r in enumerate(plain[start : start + window]):
+            where.setdefault(key(r), []).append(start + i)
+        served = [where[key(r)].pop() for r in shuffled[start : start + window]]
+        assert sorted(served) == list(range(start, min(start + window, len(plain))))
+        assert served != sorted(served)
+        source_index += served
+    # A batch of consecutive rows is mostly one file; a shuffled one draws from several.
+    def documents_per_batch(indices):
+        full = len(indices) // batch * batch
+        return np.mean([len(set(doc_of[indices[i : i + batch]])) for i in range(0, full, batch)])
+
+    consecutive = documents_per_batch(np.arange(len(plain)))
+    mixed = documents_per_batch(np.asarray(source_index))
+    assert consecutive < 1.5 and mixed > 4 and mixed > 3 * consecutive
+    # The iterator serves these rows, batched; a seed gives one order, another seed another.
+    iterator = data.make_train_iterator(cfg, global_batch_size=batch, seed=seed)
+    again = data.make_train_iterator(cfg, global_batch_size=batch, seed=seed)
+    other = data.make_train_iterator(cfg, global_batch_size=batch, seed=seed + 1)
+    for b in range(5):
+        rows = shuffled[b * batch : (b + 1) * batch]
+        expected = data.to_model_batch({k: np.stack([r[k] for r in rows]) for k in rows[0]})
+        got, repeat, different = next(iterator), next(again), next(other)
+        for key_ in expected:
+            np.testing.assert_array_equal(got[key_], expected[key_])
+            np.testing.assert_array_equal(repeat[key_], expected[key_])
+        assert not np.array_equal(different["inputs"], expected["inputs"])
+
+
 @pytest.mark.parametrize("prefetch", [0, 2])
 def test_restored_iterator_reproduces_the_batch_sequence(data_dir, prefetch):
     # 64 rows of 1025 bytes per batch: the small train split (~1.6 MB) is ~25 batches, so 30
-    # batches cross an epoch boundary before the state is saved.
-    cfg = small_config(data_dir, seq_len=1024, prefetch_batches=prefetch)
-    for k, m in [(0, 3), (30, 4)]:
+    # batches cross an epoch boundary before the state is saved. The row-shuffle window is
+    # 1024 rows (16 batches): the states are saved at the start, at a window boundary (16)
+    # and inside a window (30).
+    cfg = small_config(data_dir, seq_len=1024, prefetch_batches=prefetch,
+                       shuffle_tokens=1024 * 1025)
+    assert data.shuffle_window_rows(cfg) == 16 * 64
+    for k, m in [(0, 3), (16, 3), (30, 4)]:
         iterator = data.make_train_iterator(cfg, global_batch_size=64, seed=2)
         for _ in range(k):
             next(iterator)
         state = json.loads(json.dumps(iterator.get_state()))
+        assert state["grain"]["pos_in_window"] == ((k * 64 - 1) % 1024 + 1 if k else 0)
         expected = [next(iterator) for _ in range(m)]
         restored = data.make_train_iterator(cfg, global_batch_size=64, seed=2)
         next(restored)  # a restored iterator may have been used before
@@ -268,6 +325,8 @@ def test_bad_arguments_raise_value_errors(data_dir):
         data.DataConfig(tokenizer="sentencepiece")
     with pytest.raises(ValueError, match="seq_len"):
         data.DataConfig(seq_len=0)
+    with pytest.raises(ValueError, match="shuffle_tokens"):
+        data.DataConfig(shuffle_tokens=-1)
     cfg = small_config(data_dir)
     with pytest.raises(ValueError, match="multiple of process_count"):
         data.make_train_iterator(cfg, global_batch_size=6, seed=0, process_count=4)

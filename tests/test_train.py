@@ -1,4 +1,5 @@
-"""The training harness: sharded == unsharded, golden first step, divergence, exact kill-and-resume,
+"""The training harness: sharded == unsharded, golden first step, divergence, honest step times,
+one compiled step shared by runs of different lengths and learning rates, exact kill-and-resume,
 and a 2-process jax.distributed run equal to a 1-process one.
 
 Tiny models (d_model 32, 2 layers, seq 64) on the small embedded corpus, a few steps each. The
@@ -7,6 +8,7 @@ own device count and share a persistent compilation cache so identical programs 
 """
 
 import dataclasses
+import json
 import math
 import os
 import signal
@@ -17,6 +19,7 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -25,8 +28,8 @@ from experiments.harness import train as train_module
 from experiments.harness.config import (Config, TrainConfig, deepseek_batch_tokens, deepseek_lr,
                                         from_dict)
 from experiments.harness.data import DataConfig, make_train_iterator
-from experiments.harness.train import (build, global_batch, init_state, lr_schedule,
-                                       make_optimizer, make_plan, train)
+from experiments.harness.train import (DivergenceMonitor, build, global_batch, init_state,
+                                       lr_schedule, make_optimizer, make_plan, train)
 from models import sharding as msharding
 from models.transformer import ModelConfig, count_params, init_abstract
 from scaling import flops as sflops
@@ -126,10 +129,12 @@ def test_golden_first_step(single_device):
 
 
 def test_absurd_learning_rate_diverges_and_records_the_step(data_dir, tmp_path):
+    # lr 1e3: the loss jumps to ~1e7 at step 2 (an isolated spike, which the monitor lets
+    # pass), sits at ln 256 (a dead model) and turns NaN a few steps later.
     cfg = tiny(data_dir, steps=12, lr=1e3, warmup=0, grad_clip=0.0, log_every=4)
     result = train(cfg, tmp_path)
     assert result["status"] == "diverged"
-    assert 1 < result["step"] <= 4 and str(result["step"]) in result["reason"]
+    assert 2 < result["step"] < 12 and f"at step {result['step']}" in result["reason"]
     assert result["eval_loss"] is None and result["tokens"] == result["step"] * BATCH * SEQ
     stored = io.read_json(tmp_path / "result.json")
     assert stored["status"] == "diverged" and stored["step"] == result["step"]
@@ -139,6 +144,135 @@ def test_absurd_learning_rate_diverges_and_records_the_step(data_dir, tmp_path):
     assert not list((tmp_path / "checkpoints").glob("[0-9]*"))  # nothing saved after it
     assert from_dict(io.read_json(tmp_path / "config.json")) == cfg
     assert train(cfg, tmp_path) == stored  # final: a rerun does nothing
+
+
+def test_divergence_monitor_ignores_noise_and_catches_blowups():
+    rng = np.random.default_rng(0)
+    steps = np.arange(300)
+    healthy = (1.2 + 4.3 * np.exp(-steps / 30)) * np.exp(rng.normal(0, 0.15, steps.size))
+    healthy[[40, 41, 120, 200, 201, 202]] *= 5.0  # bursts of bad batches
+    healthy[[60, 150]] *= 0.25  # unusually easy batches
+    # The lowest single-step loss is a poor reference: 3x it is crossed all the time.
+    assert sum(loss > 3 * healthy[: i + 1].min() for i, loss in enumerate(healthy)) > 100
+
+    def first_alarm(losses, monitor=None):
+        monitor = monitor or DivergenceMonitor(3.0, 7)
+        for step, loss in enumerate(losses, 1):
+            if (why := monitor.update(step, loss)) is not None:
+                return step, why
+        return None, None
+
+    assert first_alarm(healthy) == (None, None)
+    blowup = np.concatenate([healthy[:100], 20 * healthy[100:]])  # stays 20x higher
+    step, why = first_alarm(blowup)
+    assert 101 < step <= 104 and f"at step {step}" in why and "smoothed" in why
+    slow = np.concatenate([healthy[:100], healthy[100:] * np.exp(np.arange(200) / 40)])
+    step, _ = first_alarm(slow)
+    assert 100 < step < 300 and slow[step - 4 : step].min() > 2 * healthy[:100].min()
+    for bad in (math.nan, math.inf):
+        losses = healthy.copy()
+        losses[57] = bad
+        step, why = first_alarm(losses)
+        assert step == 58 and "not finite" in why
+    # A monitor restored from its (JSON) state decides exactly as an uninterrupted one.
+    monitor = DivergenceMonitor(3.0, 7)
+    for step, loss in enumerate(blowup[:90], 1):
+        assert monitor.update(step, loss) is None
+    restored = DivergenceMonitor.from_state(3.0, 7, json.loads(json.dumps(monitor.state())))
+    assert restored.state() == monitor.state()
+    resumed = first_alarm(blowup[90:], restored)
+    assert resumed[0] + 90 == first_alarm(blowup)[0]
+    with pytest.raises(ValueError, match="ratio"):
+        DivergenceMonitor(1.0, 7)
+    with pytest.raises(ValueError, match="window"):
+        DivergenceMonitor(3.0, 0)
+    with pytest.raises(ValueError, match="divergence_window"):
+        TrainConfig(divergence_window=0)
+
+
+def test_step_time_includes_the_device_work(data_dir, tmp_path, monkeypatch):
+    """step_time_s spans the steps' device work, not their (asynchronous) dispatch: each step
+    is followed by a known amount of device work, which the recorded times must include."""
+    @jax.jit
+    def burn(values):  # ~tens of ms of matrix products that the loss depends on
+        a = jnp.full((256, 256), 1e-3, jnp.float32) * values["loss"]
+        a = jax.lax.fori_loop(0, 300, lambda _, m: jnp.tanh(m @ m + 0.5), a)
+        return {**values, "loss": values["loss"] + 1e-30 * a[0, 0]}
+
+    values = {"loss": jnp.float32(1.0)}
+    burn(values)["loss"].block_until_ready()
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        burn(values)["loss"].block_until_ready()
+        times.append(time.perf_counter() - start)
+    burn_s = min(times)
+    start = time.perf_counter()
+    burn(values)
+    assert time.perf_counter() - start < burn_s / 5  # dispatch alone does not wait for it
+
+    real_build = train_module.build
+
+    def slowed_build(*args, **kwargs):
+        setup = real_build(*args, **kwargs)
+        step = setup.compiled_train_step
+
+        def slowed(state, batch, schedule):
+            state, values = step(state, batch, schedule)
+            return state, burn(values)
+
+        return dataclasses.replace(setup, compiled_train_step=slowed)
+
+    monkeypatch.setattr(train_module, "build", slowed_build)
+    cfg = tiny(data_dir, steps=8, log_every=2, warmup=3)
+    start = time.perf_counter()
+    result = train(cfg, tmp_path, devices=jax.devices()[:1])
+    wall = time.perf_counter() - start
+    assert result["status"] == "completed"
+    records = [r for r in io.read_jsonl(tmp_path / "metrics.jsonl") if "train_loss" in r]
+    assert [r["step"] for r in records] == [2, 4, 6, 8]
+    for r in records:
+        assert r["step_time_s"] > 0.7 * burn_s
+        assert r["tokens_per_s"] == pytest.approx(BATCH * SEQ / r["step_time_s"])
+    assert 8 * 0.7 * burn_s < sum(2 * r["step_time_s"] for r in records) < wall
+    # The logged rate is the one the compiled step used, and it follows the schedule.
+    schedule = lr_schedule(cfg, make_plan(cfg), np)
+    np.testing.assert_allclose([r["learning_rate"] for r in records],
+                               [schedule(r["step"] - 1) for r in records], rtol=1e-6)
+
+
+def test_runs_of_other_lengths_and_rates_share_the_compiled_step(single_device):
+    ref = single_device
+    compiles = []
+
+    def on_event(event, duration, **_):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(on_event)
+    try:
+        other = tiny(ref["cfg"].data.data_dir, steps=9, lr=3e-3, warmup=2, min_lr_ratio=0.2)
+        plan = make_plan(other)
+        assert (plan.steps, plan.peak_lr) != (ref["plan"].steps, ref["plan"].peak_lr)
+        setup = build(other, plan, ref["setup"].mesh, compile_eval=False)
+        assert compiles == [] and setup.compiled_fresh == 0
+        assert setup.compiled_train_step is ref["setup"].compiled_train_step
+        # The shared executable follows each run's own schedule.
+        state = jax.device_put(ref["state0"], setup.state_shardings)
+        schedule = lr_schedule(other, plan, np)
+        for step in range(3):
+            state, values = setup.train_step(
+                state, global_batch(ref["batches"][step], setup.batch_sharding, BATCH))
+            assert float(values["learning_rate"]) == pytest.approx(schedule(step), rel=1e-6)
+        assert float(values["loss"]) != pytest.approx(ref["losses"][2], rel=1e-4)
+        # A setting compiled into the program (weight decay) is not shared.
+        decayed = dataclasses.replace(other, train=dataclasses.replace(other.train,
+                                                                     weight_decay=0.3))
+        fresh = build(decayed, plan, ref["setup"].mesh, compile_eval=False)
+        assert fresh.compiled_fresh == 1 and len(compiles) == 1
+        assert fresh.compiled_train_step is not ref["setup"].compiled_train_step
+    finally:
+        jax.monitoring.unregister_event_duration_listener(on_event)
 
 
 def test_schedules_warm_up_then_follow_their_shape(data_dir):
@@ -181,9 +315,10 @@ def test_mup_scales_hidden_matrix_updates_by_the_width_multiplier(data_dir):
             cfg.model, mup=mup, mup_base_width=16))  # d_model 32: m = 2
         params = init_abstract(cfg.model)
         params = jax.tree.map(lambda x: np.ones(x.shape, x.dtype), params)
-        tx = make_optimizer(cfg, make_plan(cfg), params)
+        tx = make_optimizer(cfg, params)
         grads = jax.tree.map(lambda p: np.full(p.shape, 0.5, p.dtype), params)
-        return jax.jit(lambda g, p: tx.update(g, tx.init(p), p)[0])(grads, params)
+        return jax.jit(lambda g, p: tx.update(g, tx.init(p), p, learning_rate=1e-2)[0])(
+            grads, params)
 
     standard, mup = first_update(False), first_update(True)
     query = ("layers", "attention", "query", "kernel")
@@ -220,12 +355,15 @@ def compile_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("jax_cache")
 
 
+# Row-shuffle windows of 65536 tokens = 1009 rows of 65, ~63 steps: the checkpoints (every 20
+# steps) fall inside windows, and the run crosses a window boundary.
 RESUME_STEPS, RESUME_CKPT = 120, 20
 
 
 def resume_argv(data_dir, workdir):
     sets = [f"data.dataset={SMALL}", f"data.data_dir={data_dir}", f"data.seq_len={SEQ}",
-            "data.eval_sequences=32", "model.d_model=32", f"model.max_seq_len={SEQ}",
+            "data.eval_sequences=32", "data.shuffle_tokens=65536", "model.d_model=32",
+            f"model.max_seq_len={SEQ}",
             f"train.tokens={RESUME_STEPS * BATCH * SEQ}", f"train.batch_size={BATCH}",
             f"train.checkpoint_every={RESUME_CKPT}", "train.log_every=10",
             "train.eval_batch_size=16", "train.max_checkpoints=3"]
@@ -337,7 +475,8 @@ def free_port() -> int:
 def test_two_process_run_matches_one_process(data_dir, tmp_path, compile_cache, monkeypatch):
     steps = 6
     sets = [f"data.dataset={SMALL}", f"data.data_dir={data_dir}", f"data.seq_len={SEQ}",
-            "data.eval_sequences=32", "data.prefetch_batches=0", "model.d_model=32",
+            "data.eval_sequences=32", "data.prefetch_batches=0", "data.shuffle_tokens=65536",
+            "model.d_model=32",
             f"model.max_seq_len={SEQ}", f"train.tokens={steps * BATCH * SEQ}",
             f"train.batch_size={BATCH}", "train.checkpoint_every=3", "train.log_every=1",
             "train.eval_batch_size=16"]

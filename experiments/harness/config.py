@@ -78,8 +78,9 @@ class TrainConfig:
     grad_clip: global-norm clipping threshold (0 disables).
     z_loss: coefficient of the z-loss  z * mean(logsumexp(logits)^2)  (PaLM, Chowdhery et al.
       2022, Sec. 5); 0 disables.
-    divergence_ratio: the run stops as "diverged" when the training loss is NaN/inf or exceeds
-      divergence_ratio times the lowest training loss seen so far.
+    divergence_ratio, divergence_window: the run stops as "diverged" when a training loss is
+      NaN/inf, or when the median of the last divergence_window step losses exceeds
+      divergence_ratio times the lowest such median so far (``train.DivergenceMonitor``).
     log_every / checkpoint_every / eval_every: in steps; checkpoint_every = 0 saves only at the
       end, eval_every = 0 evaluates only at the end.
     eval_batch_size: sequences per held-out batch (the number of batches is set by the data).
@@ -100,6 +101,7 @@ class TrainConfig:
     z_loss: float = 0.0
     seed: int = 0
     divergence_ratio: float = 3.0
+    divergence_window: int = 7
     log_every: int = 10
     checkpoint_every: int = 500
     eval_every: int = 0
@@ -138,7 +140,7 @@ class TrainConfig:
                 fail(name, "must be in [0, 1)")
         if self.divergence_ratio <= 1:
             fail("divergence_ratio", "must be > 1")
-        for name in ("log_every", "eval_batch_size", "max_checkpoints"):
+        for name in ("log_every", "eval_batch_size", "max_checkpoints", "divergence_window"):
             if getattr(self, name) < 1:
                 fail(name, "must be >= 1")
         for name in ("checkpoint_every", "eval_every"):

@@ -1,4 +1,4 @@
-"""Language-model data: TFDS source → Grain shuffle → tokenize → pack → batch → process shard.
+"""Language-model data: TFDS source → Grain shuffle → tokenize → pack → row shuffle → batch.
 
 Pipeline for training (:func:`make_train_iterator`), all Grain 0.2.18 ``grain.MapDataset`` /
 ``grain.IterDataset`` transformations, deterministic given the seed:
@@ -14,7 +14,16 @@ Pipeline for training (:func:`make_train_iterator`), all Grain 0.2.18 ``grain.Ma
    tokens: documents are concatenated and split at row boundaries, so a long document continues
    in the next row (nothing is dropped or duplicated). Segment ids number the documents (or
    document pieces) of a row from 1; positions count from 0 within each piece.
-6. batch ``global_batch_size / process_count`` rows, then shift into inputs and targets.
+6. row shuffle (``grain.experimental.WindowShuffleIterDataset``): packed rows are read in
+   windows of ``W = ceil(shuffle_tokens / (seq_len + 1))`` consecutive rows and each window is
+   served in a seeded random order. Without it a batch is a run of consecutive rows, mostly one
+   source file (a file of the corpus is 18 kB on average, up to 760 kB), and the loss of a short
+   run depends on the document order. The default window, 2**22 byte tokens, holds ~230 files
+   of the ``python_stdlib`` corpus. Windows do not mix with each other: every row is served
+   exactly once, in window order. Measured (d_model 64, 2 layers, seq 64, batch 32, 300 steps,
+   8 document-order seeds, eval loss): standard deviation over seeds 0.154 without the row
+   shuffle, 0.042 with a 2**20-token window, 0.016 with 2**22 (mean 2.32, 1.75, 1.75).
+7. batch ``global_batch_size / process_count`` rows, then shift into inputs and targets.
 
 Batch format (numpy), ``L = seq_len``::
 
@@ -31,6 +40,9 @@ weight 0; attention must not cross segment ids. The row's last token is a target
 
 The iterator state is Grain's (a small dict of ints) plus a fingerprint of the pipeline; it
 survives ``json.dumps`` / ``json.loads``, and restoring it reproduces the batch sequence exactly.
+The row shuffle's state is the packing state at the start of the current window, the window's
+index and the rows already served from it: a restore re-reads that window (at most
+``shuffle_tokens`` tokens), reshuffles it with the same seed and skips the served rows.
 """
 
 from __future__ import annotations
@@ -53,7 +65,7 @@ from experiments.harness import corpus
 
 log = logging.getLogger(__name__)
 
-STATE_FORMAT = 1
+STATE_FORMAT = 2  # 2: with the row-shuffle window
 TOKENIZERS = ("byte", "sentencepiece")
 
 
@@ -72,6 +84,12 @@ class DataConfig:
       spm_model: path of a SentencePiece ``.model`` file (see :func:`train_sentencepiece`).
       seq_len: tokens per model input row (rows are packed with seq_len + 1 tokens).
       shuffle_seed: document-order seed, used when make_train_iterator gets ``seed=None``.
+      shuffle_tokens: size of the row-shuffle window in tokens (rounded up to whole packed rows
+        of seq_len + 1 tokens; see :func:`shuffle_window_rows`); 0 turns the row shuffle off.
+        Given in tokens, not rows, so one setting mixes as many documents at seq_len 64 as at
+        2048. Cost of the 2**22 default on this 2-core CPU: ~100 MB of host memory at seq_len 64
+        (~60 MB at 1024) and ~1 s to fill a window at seq_len 64 (0.2 s at 1024), paid once
+        per window in the prefetch thread and again when a checkpoint is restored.
       num_epochs: passes over the train split; None repeats forever.
       eval_sequences: packed rows of the held-out split used for evaluation.
       read_threads: Grain threads that read and tokenize documents.
@@ -91,6 +109,7 @@ class DataConfig:
     spm_model: str | None = None
     seq_len: int = 1024
     shuffle_seed: int = 0
+    shuffle_tokens: int = 2**22
     num_epochs: int | None = None
     eval_sequences: int = 256
     read_threads: int = 2
@@ -110,6 +129,9 @@ class DataConfig:
             raise ValueError(f"DataConfig.eval_sequences must be >= 1, got {self.eval_sequences}")
         if not 0 <= self.shuffle_seed < 2**32:
             raise ValueError(f"DataConfig.shuffle_seed must be in [0, 2**32), got {self.shuffle_seed}")
+        if self.shuffle_tokens < 0:
+            raise ValueError(f"DataConfig.shuffle_tokens must be >= 0 (0: no row shuffle), got "
+                             f"{self.shuffle_tokens}")
         if self.read_threads < 1 or self.prefetch_batches < 0:
             raise ValueError("DataConfig.read_threads must be >= 1 and prefetch_batches >= 0")
 
@@ -342,7 +364,8 @@ def to_model_batch(rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def _restore_tuples(state: Any) -> Any:
-    """Undo JSON's tuple → list on the slices in Grain's packing state (compared to tuples)."""
+    """Undo JSON's tuple → list on the slices in Grain's packing state (compared to tuples),
+    wherever it is nested (the row shuffle keeps a packing state inside its own)."""
     if isinstance(state, dict):
         return {
             k: ({f: tuple(s) for f, s in v.items()} if k == "remainder_slices" else _restore_tuples(v))
@@ -475,6 +498,40 @@ def packed_train_rows(
     return _packed_rows(documents, cfg.seq_len)
 
 
+def shuffle_window_rows(cfg: DataConfig) -> int:
+    """Rows per row-shuffle window: ``ceil(shuffle_tokens / (seq_len + 1))``; 0 or 1 = off."""
+    return -(-cfg.shuffle_tokens // (cfg.seq_len + 1))
+
+
+def row_shuffle_seed(seed: int, process_index: int) -> int:
+    """Seed of the row shuffle of one process, in [0, 2**31).
+
+    Grain seeds window ``k`` with ``row_seed + k``, which must stay below 2**32, hence 31 bits;
+    derived from (seed, process) by SHA-256 so it is unrelated to the document-order seeds
+    ``seed + epoch`` and differs between processes.
+    """
+    digest = hashlib.sha256(f"rows:{seed}:{process_index}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") % 2**31
+
+
+def shuffled_train_rows(
+    cfg: DataConfig,
+    *,
+    seed: int,
+    process_index: int = 0,
+    process_count: int = 1,
+    tokenizer=None,
+) -> grain.IterDataset:
+    """:func:`packed_train_rows` in window-shuffled order (see the module docstring, step 6)."""
+    rows = packed_train_rows(cfg, seed=seed, process_index=process_index,
+                             process_count=process_count, tokenizer=tokenizer)
+    window = shuffle_window_rows(cfg)
+    if window <= 1:
+        return rows
+    return grain.experimental.WindowShuffleIterDataset(
+        rows, window_size=window, seed=row_shuffle_seed(seed, process_index))
+
+
 def make_train_iterator(
     cfg: DataConfig,
     *,
@@ -485,10 +542,11 @@ def make_train_iterator(
 ) -> TrainIterator:
     """This process's stream of training batches of ``global_batch_size / process_count`` rows.
 
-    ``seed`` sets the document order (None → ``cfg.shuffle_seed``). Process ``i`` of ``P``
-    reads only its documents (:func:`train_document_indices`) and packs them itself, so the
-    processes' rows are disjoint and together cover every document of each epoch once. With a
-    finite ``num_epochs`` the last incomplete batch is dropped.
+    ``seed`` sets the document order and the row shuffle (None → ``cfg.shuffle_seed``).
+    Process ``i`` of ``P`` reads only its documents (:func:`train_document_indices`), packs
+    and shuffles them itself, so the processes' rows are disjoint and together cover every
+    document of each epoch once. With a finite ``num_epochs`` the last incomplete batch is
+    dropped.
     """
     _check_process(process_index, process_count)
     if global_batch_size < 1 or global_batch_size % process_count:
@@ -503,7 +561,7 @@ def make_train_iterator(
     tokenizer = make_tokenizer(cfg)
     num_documents = len(load_source(cfg, cfg.train_split))
     batches = (
-        packed_train_rows(
+        shuffled_train_rows(
             cfg, seed=seed, process_index=process_index, process_count=process_count,
             tokenizer=tokenizer,
         )
@@ -523,6 +581,7 @@ def make_train_iterator(
         "seq_len": cfg.seq_len,
         "num_epochs": cfg.num_epochs,
         "seed": seed,
+        "shuffle_window_rows": max(shuffle_window_rows(cfg), 1),
         "global_batch_size": global_batch_size,
         "process_index": process_index,
         "process_count": process_count,

@@ -11,6 +11,12 @@ from ``experiments.harness.data`` turned into global arrays with
 ``jax.make_array_from_process_local_data`` (each process feeds its own rows; ``device_put``
 when there is one process).
 
+The schedule's numbers (peak and final rate, warmup, decay and total steps) are arguments of
+the compiled step, not constants in it: the step computes the rate from ``state["step"]``. The
+compiled steps are kept in a process-wide cache keyed by their lowered program, so the runs of a
+grid that share shapes (the seeds of one grid point, or budgets that give one model the same
+batch) compile once whatever their length or learning rate.
+
 Loss (per step): the weighted mean token cross-entropy
     L = sum_t w_t CE_t / sum_t w_t,   CE_t = logsumexp(z_t) - z_t[y_t]
 plus, when ``train.z_loss > 0``, z_loss * sum_t w_t logsumexp(z_t)^2 / sum_t w_t (PaLM,
@@ -24,26 +30,39 @@ standard error with sequences as clusters (the variance of a ratio estimator, Co
 
 Files in ``workdir`` (process 0 writes; each atomically): ``config.json``; ``metrics.jsonl``, one
 object per logged step {step, tokens, flops{convention: FLOPs}, train_loss (mean over the steps
-since the previous record), learning_rate, grad_norm (mean, before clipping), step_time_s,
-tokens_per_s, mfu (from the "exact" FLOP count; null when the device's peak is unknown)} and per
-evaluation {step, tokens, flops, eval_loss, eval_loss_sem}; ``result.json`` at the end;
-``checkpoints/`` (orbax: the train state and, as JSON, every process's data-iterator state, the
-lowest loss so far and the wall time, so a resumed run continues exactly).
+since the previous record), learning_rate (the rate the step of the record used, as computed by
+the compiled step), grad_norm (mean, before clipping), step_time_s, tokens_per_s, mfu (from the
+"exact" FLOP count; null when the device's peak is unknown)} and per evaluation {step, tokens,
+flops, eval_loss, eval_loss_sem}; ``result.json`` at the end; ``checkpoints/`` (orbax: the train
+state and, as JSON, every process's data-iterator state, the divergence monitor's state and the
+wall time, so a resumed run continues exactly).
 
-Divergence: a NaN/inf training loss, or one above ``train.divergence_ratio`` x the lowest so far,
-ends the run with status "diverged" and the step of that loss (its metrics record is written).
+Timing: the steps run asynchronously; at every host sync point (log, eval and checkpoint steps)
+the loop blocks until the last step's outputs are ready, so the time between consecutive sync
+points is real time: data loading, dispatch and the device work of those steps. step_time_s is
+that time over the steps in between (evaluation and checkpoint saving excluded), and
+tokens_per_s = global_batch_size x seq_len / step_time_s.
+
+Divergence (:class:`DivergenceMonitor`): a NaN/inf training loss ends the run at once with
+status "diverged"; otherwise the run diverges when the smoothed loss, the median of the last
+``train.divergence_window`` step losses (the lower median for an even count), exceeds
+``train.divergence_ratio`` x the lowest smoothed loss so far. The median ignores spikes that
+are a minority of the window, so a noisy but healthy run goes on, while a loss that stays high
+is caught after floor(window / 2) + 1 steps (4 of the default 7). The record of the step where it fired is written.
 Losses are fetched at log, eval and checkpoint steps (one host sync per ``log_every`` steps), so
-the run may go on for up to ``log_every - 1`` steps past the bad one; nothing after it is saved.
+the run may go on for up to ``log_every - 1`` steps past that step; nothing after it is saved.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import hashlib
 import logging
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -125,39 +144,82 @@ def make_plan(cfg: Config, batch_multiple: int = 1) -> Plan:
                 flops_per_token=per_token)
 
 
-def lr_schedule(cfg: Config, plan: Plan, xp=jnp) -> Callable:
-    """Learning rate of the update at 0-based step s (the (s+1)-th update).
+SCHEDULE_KEYS = ("peak", "floor", "warmup", "total", "decay")
+
+
+def schedule_args(cfg: Config, plan: Plan) -> dict[str, float]:
+    """The run's schedule numbers, fed to the compiled step as traced float32 scalars:
+    peak = lr, floor = min_lr_ratio x lr, warmup = W, total = T (steps), decay = D (wsd)."""
+    return {"peak": float(plan.peak_lr), "floor": float(plan.peak_lr * cfg.train.min_lr_ratio),
+            "warmup": float(plan.warmup_steps), "total": float(plan.steps),
+            "decay": float(plan.decay_steps)}
+
+
+def learning_rate(step, args: Mapping[str, Any], kind: str, xp=jnp):
+    """Learning rate of the update at 0-based step s (the (s+1)-th update), in float32.
 
     Warmup: lr (s+1)/W for s < W (the first update is not wasted at 0). Then
       cosine:   lr_min + (lr - lr_min) (1 + cos(pi p)) / 2,  p = (s + 1 - W) / (T - W)
       wsd:      lr until the last D steps, then linearly to lr_min:  p = (s + 1 - (T - D)) / D
       constant: lr
-    with lr_min = min_lr_ratio x lr and T = steps, so the last update uses exactly lr_min.
-    ``xp``: jnp (inside the train step) or np (for logging, without dispatching to a device).
+    with lr_min = floor, T = total, and p clipped to [0, 1], so the last update uses exactly
+    lr_min. ``args`` holds :data:`SCHEDULE_KEYS` (numbers, or traced scalars in the step);
+    ``kind`` ("cosine", "wsd", "constant") picks the formula. ``xp``: jnp or np.
     """
-    tc = cfg.train
-    peak, total = plan.peak_lr, plan.steps
-    floor = peak * tc.min_lr_ratio
-    warmup, decay = plan.warmup_steps, plan.decay_steps
+    def f32(v):
+        return xp.asarray(v, xp.float32)
 
-    def schedule(step):
-        s = xp.asarray(step, xp.float32)
-        warm = peak * xp.minimum(1.0, (s + 1.0) / max(warmup, 1))
-        if tc.schedule == "constant":
-            after = xp.full_like(s, peak)
-        elif tc.schedule == "cosine":
-            p = xp.clip((s + 1.0 - warmup) / max(total - warmup, 1), 0.0, 1.0)
-            after = floor + (peak - floor) * 0.5 * (1.0 + xp.cos(xp.pi * p))
-        else:  # wsd
-            p = xp.clip((s + 1.0 - (total - decay)) / max(decay, 1), 0.0, 1.0)
-            after = peak + (floor - peak) * p
-        return xp.where(s < warmup, warm, after).astype(xp.float32)
+    s = f32(step)
+    peak, floor, warmup, total, decay = (f32(args[k]) for k in SCHEDULE_KEYS)
+    one = f32(1.0)
+    warm = peak * xp.minimum(one, (s + one) / xp.maximum(warmup, one))
+    if kind == "constant":
+        after = peak + xp.zeros_like(s)
+    elif kind == "cosine":
+        p = xp.clip((s + one - warmup) / xp.maximum(total - warmup, one), 0.0, 1.0)
+        after = floor + (peak - floor) * 0.5 * (1.0 + xp.cos(xp.pi * p))
+    elif kind == "wsd":
+        p = xp.clip((s + one - (total - decay)) / xp.maximum(decay, one), 0.0, 1.0)
+        after = peak + (floor - peak) * p
+    else:
+        raise ValueError(f"unknown schedule {kind!r}; expected cosine, wsd or constant")
+    return xp.where(s < warmup, warm, after).astype(xp.float32)
 
-    return schedule
+
+def lr_schedule(cfg: Config, plan: Plan, xp=jnp) -> Callable:
+    """step -> learning rate of ``cfg``'s schedule (:func:`learning_rate` with its numbers).
+    ``xp``: jnp, or np for logging without dispatching to a device."""
+    args, kind = schedule_args(cfg, plan), cfg.train.schedule
+    return lambda step: learning_rate(step, args, kind, xp)
 
 
-def make_optimizer(cfg: Config, plan: Plan, params) -> optax.GradientTransformation:
-    """clip_by_global_norm -> AdamW(schedule; decay on kernels and embeddings) -> muP scales."""
+def scale_by_learning_rate_arg() -> optax.GradientTransformationExtraArgs:
+    """updates -> -learning_rate x updates, the rate given to ``update`` as the keyword
+    argument ``learning_rate`` (a traced scalar), like ``optax.scale_by_learning_rate`` but
+    with the rate an input of the step rather than a constant compiled into it."""
+
+    def init_fn(params):
+        del params
+        return optax.EmptyState()
+
+    def update_fn(updates, state, params=None, *, learning_rate=None, **extra_args):
+        del params, extra_args
+        if learning_rate is None:
+            raise ValueError("this optimizer takes the learning rate as an argument: "
+                             "tx.update(grads, opt_state, params, learning_rate=lr)")
+        updates = jax.tree.map(lambda g: jnp.asarray(-learning_rate, g.dtype) * g, updates)
+        return updates, state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def make_optimizer(cfg: Config, params) -> optax.GradientTransformationExtraArgs:
+    """clip_by_global_norm -> AdamW (decay on kernels and embeddings) -> muP scales.
+
+    AdamW is optax.adamw's chain (scale_by_adam, add_decayed_weights, scale by -lr) with the
+    rate taken from ``update(..., learning_rate=lr)`` (:func:`scale_by_learning_rate_arg`),
+    so the decoupled decay is multiplied by the rate, as in optax.adamw.
+    """
     tc = cfg.train
 
     def decays(path, _):
@@ -168,8 +230,9 @@ def make_optimizer(cfg: Config, plan: Plan, params) -> optax.GradientTransformat
     parts = []
     if tc.grad_clip > 0:
         parts.append(optax.clip_by_global_norm(tc.grad_clip))
-    parts.append(optax.adamw(lr_schedule(cfg, plan), b1=tc.b1, b2=tc.b2, eps=tc.eps,
-                             weight_decay=tc.weight_decay, mask=mask))
+    parts += [optax.scale_by_adam(b1=tc.b1, b2=tc.b2, eps=tc.eps),
+              optax.add_decayed_weights(tc.weight_decay, mask),
+              scale_by_learning_rate_arg()]
     if cfg.model.mup:
         parts.append(scale_by_tree(mup_lr_scales(cfg.model, params)))
     return optax.chain(*parts)
@@ -202,22 +265,62 @@ def loss_fn(model, params, batch, z_loss: float):
 
 @dataclasses.dataclass
 class Setup:
-    """Everything the loop needs besides the data: mesh, model, optimizer, compiled steps."""
+    """Everything the loop needs besides the data: mesh, model, optimizer, compiled steps.
+
+    ``train_step(state, batch)`` runs ``compiled_train_step(state, batch, schedule)`` with this
+    run's schedule numbers; the compiled steps may be shared with other runs (compile cache).
+    """
 
     mesh: Any
     model: nn.Module
-    tx: optax.GradientTransformation
+    tx: optax.GradientTransformationExtraArgs
     state_shardings: Any
     batch_sharding: NamedSharding
     abstract_state: Any
-    train_step: Any  # compiled: (state, batch) -> (state, {"loss", "grad_norm"})
+    schedule: dict  # SCHEDULE_KEYS -> replicated float32 scalar arrays
+    compiled_train_step: Any  # (state, batch, schedule) -> (state, {loss, grad_norm, learning_rate})
     eval_step: Any  # compiled: (params, batch) -> (loss_sum [B], weight_sum [B]), or None
     compile_s: float
+    compiled_fresh: int  # how many of the steps were compiled here, not found in the cache
+
+    def train_step(self, state, batch):
+        return self.compiled_train_step(state, batch, self.schedule)
+
+
+# Compiled executables by (lowered program, argument trees, devices); least recently used out.
+COMPILE_CACHE_SIZE = 32
+_compiled: collections.OrderedDict[str, Any] = collections.OrderedDict()
+
+
+def compile_cached(lowered, mesh) -> tuple[Any, bool]:
+    """(executable, fresh): ``lowered.compile()``, or the executable of an identical program.
+
+    Two lowerings are the same program when their StableHLO text (which holds the shapes,
+    dtypes, shardings, donation and every constant), their argument and result trees and the
+    mesh's devices are equal. jit's own cache cannot serve here: every ``build`` traces a new
+    closure, so jit would compile again.
+    """
+    key = hashlib.sha256("\n".join([
+        lowered.as_text(), str(lowered.in_tree), str(lowered.out_tree),
+        repr(mesh.axis_names), repr([d.id for d in mesh.devices.flat]),
+    ]).encode()).hexdigest()
+    if key in _compiled:
+        _compiled.move_to_end(key)
+        return _compiled[key], False
+    executable = lowered.compile()
+    _compiled[key] = executable
+    while len(_compiled) > COMPILE_CACHE_SIZE:
+        _compiled.popitem(last=False)
+    return executable, True
 
 
 def build(cfg: Config, plan: Plan, mesh, rules=msharding.DEFAULT_RULES, *,
           compile_eval: bool = True) -> Setup:
-    """Model, optimizer, shardings and the AOT-compiled train (and eval) steps for ``mesh``."""
+    """Model, optimizer, shardings and the AOT-compiled train (and eval) steps for ``mesh``.
+
+    The train step takes the schedule numbers as arguments (:func:`schedule_args`), so configs
+    that differ only in their length, learning rate or schedule numbers share one executable.
+    """
     model = Transformer(cfg.model)
     rng = jax.random.key(cfg.train.seed)
     batch_shape = (plan.global_batch_size, plan.seq_len)
@@ -227,7 +330,7 @@ def build(cfg: Config, plan: Plan, mesh, rules=msharding.DEFAULT_RULES, *,
             lambda k: model.init(k, jnp.zeros(batch_shape, jnp.int32))["params"], rng)
     param_shardings = msharding.logical_shardings(abstract_boxed, mesh, rules)
     abstract_params = nn.unbox(abstract_boxed)
-    tx = make_optimizer(cfg, plan, abstract_params)
+    tx = make_optimizer(cfg, abstract_params)
     replicated = NamedSharding(mesh, PartitionSpec())
     abstract_opt = jax.eval_shape(tx.init, abstract_params)
     opt_shardings = optax.tree_map_params(
@@ -241,15 +344,21 @@ def build(cfg: Config, plan: Plan, mesh, rules=msharding.DEFAULT_RULES, *,
         state_shardings)
     batch_sharding = msharding.batch_sharding(mesh, rules)
     z_loss = cfg.train.z_loss
+    kind = cfg.train.schedule
+    schedule_shardings = {k: replicated for k in SCHEDULE_KEYS}
+    abstract_schedule = {k: jax.ShapeDtypeStruct((), jnp.float32, sharding=replicated)
+                         for k in SCHEDULE_KEYS}
 
-    def train_step(state, batch):
+    def train_step(state, batch, schedule):
         (_, loss), grads = jax.value_and_grad(
             lambda p: loss_fn(model, p, batch, z_loss), has_aux=True)(state["params"])
         grad_norm = optax.tree.norm(grads)
-        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        lr = learning_rate(state["step"], schedule, kind)
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"],
+                                       learning_rate=lr)
         params = optax.apply_updates(state["params"], updates)
         new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state}
-        return new_state, {"loss": loss, "grad_norm": grad_norm}
+        return new_state, {"loss": loss, "grad_norm": grad_norm, "learning_rate": lr}
 
     def eval_step(params, batch):
         ce, _ = token_losses(model, params, batch)
@@ -263,19 +372,23 @@ def build(cfg: Config, plan: Plan, mesh, rules=msharding.DEFAULT_RULES, *,
 
     start = time.perf_counter()
     with msharding.sharding_context(mesh, rules):
-        compiled_train = jax.jit(
-            train_step, in_shardings=(state_shardings, batch_sharding),
+        compiled_train, fresh_train = compile_cached(jax.jit(
+            train_step, in_shardings=(state_shardings, batch_sharding, schedule_shardings),
             out_shardings=(state_shardings, replicated), donate_argnums=0,
-        ).lower(abstract_state, abstract_batch(plan.global_batch_size)).compile()
-        compiled_eval = jax.jit(
+        ).lower(abstract_state, abstract_batch(plan.global_batch_size), abstract_schedule), mesh)
+        compiled_eval, fresh_eval = compile_cached(jax.jit(
             eval_step, in_shardings=(param_shardings, batch_sharding),
             out_shardings=(replicated, replicated),
-        ).lower(abstract_state["params"], abstract_batch(cfg.train.eval_batch_size)).compile(
-        ) if compile_eval else None
+        ).lower(abstract_state["params"], abstract_batch(cfg.train.eval_batch_size)),
+            mesh) if compile_eval else (None, False)
+    schedule = {k: jax.make_array_from_callback((), replicated,
+                                                lambda _, v=v: np.asarray(v, np.float32))
+                for k, v in schedule_args(cfg, plan).items()}
     return Setup(mesh=mesh, model=model, tx=tx, state_shardings=state_shardings,
                  batch_sharding=batch_sharding, abstract_state=abstract_state,
-                 train_step=compiled_train, eval_step=compiled_eval,
-                 compile_s=time.perf_counter() - start)
+                 schedule=schedule, compiled_train_step=compiled_train,
+                 eval_step=compiled_eval, compile_s=time.perf_counter() - start,
+                 compiled_fresh=int(fresh_train) + int(fresh_eval))
 
 
 def init_state(cfg: Config, plan: Plan, setup: Setup, rules=msharding.DEFAULT_RULES):
@@ -330,6 +443,66 @@ def evaluate(setup: Setup, params, eval_batches: Sequence[dict]) -> tuple[float,
     k = n.size
     sem = (math.sqrt(np.sum((s - ratio * n) ** 2) / (k * (k - 1))) / n.mean()) if k > 1 else math.nan
     return float(ratio), float(sem)
+
+
+# ----------------------------------------------------------------------------- divergence
+
+
+class DivergenceMonitor:
+    """Decides, step by step, whether the training loss has diverged.
+
+    ``update(step, loss)`` returns None while the run is healthy, else the reason:
+      - the loss is NaN or inf, or
+      - the smoothed loss m_t, the lower median of the last ``window`` losses (of all losses
+        while fewer were seen), exceeds ``ratio`` x min_{s <= t} m_s.
+    The lower median of n values is the ceil(n/2)-th smallest, so it rises above a level only
+    when a majority of the window (floor(n/2) + 1 losses) lies above it: isolated spikes, and
+    the low outliers that make the lowest single-step loss a poor reference, do not trigger it.
+    ``state()`` is JSON (the recent losses and the best smoothed value); ``from_state``
+    restores it, so a resumed run decides exactly as an uninterrupted one.
+    """
+
+    def __init__(self, ratio: float, window: int, recent: Sequence[float] = (),
+                 best: float = math.inf):
+        if not ratio > 1:
+            raise ValueError(f"divergence ratio must be > 1, got {ratio}")
+        if window < 1:
+            raise ValueError(f"divergence window must be >= 1, got {window}")
+        self.ratio, self.window = float(ratio), int(window)
+        self.recent = collections.deque((float(x) for x in recent), maxlen=self.window)
+        self.best = float(best)
+
+    @property
+    def smoothed(self) -> float:
+        """The lower median of the recent losses (inf when none was seen)."""
+        if not self.recent:
+            return math.inf
+        ordered = sorted(self.recent)
+        return ordered[(len(ordered) - 1) // 2]
+
+    def update(self, step: int, loss: float) -> str | None:
+        loss = float(loss)
+        if not math.isfinite(loss):
+            return f"train loss {loss} is not finite at step {step}"
+        self.recent.append(loss)
+        smoothed = self.smoothed
+        if smoothed > self.ratio * self.best:
+            return (f"smoothed train loss {smoothed:.4g} (median of the last {len(self.recent)} "
+                    f"steps) exceeds {self.ratio:g} x the lowest smoothed loss so far "
+                    f"({self.best:.4g}) at step {step}")
+        self.best = min(self.best, smoothed)
+        return None
+
+    def state(self) -> dict:
+        return {"recent": list(self.recent),
+                "best": self.best if math.isfinite(self.best) else None}
+
+    @classmethod
+    def from_state(cls, ratio: float, window: int, state: Mapping[str, Any]) -> DivergenceMonitor:
+        if not isinstance(state, Mapping) or "recent" not in state:
+            raise ValueError(f"not a divergence-monitor state: {str(state)[:200]}")
+        best = state.get("best")
+        return cls(ratio, window, state["recent"], math.inf if best is None else best)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -428,7 +601,8 @@ def _run(cfg: Config, plan: Plan, mesh, workdir: epath.Path, writer: bool, start
     tc = cfg.train
     pid, pcount = jax.process_index(), jax.process_count()
     setup = build(cfg, plan, mesh)
-    log.info("compiled train and eval steps in %.1f s", setup.compile_s)
+    log.info("train and eval steps ready in %.1f s (%d compiled, the rest from the cache)",
+             setup.compile_s, setup.compiled_fresh)
     data_iter = make_train_iterator(cfg.data, global_batch_size=plan.global_batch_size,
                                     process_index=pid, process_count=pcount)
     eval_batches = [global_batch(b, setup.batch_sharding, tc.eval_batch_size)
@@ -436,7 +610,8 @@ def _run(cfg: Config, plan: Plan, mesh, workdir: epath.Path, writer: bool, start
                                                process_index=pid, process_count=pcount)]
     manager = checkpoint.make_manager(workdir / "checkpoints", tc.max_checkpoints)
     metrics_path = workdir / "metrics.jsonl"
-    meta = {"min_loss": math.inf, "wall_time_s": 0.0}
+    monitor = DivergenceMonitor(tc.divergence_ratio, tc.divergence_window)
+    wall_offset = 0.0
 
     latest = manager.latest_step()
     if latest is not None:
@@ -446,8 +621,9 @@ def _run(cfg: Config, plan: Plan, mesh, workdir: epath.Path, writer: bool, start
             raise ValueError(f"checkpoint {latest} was written by {len(data_states)} processes; "
                              f"this run has {pcount}")
         data_iter.set_state(data_states[pid])
-        meta = {"min_loss": saved_meta["min_loss"] if saved_meta["min_loss"] is not None
-                else math.inf, "wall_time_s": saved_meta["wall_time_s"]}
+        monitor = DivergenceMonitor.from_state(tc.divergence_ratio, tc.divergence_window,
+                                               saved_meta.get("divergence"))
+        wall_offset = saved_meta["wall_time_s"]
         if writer:
             records = io.read_jsonl(metrics_path)
             if metrics_path.exists():  # drop records past the checkpoint and any torn line
@@ -460,17 +636,14 @@ def _run(cfg: Config, plan: Plan, mesh, workdir: epath.Path, writer: bool, start
         msharding.check_sharding(state["params"], setup.state_shardings["params"])
 
     start_step = int(host_value(state["step"]))
-    schedule = lr_schedule(cfg, plan, np)
     n_devices = mesh.devices.size
     peak = _peak_flops(mesh.devices.flat[0].device_kind, cfg.model.dtype)
-    wall_offset = meta["wall_time_s"]
-    min_loss = meta["min_loss"]
 
     def record_base(step):
         return {"step": step, "tokens": plan.tokens_at(step), "flops": plan.flops_at(step)}
 
     pending: list[tuple[int, Any]] = []  # (step, metrics arrays) not yet checked on the host
-    interval = {"losses": [], "grad_norms": [], "time": 0.0, "steps": 0}
+    interval = {"losses": [], "grad_norms": [], "lr": None, "time": 0.0, "steps": 0}
     status, reason, bad_step = "completed", "", None
     last_train_loss = None
     progress = tqdm(total=plan.steps, initial=start_step, unit="step", dynamic_ncols=True,
@@ -478,8 +651,12 @@ def _run(cfg: Config, plan: Plan, mesh, workdir: epath.Path, writer: bool, start
     mark = time.perf_counter()
 
     def drain() -> bool:
-        """Fetch pending losses, check divergence; False when the run diverged."""
-        nonlocal min_loss, status, reason, bad_step, mark
+        """Fetch pending losses, check divergence; False when the run diverged.
+
+        Blocks on the last pending step first, so the interval since ``mark`` (the previous
+        sync point) covers the device work of these steps, not only their dispatch.
+        """
+        nonlocal status, reason, bad_step, mark
         if pending:
             jax.block_until_ready(pending[-1][1])  # the steps run asynchronously: wait for them
         interval["time"] += time.perf_counter() - mark
@@ -487,16 +664,13 @@ def _run(cfg: Config, plan: Plan, mesh, workdir: epath.Path, writer: bool, start
             loss = float(host_value(values["loss"]))
             interval["losses"].append(loss)
             interval["grad_norms"].append(float(host_value(values["grad_norm"])))
+            interval["lr"] = float(host_value(values["learning_rate"]))
             interval["steps"] += 1
-            if not math.isfinite(loss) or loss > tc.divergence_ratio * min_loss:
-                status, bad_step = "diverged", step
-                reason = (f"train loss {loss} is not finite at step {step}"
-                          if not math.isfinite(loss) else
-                          f"train loss {loss:.4g} exceeds {tc.divergence_ratio} x the lowest "
-                          f"so far ({min_loss:.4g}) at step {step}")
+            why = monitor.update(step, loss)
+            if why is not None:
+                status, bad_step, reason = "diverged", step, why
                 pending.clear()
                 return False
-            min_loss = min(min_loss, loss)
         pending.clear()
         return True
 
@@ -510,7 +684,7 @@ def _run(cfg: Config, plan: Plan, mesh, workdir: epath.Path, writer: bool, start
                if peak and tokens_per_s else None)
         last_train_loss = float(np.mean(interval["losses"]))
         record = {**record_base(step), "train_loss": last_train_loss,
-                  "learning_rate": float(schedule(step - 1)),
+                  "learning_rate": interval["lr"],
                   "grad_norm": float(np.mean(interval["grad_norms"])),
                   "step_time_s": step_time, "tokens_per_s": tokens_per_s, "mfu": mfu}
         if writer:
@@ -521,13 +695,13 @@ def _run(cfg: Config, plan: Plan, mesh, workdir: epath.Path, writer: bool, start
             log.info("step %d/%d loss %.4f lr %.3g grad_norm %.3g tokens/s %.4g", step,
                      plan.steps, last_train_loss, record["learning_rate"], record["grad_norm"],
                      tokens_per_s or float("nan"))
-        interval.update(losses=[], grad_norms=[], time=0.0, steps=0)
+        interval.update(losses=[], grad_norms=[], lr=None, time=0.0, steps=0)
 
     def save(step: int):
         checkpoint.save(manager, step, state, {
             "data": checkpoint.gather_json(data_iter.get_state()),
             "wall_time_s": wall_offset + time.perf_counter() - started,
-            "min_loss": min_loss if math.isfinite(min_loss) else None,
+            "divergence": monitor.state(),
             "step": step, "config_hash": config_hash(cfg)})
 
     step = start_step
