@@ -12,18 +12,18 @@ Presets and expected cost (FLOPs under the "6N" convention, C = 6 N D with N cou
 parameter, as Hoffmann et al.; CPU figures measured on the 2-core CI machine while other jobs
 shared it, so an idle machine is faster; GPU and pod figures are estimates, not measured):
   smoke  3 budgets 5e9-2e10 x 3 sizes (9 runs, 2k-24k params, 70-750 steps)   ~1.5 min on a CPU
-  cpu    5 budgets 6.25e10-1e12 x 5 sizes (25 runs, 5k-110k params, seq 64,  ~12-15 min on a CPU
-         7e7 tokens in all; minima inside every budget)                      (14 CPU-min)
+  cpu    5 budgets 6.25e10-1e12 x 5 sizes (25 runs, 5k-160k params, seq 64,  ~8 min on 2 idle
+         7e7 tokens in all; minima inside every budget)                      cores (11 CPU-min)
   gpu    5 budgets 3e15-3e17 x 7 sizes (35 runs, 1.4M-180M params, seq 1024,  ~3-5 h on one H100
          bf16, 3.1e18 FLOPs in all)                                          (estimate)
   pod    6 budgets 1e18-3e20 x 9 sizes (54 runs, 20M-4B params, seq 2048,     ~1 day on 256 v5p
          bf16, 4e21 FLOPs; needs a large corpus: --set base.data.dataset=...)  chips (estimate)
 
-The cpu preset's sizes are centred on 0.25 x Hoffmann et al.'s N_opt(C) and its learning rate is
+The cpu preset's sizes are centred on 0.35 x Hoffmann et al.'s N_opt(C) and its learning rate is
 0.5 x DeepSeek's rule: byte-level models this small are compute-optimal far from Chinchilla's
-20 tokens per parameter (a probe at 2e11 FLOPs found N_opt ~ 2e4 where the prior says 7.6e4),
-and the halved rate, decayed to 1% instead of 10%, lowered their final losses (1.89 against 1.97
-at 2.5e11 FLOPs and 1.5e4 parameters).
+20 tokens per parameter (the grid found 55-63 tokens per parameter), and the halved rate, decayed
+to 1% instead of 10%, lowered their final losses (1.89 against 1.97 at 2.5e11 FLOPs and 1.5e4
+parameters). A grid centred at 0.25 x put the minima at the 4th of 5 sizes at most budgets.
 
 Workdir: runs/<run_id>/ per grid point (as experiments.train_lm writes one), results.csv,
 curves.csv, study.json, fits/*.json (load with scaling.load), plots/*.png, analysis.json,
@@ -67,7 +67,8 @@ class Study:
     flop_convention: how a budget turns into tokens (`scaling.flops.CONVENTIONS`); ``6N`` and
       ``exact`` count all parameters N, ``6N_nonembed`` counts non-embedding parameters.
     seeds: one run per size and seed; seed s initializes with ``train.seed = s`` and reads the
-      documents in the order of ``data.shuffle_seed = base.data.shuffle_seed + s``.
+      documents (and shuffles the packed rows) in the order of
+      ``data.shuffle_seed = base.data.shuffle_seed + s``.
     rows_per_step / lr / lr_scale: the batch and learning-rate rules (`batch_rows`,
       `learning_rate`): an integer number of sequences per step, or "deepseek".
     batch_multiple: sequences per step are rounded up to a multiple of this (`main` raises it to
@@ -86,7 +87,7 @@ class Study:
     budgets: tuple[float, ...] = (6.25e10, 1.25e11, 2.5e11, 5e11, 1e12)
     sizes_per_budget: int = 5
     spread: float = 8.0
-    center_scale: float = 0.25
+    center_scale: float = 0.35
     sizes: tuple[float, ...] = ()
     prior: str = "hoffmann2022"
     flop_convention: str = "6N"

@@ -865,8 +865,13 @@ def approach3(runs, *, columns: Mapping[str, str] | None = None, flop_convention
         return ({"A": g * k_val ** -a, "b": a}, {"A": k_val ** -b / g, "b": b},
                 {"E": p["E"], "A": (p["A"] * g ** -al + p["B"] * g ** be) * k_val ** gamma, "alpha": gamma})
 
+    if not (param.params["alpha"] > 0 and param.params["beta"] > 0):
+        raise ValueError(f"Approach 3: the fitted exponents alpha = {param.params['alpha']:.4g}, beta = "
+                         f"{param.params['beta']:.4g} are not both > 0, so L(N, D) has no compute-optimal "
+                         "frontier; the grid does not constrain the parametric law (add budgets or sizes)")
     point = frontier(param.params)
-    sampled = frontier(param.samples) if param.samples is not None else (None, None, None)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):   # bad draws are dropped below
+        sampled = frontier(param.samples) if param.samples is not None else (None, None, None)
     laws = []
     for name, law_name, pp, ss, eq in (
             ("N_opt", "pure_power_law", point[0], sampled[0], "N_opt = G (C/k)^a, a = beta/(alpha+beta)"),

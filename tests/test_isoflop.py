@@ -261,3 +261,12 @@ def test_chinchilla_points_approach2_matches_hoffmann():
     assert ex.a_interval[0] < 0.49 < ex.a_interval[1] and ex.b_interval[0] < 0.51 < ex.b_interval[1]
     assert abs(ex.a - 0.49) < 0.04 and abs(ex.a + ex.b - 1) < 0.01
     assert sum(b.used_in_fit for b in res.budgets) >= 9
+
+
+def test_approach3_without_a_frontier_is_a_clear_error():
+    # loss that grows with model size at fixed tokens: the fit needs alpha < 0, and L(N, D) then has
+    # no compute-optimal frontier, which must be said rather than returned as NaN
+    runs = isoflop_runs(noise=0.0)
+    runs["eval_loss"] = 2.0 + 0.5 * (runs["n_params"] / 1e8) ** 0.3 + 400.0 * runs["tokens"] ** -0.3
+    with pytest.raises(ValueError, match="no compute-optimal"):
+        isoflop.approach3(runs, bootstrap=0, starts=STARTS)
