@@ -7,6 +7,9 @@ Importing this module registers every shipped law (15; ``names()`` lists them so
   ptq_precision, ptq_degradation;
 - test-time compute laws (`scaling.test_time`): coverage_power_law, pass_at_k_beta,
   verifier_ceiling.
+
+`scaling.isoflop` registers one more when it is imported: isoflop_parabola (loss as a parabola
+in log N along one isoFLOP curve, Hoffmann et al. 2022 Approach 2).
 """
 
 from scaling.law import Law, Param, get, names, register
