@@ -300,8 +300,9 @@ PRESETS = {"smoke": smoke, "cpu": cpu, "gpu": gpu, "pod": pod}
 # ----------------------------------------------------------------------------- main
 
 
-def main(argv: list[str] | None = None) -> dict:
-    study, args = cli.parse(argv, description=__doc__, presets=PRESETS, default_preset="cpu")
+def main(argv: list[str] | None = None, *, presets=PRESETS, description: str = __doc__) -> dict:
+    """Parse the command line, run the grid of the chosen preset, analyze it (`grid.run_study`)."""
+    study, args = cli.parse(argv, description=description, presets=presets, default_preset="cpu")
     study = grid.fit_batch_to_mesh(study)
     return grid.run_study(study, args.workdir, sweep(study), preset=args.preset)
 

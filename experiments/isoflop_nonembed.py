@@ -26,10 +26,8 @@ from __future__ import annotations
 import dataclasses
 
 from experiments import isoflop_chinchilla as chinchilla
-from experiments.harness import cli, grid
 
 Study = chinchilla.Study
-sweep = chinchilla.sweep
 NONEMBED = {"flop_convention": "6N_nonembed"}
 
 
@@ -47,9 +45,7 @@ PRESETS = {"smoke": smoke, "cpu": cpu}
 
 
 def main(argv: list[str] | None = None) -> dict:
-    study, args = cli.parse(argv, description=__doc__, presets=PRESETS, default_preset="cpu")
-    study = grid.fit_batch_to_mesh(study)
-    return grid.run_study(study, args.workdir, sweep(study), preset=args.preset)
+    return chinchilla.main(argv, presets=PRESETS, description=__doc__)
 
 
 if __name__ == "__main__":

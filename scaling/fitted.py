@@ -311,7 +311,7 @@ class FittedLaw:
         flat = C_arr.reshape(-1)
         point = {n: np.asarray([v]) for n, v in self.params.items()}
         n, d, loss = (a[0] for a in self._optimum(point, flat, fixed))
-        self._warn_range({self._allocation()[0]: n, self._allocation()[1]: d, **fixed})
+        self._warn_range({**dict(zip(self._allocation(), (n, d))), **fixed})
         shape = C_arr.shape
         out = {"C": C_arr, "N": n, "D": d, "loss": loss, "tokens_per_param": d / n}
         draws, how = self._draws()
@@ -376,7 +376,7 @@ class FittedLaw:
             raise ValueError(f"loss {flat[~np.isfinite(c)].tolist()} is not reachable: it must exceed "
                              f"{what} = {floor:.6g}")
         n, d, _ = (a[0] for a in self._optimum(point, c, fixed))
-        self._warn_range({self._allocation()[0]: n, self._allocation()[1]: d, **fixed})
+        self._warn_range({**dict(zip(self._allocation(), (n, d))), **fixed})
         out = {"loss": _shaped(flat, target.shape), "C": _shaped(c, target.shape), "C_interval": None,
                "N": _shaped(n, target.shape), "D": _shaped(d, target.shape),
                "tokens_per_param": _shaped(d / n, target.shape)}

@@ -659,12 +659,12 @@ def _run(cfg: Config, plan: Plan, mesh, workdir: epath.Path, writer: bool, start
         nonlocal status, reason, bad_step, mark
         if pending:
             jax.block_until_ready(pending[-1][1])  # the steps run asynchronously: wait for them
+            interval["lr"] = float(host_value(pending[-1][1]["learning_rate"]))
         interval["time"] += time.perf_counter() - mark
         for step, values in pending:
             loss = float(host_value(values["loss"]))
             interval["losses"].append(loss)
             interval["grad_norms"].append(float(host_value(values["grad_norm"])))
-            interval["lr"] = float(host_value(values["learning_rate"]))
             interval["steps"] += 1
             why = monitor.update(step, loss)
             if why is not None:
