@@ -16,15 +16,18 @@ answers compute-optimal questions under a stated FLOP convention ``C = k N D``:
 - `FittedLaw.compute_for_loss(loss)`: the budget whose optimum reaches ``loss`` (closed-form for
   Chinchilla, else bisection in log C).
 
+Parameter intervals are bootstrap percentile, BC or BCa intervals (`scaling.intervals`; BCa uses the
+jackknife acceleration per parameter that `scaling.fit` stores in ``acceleration``).
 Intervals of derived quantities are percentiles over the bootstrap draws, or, for a law that only
 has standard errors (a paper's table), over 4,000 draws from independent normals with those SEs
 (truncated to the parameters' domains; this ignores the correlations a paper does not report).
 
 File format (JSON, validated by `load`; no pickle, no eval)::
 
-    {"schema": "scaling.fitted_law", "schema_version": 1, "law": name,
+    {"schema": "scaling.fitted_law", "schema_version": 2, "law": name,
      "params": {name: float}, "standard_errors": {name: float} | null,
-     "samples": {name: [float, ...]} | null, "intervals": {name: [lo, hi]} | null  (95%),
+     "samples": {name: [float, ...]} | null, "intervals": {name: [lo, hi]} | null  (95%, default method),
+     "acceleration": {name: float} | null  (BCa's jackknife a; new in version 2, version 1 files load),
      "flop_convention": "6ND", "data": {...} | null, "fit": {...} | null,
      "provenance": {...} | null, "residuals": [float, ...] | null}
 """
@@ -44,12 +47,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from scaling import intervals as intervals_lib
 from scaling import law as law_lib
 
 SCHEMA = "scaling.fitted_law"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)   # version 1: no "acceleration"
 FIELDS = ("schema", "schema_version", "law", "params", "standard_errors", "samples", "intervals",
-          "flop_convention", "data", "fit", "provenance", "residuals")
+          "acceleration", "flop_convention", "data", "fit", "provenance", "residuals")
 
 # FLOPs per parameter per token, C = k * N * D.
 FLOP_CONVENTIONS = {
@@ -59,6 +64,9 @@ FLOP_CONVENTIONS = {
 }
 _KND = re.compile(r"^([0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)ND$")
 _SE_DRAWS = 4000
+# FittedLaw.interval's default where the fit has the jackknife acceleration (else "percentile"): BCa
+# is closest to 95% coverage across the shipped laws (benchmarks/README.md, "Interval coverage")
+DEFAULT_INTERVAL = "bca"
 _C_MAX = 1e60   # the numeric search for a budget stops here (FLOPs)
 
 
@@ -123,6 +131,7 @@ class FittedLaw:
     def __init__(self, law: law_lib.Law | str, params: Mapping[str, float], *,
                  samples: Mapping[str, np.ndarray] | None = None,
                  standard_errors: Mapping[str, float] | None = None,
+                 acceleration: Mapping[str, float] | None = None,
                  flop_convention: str = "6ND", k: float | None = None,
                  data: dict | None = None, fit: dict | None = None, provenance: dict | None = None,
                  residuals: np.ndarray | None = None):
@@ -156,6 +165,11 @@ class FittedLaw:
                 if se < 0:
                     raise ValueError(f"standard_errors[{n!r}] must be >= 0, got {se}")
                 self.standard_errors[n] = se
+        self.acceleration = None
+        if acceleration is not None:
+            if not isinstance(acceleration, Mapping) or not set(acceleration) <= set(names):
+                raise ValueError(f"acceleration must map a subset of {list(names)} to numbers")
+            self.acceleration = {n: _finite_float(v, f"acceleration[{n!r}]") for n, v in acceleration.items()}
         self.k, self.flop_convention = flop_k(flop_convention, k)
         self.data = _optional_dict(data, "data")
         if self.data is not None:
@@ -187,15 +201,33 @@ class FittedLaw:
         self.multistart = None  # per-start results of scaling.fit (not saved to the file)
 
     # ------------------------------------------------------------------ uncertainty
-    def interval(self, name: str, level: float = 0.95) -> tuple[float, float]:
-        """Central ``level`` interval of a parameter: bootstrap percentiles, else ``value +- z * SE``."""
+    def interval(self, name: str, level: float = 0.95, method: str | None = None) -> tuple[float, float]:
+        """Central ``level`` interval of a parameter from its bootstrap draws, else ``value +- z * SE``.
+
+        ``method`` (see `scaling.intervals`): ``"percentile"``, ``"bc"`` (bias-corrected) or
+        ``"bca"`` (bias-corrected and accelerated; needs the jackknife ``acceleration`` that
+        `scaling.fit` stores). Default `DEFAULT_INTERVAL` where the fit has what it needs, else
+        ``"percentile"``. A law with standard errors only (a paper's table) gets the normal interval.
+        """
         if name not in self.params:
             raise ValueError(f"unknown parameter {name!r}; law {self.law.name!r} has {list(self.params)}")
         if not (_is_number(level) and 0 < level < 1):
             raise ValueError(f"level must be in (0, 1), got {level!r}")
+        if method is not None and method not in intervals_lib.METHODS:
+            raise ValueError(f"unknown interval method {method!r}; choose one of {intervals_lib.METHODS}")
+        has_a = self.acceleration is not None and name in self.acceleration
         if self.samples is not None:
-            lo, hi = np.percentile(self.samples[name], [50 * (1 - level), 50 * (1 + level)])
-            return float(lo), float(hi)
+            if method is None:
+                method = DEFAULT_INTERVAL if DEFAULT_INTERVAL != "bca" or has_a else "percentile"
+            if method == "percentile":
+                return intervals_lib.percentile(self.samples[name], level)
+            if method == "bca" and not has_a:
+                raise ValueError(f"no BCa interval for {name!r}: this fit has no jackknife acceleration for it "
+                                 "(refit with scaling.fit, or add it with scaling.intervals.add_acceleration)")
+            return intervals_lib.bca(self.samples[name], self.params[name],
+                                     self.acceleration[name] if method == "bca" else 0.0, level)
+        if method in ("bc", "bca"):
+            raise ValueError(f"no {method} interval for {name!r}: it needs bootstrap samples (fit with bootstrap=...)")
         if self.standard_errors is not None and name in self.standard_errors:
             z = statistics.NormalDist().inv_cdf(0.5 + level / 2)
             se = self.standard_errors[name]
@@ -405,7 +437,9 @@ class FittedLaw:
             "params": dict(self.params),
             "standard_errors": None if self.standard_errors is None else dict(self.standard_errors),
             "samples": None if self.samples is None else {n: v.tolist() for n, v in self.samples.items()},
-            "intervals": intervals, "flop_convention": self.flop_convention,
+            "intervals": intervals,
+            "acceleration": None if self.acceleration is None else dict(self.acceleration),
+            "flop_convention": self.flop_convention,
             "data": _jsonable(self.data), "fit": _jsonable(self.fit), "provenance": _jsonable(self.provenance),
             "residuals": None if self.residuals is None else self.residuals.tolist(),
         }
@@ -427,8 +461,10 @@ class FittedLaw:
         if d["schema"] != SCHEMA:
             raise ValueError(f"schema must be {SCHEMA!r}, got {d['schema']!r}")
         v = d["schema_version"]
-        if not isinstance(v, int) or isinstance(v, bool) or v != SCHEMA_VERSION:
-            raise ValueError(f"schema_version must be {SCHEMA_VERSION}, got {v!r}")
+        if not isinstance(v, int) or isinstance(v, bool) or v not in READABLE_VERSIONS:
+            raise ValueError(f"schema_version must be one of {READABLE_VERSIONS}, got {v!r}")
+        if v == 1 and d.get("acceleration") is not None:
+            raise ValueError("acceleration is not a field of schema_version 1 files (it is new in version 2)")
         if not isinstance(d["law"], str):
             raise ValueError(f"law must be a law name (string), got {d['law']!r}")
         if law is not None and law.name != d["law"]:
@@ -462,7 +498,7 @@ class FittedLaw:
                 raise ValueError(f"params[{name!r}] must be a number, got {value!r}")
         try:
             return cls(the_law, params, samples=samples, standard_errors=d.get("standard_errors"),
-                       flop_convention=conv, data=d.get("data"), fit=d.get("fit"),
+                       acceleration=d.get("acceleration"), flop_convention=conv, data=d.get("data"), fit=d.get("fit"),
                        provenance=d.get("provenance"), residuals=residuals)
         except ValueError as e:
             raise ValueError(f"invalid fitted-law file: {e}") from None

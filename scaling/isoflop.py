@@ -17,7 +17,9 @@ against the paper, arXiv:2203.15556 v1):
 Published (Table 2, 10th-90th percentiles of 100 bootstraps of 80% of the data):
 a = 0.50 (0.488, 0.502), b = 0.50 (0.501, 0.512) for Approach 1; a = 0.49 (0.462, 0.534),
 b = 0.51 (0.483, 0.529) for Approach 2; a = 0.46 (0.454, 0.455), b = 0.54 (0.542, 0.543) for
-Approach 3. The intervals here are central ``level`` (default 95%) bootstrap percentiles.
+Approach 3. The intervals of exponents, frontiers and Approaches 1-2 here are central ``level``
+(default 95%) bootstrap percentiles; the L(N, D) parameters of Approach 3 get `scaling.fit`'s
+default (BCa, `scaling.intervals`).
 
 Choices this module makes (not fixed by the paper):
 - the parabola is ``loss = c0 + c1 x + c2 x^2`` with ``x = ln(N / N_ref)``, ``N_ref`` the geometric

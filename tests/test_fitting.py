@@ -80,7 +80,8 @@ def test_bootstrap_is_deterministic_for_a_seed():
     for name in CHINCHILLA.param_names:
         np.testing.assert_array_equal(a.samples[name], b.samples[name])
         assert not np.array_equal(a.samples[name], c.samples[name])
-        assert a.interval(name) == pytest.approx(tuple(np.percentile(a.samples[name], [2.5, 97.5])), rel=1e-12)
+        assert a.interval(name, method="percentile") == pytest.approx(
+            tuple(np.percentile(a.samples[name], [2.5, 97.5])), rel=1e-12)
         assert a.standard_errors[name] == pytest.approx(np.std(a.samples[name], ddof=1))
     assert a.fit["bootstrap"]["resamples"] == 64 and a.fit["bootstrap"]["failed"] == 0
     assert len(a.samples["E"]) == 64
