@@ -625,7 +625,7 @@ def fit(law, data, target: str | None = None, *, objective: str | None = None, d
             "resamples": int(bootstrap), "failed": int((~good).sum()), "starts_per_resample": int(nb),
             "converged": int(sb["converged"][rows][good].sum()), "iterations_max": int(sb["it"].max()),
             "iterations_median": float(np.median(sb["it"])), "seed": int(seed),
-            "interval": "bca" if acceleration else "percentile", "jackknife_refits": int((w > 0).sum())}
+            "interval": "bca" if acceleration else "percentile", "jackknife_refits": int(min((w > 0).sum(), intervals.JACKKNIFE_GROUPS))}
         if not good.any():
             samples = None
 
