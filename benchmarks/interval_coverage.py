@@ -40,8 +40,6 @@ def coverage(law, *, draws: int, bootstrap: int, n_points: int, noise: float, st
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 fitted = scaling.fit(law, data, starts=start, bootstrap=bootstrap, seed=d)
-                if "bca" in methods and fitted.acceleration is None:   # a fit made without the jackknife
-                    intervals.add_acceleration(fitted, data)
         except ValueError:
             failures += 1
             continue
