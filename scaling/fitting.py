@@ -617,15 +617,17 @@ def fit(law, data, target: str | None = None, *, objective: str | None = None, d
             # a parameter the data barely identify (e.g. A when alpha is loose) can have draws so
             # large that their variance overflows: no standard error then; percentiles still hold
             standard_errors = {k_: v for k_, v in spread.items() if np.isfinite(v)}
+        jackknife_refits = 0
         if good.any():   # BCa's acceleration, from leave-one-point-out refits (scaling.intervals)
-            acceleration = intervals.accelerations(
-                intervals.jackknife(law, objective, delta, z[best], w, x, y_fit, **solver_args))
+            jack = intervals.jackknife(law, objective, delta, z[best], w, x, y_fit, **solver_args)
+            acceleration = intervals.accelerations(jack)
+            jackknife_refits = len(next(iter(jack.values())))
         t_boot = time.perf_counter() - t0
         boot_info = {
             "resamples": int(bootstrap), "failed": int((~good).sum()), "starts_per_resample": int(nb),
             "converged": int(sb["converged"][rows][good].sum()), "iterations_max": int(sb["it"].max()),
             "iterations_median": float(np.median(sb["it"])), "seed": int(seed),
-            "interval": "bca" if acceleration else "percentile", "jackknife_refits": int(min((w > 0).sum(), intervals.JACKKNIFE_GROUPS))}
+            "interval": "bca" if acceleration else "percentile", "jackknife_refits": jackknife_refits}
         if not good.any():
             samples = None
 
