@@ -28,9 +28,9 @@ as it is far from an optimum; a step is accepted when the actual decrease is a p
 the decrease the quadratic model predicts, and the radius shrinks to a quarter of the step on poor
 agreement (rho < 1/4) and doubles on good agreement at the boundary (rho > 3/4) (after Nocedal &
 Wright Alg. 4.1).
-Every start runs in a `jax.lax.while_loop`, vmapped over a chunk of starts and jit-compiled, in
-float64; the loop stops when every start of the chunk is done or at ``max_iter``, and unfinished
-starts are regrouped into fresh chunks every few dozen iterations (`run_solver`). A start whose
+The solver is one jit-compiled `jax.lax.while_loop`, in float64, that keeps a fixed number of starts
+in flight (vmapped "slots") and loads the next start of a queue into a slot as soon as its start
+finishes (`_solver`, `run_solver`), so no start waits on slower ones. A start whose
 objective is not finite at its initial point is marked failed and never poisons the others; trial
 points with non-finite values are rejected like any bad step.
 
@@ -59,6 +59,7 @@ import datetime
 import functools
 import hashlib
 import os
+import threading
 import time
 from typing import Mapping
 
@@ -179,12 +180,20 @@ SLOW_RTOL, SLOW_STEPS = 1e-8, 10   # stop (not converged) after 10 steps in a ro
 
 
 def _solver(law: law_lib.Law, objective: str):
-    """The jit-compiled batched solver for (law, objective), cached across calls.
+    """The jit-compiled solver for (law, objective), cached across calls: slots fed from a queue.
 
-    One function, vmapped over a chunk of starts: a fresh start's first pass evaluates the objective
-    at its initial point (a zero step accepted when finite), so there is a single compiled program
-    per shape. jax.jit caches one executable per input shape, and `run_solver` pads points and
-    starts to a few shapes, so repeated fits and the bootstrap reuse it.
+    ``run(slots, queue, queue_n, x, y, delta, max_iter, ftol, xtol, drain)`` keeps ``B`` starts in
+    flight (the slots, one vmapped row each) inside one `jax.lax.while_loop`. Each pass first loads
+    the next starts of the queue (``Q`` rows, the first ``queue_n`` real) into the free slots, then
+    takes one trust-region iteration in every slot, then writes the starts that finished (converged,
+    stalled, failed or at ``max_iter``) to an output buffer of ``Q + B`` rows and frees their slots.
+    The loop ends when the queue is used up (the slots still in flight go back to the caller, to be
+    continued with the next queue) or, with ``drain``, when every slot is free. So a slow start
+    never holds finished ones back, and no start waits on a regrouping round. A fresh start's first
+    pass evaluates the objective at its initial point (a zero step accepted when finite). Each
+    start's path depends on that start alone, whichever slot and call it runs in. jax.jit caches one
+    executable per shape, and `run_solver` pads points, slots and queues to a few shapes, so
+    repeated fits and the bootstrap reuse it.
     """
     key = (id(law), objective)
     hit = _SOLVERS.get(key)
@@ -201,45 +210,79 @@ def _solver(law: law_lib.Law, objective: str):
         ok = jnp.isfinite(f) & jnp.all(jnp.isfinite(g)) & jnp.all(jnp.isfinite(h))
         return jnp.where(ok, f, jnp.inf), jnp.where(ok, g, 0.0), jnp.where(ok, 0.5 * (h + h.T), 0.0), ok
 
-    def iterate_one(s, w, x, y, delta, max_iter, round_end, ftol, xtol):
-        def cond(s):
-            return ~s["done"] & (s["it"] < max_iter) & (s["it"] < round_end)
+    def iterate_one(s, w, x, y, delta, ftol, xtol):
+        """One trust-region iteration of one start (state dict ``s``, point weights ``w``)."""
+        z, f, g, h, radius, fresh = s["z"], s["f"], s["g"], s["h"], s["radius"], s["fresh"]
+        eig, vecs = jnp.linalg.eigh(h)
+        gt = vecs.T @ g
+        steps, predicted = jax.vmap(trust_region_step, in_axes=(None, None, 0))(
+            eig, gt, jnp.stack([radius, jnp.ones_like(radius)]))
+        model_converged = ~fresh & (predicted[1] <= ftol * jnp.abs(f))   # no gain within a unit step
+        step = vecs @ steps[0]
+        sane = jnp.all(jnp.isfinite(step))       # a degenerate model (H = 0, g != 0) gives no step
+        step = jnp.where(fresh | ~sane, 0.0, step)
+        step_norm = jnp.where(sane, jnp.sqrt(jnp.sum(step * step)), radius)
+        fn, gn, hn, ok = fgh(z + step, w, x, y, delta)
+        actual = f - fn
+        rho = actual / predicted[0]
+        accept = jnp.where(fresh, ok, ok & sane & (actual > 0) & (rho > 1e-4))
+        radius_new = jnp.where(
+            ~accept | (rho < 0.25), 0.25 * step_norm,
+            jnp.where((rho > 0.75) & (step_norm >= 0.99 * radius), jnp.minimum(2.0 * radius, 1e3), radius))
+        radius_new = jnp.where(fresh, radius, radius_new)
+        small = jnp.max(jnp.abs(step)) <= xtol * (1.0 + jnp.max(jnp.abs(z)))
+        converged = model_converged | (~fresh & accept & small)
+        take = accept & ~model_converged
+        slow = jnp.where(take & (actual <= SLOW_RTOL * jnp.abs(f)), s["slow"] + 1, jnp.where(take, 0, s["slow"]))
+        stalled = (radius_new <= 1e-15 * (1.0 + jnp.max(jnp.abs(z)))) | (slow >= SLOW_STEPS)
+        failed = s["failed"] | (fresh & ~ok)
+        pick = lambda new, old: jnp.where(take, new, old)  # noqa: E731
+        return dict(z=pick(z + step, z), f=pick(fn, f), g=pick(gn, g), h=pick(hn, h), radius=radius_new,
+                    it=s["it"] + jnp.where(fresh, 0, 1), slow=slow, fresh=jnp.asarray(False),
+                    done=converged | stalled | failed, converged=converged, failed=failed)
 
-        def body(s):
-            z, f, g, h, radius, fresh = s["z"], s["f"], s["g"], s["h"], s["radius"], s["fresh"]
-            eig, vecs = jnp.linalg.eigh(h)
-            gt = vecs.T @ g
-            steps, predicted = jax.vmap(trust_region_step, in_axes=(None, None, 0))(
-                eig, gt, jnp.stack([radius, jnp.ones_like(radius)]))
-            model_converged = ~fresh & (predicted[1] <= ftol * jnp.abs(f))   # no gain within a unit step
-            step = vecs @ steps[0]
-            sane = jnp.all(jnp.isfinite(step))       # a degenerate model (H = 0, g != 0) gives no step
-            step = jnp.where(fresh | ~sane, 0.0, step)
-            step_norm = jnp.where(sane, jnp.sqrt(jnp.sum(step * step)), radius)
-            fn, gn, hn, ok = fgh(z + step, w, x, y, delta)
-            actual = f - fn
-            rho = actual / predicted[0]
-            accept = jnp.where(fresh, ok, ok & sane & (actual > 0) & (rho > 1e-4))
-            radius_new = jnp.where(
-                ~accept | (rho < 0.25), 0.25 * step_norm,
-                jnp.where((rho > 0.75) & (step_norm >= 0.99 * radius), jnp.minimum(2.0 * radius, 1e3), radius))
-            radius_new = jnp.where(fresh, radius, radius_new)
-            small = jnp.max(jnp.abs(step)) <= xtol * (1.0 + jnp.max(jnp.abs(z)))
-            converged = model_converged | (~fresh & accept & small)
-            take = accept & ~model_converged
-            slow = jnp.where(take & (actual <= SLOW_RTOL * jnp.abs(f)), s["slow"] + 1, jnp.where(take, 0, s["slow"]))
-            stalled = (radius_new <= 1e-15 * (1.0 + jnp.max(jnp.abs(z)))) | (slow >= SLOW_STEPS)
-            failed = s["failed"] | (fresh & ~ok)
-            pick = lambda new, old: jnp.where(take, new, old)  # noqa: E731
-            return dict(z=pick(z + step, z), f=pick(fn, f), g=pick(gn, g), h=pick(hn, h), radius=radius_new,
-                        it=s["it"] + jnp.where(fresh, 0, 1), slow=slow, fresh=jnp.asarray(False),
-                        done=converged | stalled | failed, converged=converged, failed=failed)
+    iterate = jax.vmap(iterate_one, in_axes=(0, 0, None, None, None, None, None))
 
-        return jax.lax.while_loop(cond, body, s)
+    def rows(mask, new, old):
+        return jnp.where(mask.reshape(mask.shape + (1,) * (new.ndim - 1)), new, old)
 
-    iterate = jax.jit(jax.vmap(iterate_one, in_axes=(0, 0, None, None, None, None, None, None, None)))
-    _SOLVERS[key] = (law, iterate)
-    return iterate
+    def run(slots, queue, queue_n, x, y, delta, max_iter, ftol, xtol, drain):
+        n_slots, n_queue = slots["z"].shape[0], queue["z"].shape[0]
+        out = {k: jnp.zeros((n_queue + n_slots,) + v.shape[1:], v.dtype) for k, v in slots.items()
+               if k in _STATE_KEYS + ("index",)}
+
+        def cond(c):
+            slots, taken, _, _ = c
+            return (taken < queue_n) | (drain & jnp.any(slots["active"]))
+
+        def body(c):
+            slots, taken, out, n_out = c
+            free = ~slots["active"]
+            src = taken + jnp.cumsum(free, dtype=jnp.int32) - 1
+            load = free & (src < queue_n)
+            src = jnp.clip(src, 0, n_queue - 1)
+            z0 = queue["z"][src]
+            start = dict(z=z0, f=jnp.full(n_slots, jnp.inf), g=jnp.zeros_like(z0), h=jnp.zeros_like(slots["h"]),
+                         radius=jnp.ones(n_slots), it=jnp.zeros(n_slots, jnp.int32),
+                         slow=jnp.zeros(n_slots, jnp.int32), fresh=jnp.ones(n_slots, bool),
+                         done=jnp.zeros(n_slots, bool), converged=jnp.zeros(n_slots, bool),
+                         failed=jnp.zeros(n_slots, bool), w=queue["w"][src], index=queue["index"][src])
+            slots = {k: rows(load, start[k], v) if k in start else v for k, v in slots.items()}
+            active = slots["active"] | load
+            stepped = iterate({k: slots[k] for k in _STATE_KEYS}, slots["w"], x, y, delta, ftol, xtol)
+            slots = {**slots, **{k: rows(active, v, slots[k]) for k, v in stepped.items()}}
+            finish = active & (slots["done"] | (slots["it"] >= max_iter))
+            at = jnp.where(finish, n_out + jnp.cumsum(finish, dtype=jnp.int32) - 1, n_queue + n_slots)   # past the end: dropped
+            out = {k: v.at[at].set(slots[k], mode="drop") for k, v in out.items()}
+            slots["active"] = active & ~finish
+            return slots, taken + jnp.sum(load, dtype=jnp.int32), out, n_out + jnp.sum(finish, dtype=jnp.int32)
+
+        slots, _, out, n_out = jax.lax.while_loop(cond, body, (slots, jnp.int32(0), out, jnp.int32(0)))
+        return slots, out, n_out
+
+    run = jax.jit(run)
+    _SOLVERS[key] = (law, run)
+    return run
 
 
 def available_cores() -> int:
@@ -250,22 +293,31 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def slot_count(n_padded: int) -> int:
+    """Starts in flight per solver call: 64 on small data, 16 past 64 points (per-start cost is flat
+    from 16 to 256 rows there, and fewer slots idle less when few starts are left)."""
+    return 64 if n_padded <= 64 else 16
+
+
 def run_solver(law, objective, delta, z0, weights, x, y, *, max_iter: int = 500, ftol: float = 1e-12,
-               xtol: float = 1e-10, chunk: int = 64, round_iters: int = 16, threads: int | None = None) -> dict:
+               xtol: float = 1e-10, chunk: int | None = None, threads: int | None = None) -> dict:
     """Minimize from every row of ``z0`` [S, P] (internal units) with per-start weights [S, n].
 
-    Starts run in chunks of ``chunk`` (one compiled shape), on ``threads`` threads at once (default:
-    every available core; an XLA CPU computation runs on the thread that calls it). Every
-    ``round_iters`` iterations the starts still running are regrouped into full chunks, so one slow
-    start never holds a chunk of finished ones. Points are padded to `padded_size` with zero
-    weight. ``x`` maps covariates to arrays [n]; ``y`` is the target (its log for the log
-    objectives). Returns the final state as numpy arrays: ``z`` [S, P], ``f`` [S] (inf where
-    failed), ``g``, ``h``, ``it`` (iterations), ``converged``, ``failed``, ``done``, ``radius``.
+    The starts are cut into queues of ``4 * chunk`` rows that ``threads`` threads (default: every
+    available core; an XLA CPU computation runs on the thread that calls it) feed to the compiled
+    solver (`_solver`), each thread keeping ``chunk`` starts in flight (default `slot_count`).
+    Points are padded to `padded_size` with zero weight. ``x`` maps covariates to arrays [n]; ``y``
+    is the target (its log for the log objectives). Returns the final state as numpy arrays: ``z``
+    [S, P], ``f`` [S] (inf where failed), ``g``, ``h``, ``it`` (iterations), ``converged``,
+    ``failed``, ``done``, ``radius``.
     """
-    iterate = _solver(law, objective)
+    run = _solver(law, objective)
     z0 = np.asarray(z0, dtype=np.float64)
-    x, y, weights = _pad_points(x, y, np.asarray(weights, dtype=np.float64))
+    weights = np.broadcast_to(np.asarray(weights, dtype=np.float64), (len(z0), np.shape(y)[-1]))
+    x, y, weights = _pad_points(x, y, weights)
     n_starts, n_params = z0.shape
+    n_slots = chunk or slot_count(len(y))
+    n_queue = 4 * n_slots
     state = dict(z=z0.copy(), f=np.full(n_starts, np.inf), g=np.zeros((n_starts, n_params)),
                  h=np.zeros((n_starts, n_params, n_params)), radius=np.ones(n_starts),
                  it=np.zeros(n_starts, np.int32), slow=np.zeros(n_starts, np.int32),
@@ -276,27 +328,44 @@ def run_solver(law, objective, delta, z0, weights, x, y, *, max_iter: int = 500,
         yj, dj = jnp.asarray(y, jnp.float64), jnp.asarray(delta, jnp.float64)
         limits = (jnp.asarray(max_iter, jnp.int32), jnp.asarray(ftol, jnp.float64), jnp.asarray(xtol, jnp.float64))
 
-    def run_chunk(part):
-        full = np.concatenate([part, np.full(chunk - len(part), part[0])])
-        sub = {k: v[full] for k, v in state.items()}
-        sub["done"][len(part):] = True                    # padding rows stay frozen
-        sub["fresh"][len(part):] = False
-        with jax.enable_x64(True):                       # (a thread-local setting)
-            round_end = jnp.asarray(int(state["it"][part].max()) + round_iters, jnp.int32)
-            out = iterate(sub, weights[full], xj, yj, dj, limits[0], round_end, limits[1], limits[2])
-            return part, jax.device_get(out)
+    def queue_of(part):
+        full = np.concatenate([part, np.zeros(n_queue - len(part), part.dtype)])
+        return dict(z=z0[full], w=weights[full], index=full.astype(np.int32)), np.int32(len(part))
 
-    workers = max(1, threads or available_cores())
-    with concurrent.futures.ThreadPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:
-        while True:
-            active = np.flatnonzero(~state["done"] & (state["it"] < max_iter))
-            if not len(active):
-                break
-            parts = [active[lo:lo + chunk] for lo in range(0, len(active), chunk)]
-            results = pool.map(run_chunk, parts) if pool is not None else map(run_chunk, parts)
-            for part, out in list(results):
-                for k in _STATE_KEYS:
-                    state[k][part] = np.asarray(out[k])[:len(part)]
+    def store(out, n_out):
+        out = jax.device_get(out)
+        index = np.asarray(out["index"][:int(n_out)])
+        for k in _STATE_KEYS:
+            state[k][index] = np.asarray(out[k])[:int(n_out)]
+
+    parts = [np.arange(lo, min(lo + n_queue, n_starts)) for lo in range(0, n_starts, n_queue)]
+    pending = iter(parts)
+    lock = threading.Lock()
+
+    def worker():
+        with jax.enable_x64(True):                       # (a thread-local setting)
+            slots = {k: np.repeat(v[:1], n_slots, axis=0) for k, v in state.items()}
+            slots.update(w=np.repeat(weights[:1], n_slots, axis=0), index=np.zeros(n_slots, np.int32),
+                         active=np.zeros(n_slots, bool))
+            while True:
+                with lock:
+                    part = next(pending, None)
+                if part is None:
+                    break
+                queue, queue_n = queue_of(part)
+                slots, out, n_out = run(slots, queue, queue_n, xj, yj, dj, *limits, False)
+                store(out, n_out)
+            queue, _ = queue_of(np.zeros(1, np.int64))
+            slots, out, n_out = run(slots, queue, np.int32(0), xj, yj, dj, *limits, True)
+            store(out, n_out)
+
+    workers = min(max(1, threads or available_cores()), len(parts))
+    if workers == 1:
+        worker()
+    else:
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            for done in [pool.submit(worker) for _ in range(workers)]:
+                done.result()
     state["f"] = np.where(np.isfinite(state["f"]), state["f"], np.inf)
     return state
 
@@ -547,7 +616,7 @@ def fit(law, data, target: str | None = None, *, objective: str | None = None, d
       max_iter, ftol, xtol: solver limits per stage (see the module docstring).
       continuation: for the Huber objectives, reach delta through least squares and a delta
         homotopy (see `minimize`); False solves at delta directly from every start.
-      threads: chunks of starts solved at once (default: every available core).
+      threads: threads feeding the solver at once (default: every available core).
       at_best_rtol: a start counts in ``n_starts_at_best`` when its objective is within
         ``at_best_rtol * |best|`` of the best.
       flop_convention, k: how compute relates to N and D (``C = k N D``), see `scaling.fitted`.
