@@ -245,3 +245,30 @@ def test_bootstrap_intervals_cover_the_truth():
     coverage = np.mean(hits, axis=0)
     assert np.all(coverage >= 0.8), coverage
     assert 0.85 <= np.mean(hits) <= 0.99, np.mean(hits)
+
+
+def test_trust_region_step_satisfies_the_optimality_conditions():
+    """The step minimizes the quadratic model over the ball (Moré & Sorensen 1983): the interior
+    Newton step when it fits, else a boundary step that no sampled point of the ball beats,
+    including the hard case (gt[0] = 0 with a negative lowest eigenvalue)."""
+    rng = np.random.default_rng(3)
+    with jax.enable_x64(True):
+        for case in range(400):
+            eig = np.sort(rng.choice([-1.0, 1.0, 1.0], 5) * 10.0 ** rng.uniform(-6, 3, 5))
+            gt = rng.standard_normal(5) * 10.0 ** rng.uniform(-4, 2)
+            if case % 4 == 0:
+                gt[0] = 0.0                                      # the hard case, when eig[0] < 0
+            radius = 10.0 ** rng.uniform(-3, 1)
+            s, predicted = (np.asarray(v) for v in fitting.trust_region_step(jnp.asarray(eig), jnp.asarray(gt), radius))
+            norm = np.linalg.norm(s)
+            assert norm <= radius * (1 + 1e-3), (case, norm, radius)
+            assert predicted == pytest.approx(-(gt @ s + 0.5 * np.sum(eig * s * s)), rel=1e-12)
+            if eig[0] > 0 and np.linalg.norm(gt / eig) <= radius:
+                np.testing.assert_allclose(s, -gt / eig, rtol=1e-12)   # the interior Newton step
+                continue
+            assert norm == pytest.approx(radius, rel=1e-3), case           # on the boundary
+            # no point of the ball does better than s (sampled along random directions)
+            d = rng.standard_normal((2000, 5))
+            d *= radius * rng.uniform(0, 1, (2000, 1)) ** 0.2 / np.linalg.norm(d, axis=1, keepdims=True)
+            decrease = -(d @ gt + 0.5 * (d * d) @ eig)
+            assert decrease.max() <= predicted * (1 + 1e-6) + 1e-15, case
