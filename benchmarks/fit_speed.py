@@ -9,7 +9,7 @@ alpha, beta in {0, 0.5, ..., 2}, e in {-1, -0.5, ..., 1}, a, b in {0, 5, ..., 25
 bootstrap refits, on ``scaling/data/chinchilla_points.csv`` (234 points).
 
 - ours, cold: the first `scaling.fit` call in this process (jit compilation included).
-- ours, warm: the same call again (compiled solver reused); chunks of starts run on one thread
+- ours, warm: the same call again (compiled solver reused); the solver runs on one thread
   per available core. "1 thread" pins it to one core, like scipy.
 - scipy: ``scipy.optimize.minimize(method="L-BFGS-B")`` with default tolerances (Epoch's call), and
   again with ``ftol=1e-15, gtol=1e-12`` (the precision our solver converges to), one start at a

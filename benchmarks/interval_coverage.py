@@ -7,7 +7,8 @@ For every law that has ``reference`` parameters and a ``design``: draw ``--draws
 points (``scaling.fitting.simulate``: the law's own ``simulate`` when it has one, else the
 prediction times lognormal noise ``exp(noise * N(0, 1))``), fit each with the law's default
 objective and ``--bootstrap`` resamples, and count how often the 95% interval of each
-``--methods`` (``FittedLaw.interval(..., method=...)``: percentile, bc, bca; the same fits for all)
+``--methods`` (``FittedLaw.interval(..., method=...)``: percentile, bc, bca, and profile for the
+maximum-likelihood laws; the same fits for all)
 contains the true value, per parameter. A calibrated interval covers 95% of the time; with D draws the
 binomial standard error of a coverage near 0.95 is sqrt(0.95 * 0.05 / D) (0.022 for D = 100).
 
@@ -25,7 +26,8 @@ import warnings
 import numpy as np
 
 import scaling
-from scaling import fitting, intervals, laws
+from scaling import fitted as fitted_lib
+from scaling import fitting, laws
 
 
 def coverage(law, *, draws: int, bootstrap: int, n_points: int, noise: float, starts: str, seed: int = 0,
@@ -44,6 +46,8 @@ def coverage(law, *, draws: int, bootstrap: int, n_points: int, noise: float, st
             failures += 1
             continue
         for m in methods:
+            if m == "profile" and fitted.profile is None:
+                continue                                  # not a maximum-likelihood fit
             bounds = [fitted.interval(name, 0.95, method=m) for name in truth]
             hits[m].append([lo <= value <= hi for (lo, hi), value in zip(bounds, truth.values())])
     out = {"fits": draws - failures, "failures": failures, "seconds": time.perf_counter() - t0,
@@ -64,12 +68,12 @@ def main(argv=None):
     parser.add_argument("--points", type=int, default=0, help="points per dataset (default: max(40, 10 * params))")
     parser.add_argument("--noise", type=float, default=0.01, help="lognormal noise sd for laws without simulate")
     parser.add_argument("--starts", choices=("reference", "grid"), default="reference")
-    parser.add_argument("--methods", default="percentile,bca",
-                        help=f"comma-separated interval methods of {intervals.METHODS}")
+    parser.add_argument("--methods", default="percentile,bca,profile",
+                        help=f"comma-separated interval methods of {fitted_lib.INTERVAL_METHODS}")
     args = parser.parse_args(argv)
     methods = tuple(args.methods.split(","))
-    if not set(methods) <= set(intervals.METHODS):
-        parser.error(f"--methods must be among {intervals.METHODS}, got {args.methods!r}")
+    if not set(methods) <= set(fitted_lib.INTERVAL_METHODS):
+        parser.error(f"--methods must be among {fitted_lib.INTERVAL_METHODS}, got {args.methods!r}")
 
     names = [n for n in (args.laws.split(",") if args.laws else laws.names())
              if laws.get(n).reference is not None and laws.get(n).design is not None]
@@ -83,10 +87,11 @@ def main(argv=None):
         r = coverage(law, draws=args.draws, bootstrap=args.bootstrap, n_points=n_points, noise=args.noise,
                      starts=args.starts, methods=methods)
         extra = f"  ({r['failures']} fits failed)" if r["failures"] else ""
-        for i, m in enumerate(methods):
+        shown = [m for m in methods if r[m]["per_param"]]
+        for i, m in enumerate(shown):
             per = "  ".join(f"{k}={v:.2f}" for k, v in r[m]["per_param"].items())
             head = f"{name:22s} {r['objective']:10s} {n_points:4d} {r['fits']:5d}" if i == 0 else " " * 43
-            tail = f"{extra}  [{r['seconds']:.0f} s]" if i == len(methods) - 1 else ""
+            tail = f"{extra}  [{r['seconds']:.0f} s]" if i == len(shown) - 1 else ""
             print(f"{head} {m:>10s} {r[m]['mean']:6.3f}  {per}{tail}", flush=True)
 
 

@@ -17,17 +17,20 @@ answers compute-optimal questions under a stated FLOP convention ``C = k N D``:
   Chinchilla, else bisection in log C).
 
 Parameter intervals are bootstrap percentile, BC or BCa intervals (`scaling.intervals`; BCa uses the
-jackknife acceleration per parameter that `scaling.fit` stores in ``acceleration``).
+jackknife acceleration per parameter that `scaling.fit` stores in ``acceleration``), or, for a
+maximum-likelihood fit, profile-likelihood intervals (`scaling.profile`, from the signed root
+deviance curves that `scaling.fit` stores in ``profile``; the default there).
 Intervals of derived quantities are percentiles over the bootstrap draws, or, for a law that only
 has standard errors (a paper's table), over 4,000 draws from independent normals with those SEs
 (truncated to the parameters' domains; this ignores the correlations a paper does not report).
 
 File format (JSON, validated by `load`; no pickle, no eval)::
 
-    {"schema": "scaling.fitted_law", "schema_version": 2, "law": name,
+    {"schema": "scaling.fitted_law", "schema_version": 3, "law": name,
      "params": {name: float}, "standard_errors": {name: float} | null,
      "samples": {name: [float, ...]} | null, "intervals": {name: [lo, hi]} | null  (95%, default method),
      "acceleration": {name: float} | null  (BCa's jackknife a; new in version 2, version 1 files load),
+     "profile": {name: {"values": [...], "signed_root": [...]}} | null  (new in version 3),
      "flop_convention": "6ND", "data": {...} | null, "fit": {...} | null,
      "provenance": {...} | null, "residuals": [float, ...] | null}
 """
@@ -49,12 +52,14 @@ import numpy as np
 
 from scaling import intervals as intervals_lib
 from scaling import law as law_lib
+from scaling import profile as profile_lib
 
 SCHEMA = "scaling.fitted_law"
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)   # version 1: no "acceleration"
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)   # version 1: no "acceleration"; versions 1-2: no "profile"
 FIELDS = ("schema", "schema_version", "law", "params", "standard_errors", "samples", "intervals",
-          "acceleration", "flop_convention", "data", "fit", "provenance", "residuals")
+          "acceleration", "profile", "flop_convention", "data", "fit", "provenance", "residuals")
+INTERVAL_METHODS = intervals_lib.METHODS + ("profile",)
 
 # FLOPs per parameter per token, C = k * N * D.
 FLOP_CONVENTIONS = {
@@ -64,8 +69,9 @@ FLOP_CONVENTIONS = {
 }
 _KND = re.compile(r"^([0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)ND$")
 _SE_DRAWS = 4000
-# FittedLaw.interval's default where the fit has the jackknife acceleration (else "percentile"): BCa
-# is closest to 95% coverage across the shipped laws (benchmarks/README.md, "Interval coverage")
+# FittedLaw.interval's default: the profile likelihood where the fit has one (maximum-likelihood fits),
+# else BCa where the fit has the jackknife acceleration, else the percentile interval. Each is the
+# closest to 95% coverage where it applies (benchmarks/README.md, "Interval coverage").
 DEFAULT_INTERVAL = "bca"
 _C_MAX = 1e60   # the numeric search for a budget stops here (FLOPs)
 
@@ -132,6 +138,7 @@ class FittedLaw:
                  samples: Mapping[str, np.ndarray] | None = None,
                  standard_errors: Mapping[str, float] | None = None,
                  acceleration: Mapping[str, float] | None = None,
+                 profile: Mapping[str, Mapping] | None = None,
                  flop_convention: str = "6ND", k: float | None = None,
                  data: dict | None = None, fit: dict | None = None, provenance: dict | None = None,
                  residuals: np.ndarray | None = None):
@@ -170,6 +177,7 @@ class FittedLaw:
             if not isinstance(acceleration, Mapping) or not set(acceleration) <= set(names):
                 raise ValueError(f"acceleration must map a subset of {list(names)} to numbers")
             self.acceleration = {n: _finite_float(v, f"acceleration[{n!r}]") for n, v in acceleration.items()}
+        self.profile = profile_lib.validate(None if profile is None else dict(profile), names)
         self.k, self.flop_convention = flop_k(flop_convention, k)
         self.data = _optional_dict(data, "data")
         if self.data is not None:
@@ -202,19 +210,28 @@ class FittedLaw:
 
     # ------------------------------------------------------------------ uncertainty
     def interval(self, name: str, level: float = 0.95, method: str | None = None) -> tuple[float, float]:
-        """Central ``level`` interval of a parameter from its bootstrap draws, else ``value +- z * SE``.
+        """Central ``level`` interval of a parameter: profile likelihood, bootstrap, or ``value +- z * SE``.
 
-        ``method`` (see `scaling.intervals`): ``"percentile"``, ``"bc"`` (bias-corrected) or
-        ``"bca"`` (bias-corrected and accelerated; needs the jackknife ``acceleration`` that
-        `scaling.fit` stores). Default `DEFAULT_INTERVAL` where the fit has what it needs, else
+        ``method``: ``"profile"`` (profile likelihood, `scaling.profile`; maximum-likelihood fits),
+        or from the bootstrap draws (see `scaling.intervals`) ``"percentile"``, ``"bc"``
+        (bias-corrected) or ``"bca"`` (bias-corrected and accelerated; needs the jackknife
+        ``acceleration`` that `scaling.fit` stores). Default: ``"profile"`` where the fit has a
+        profile for the parameter, else `DEFAULT_INTERVAL` where the fit has what it needs, else
         ``"percentile"``. A law with standard errors only (a paper's table) gets the normal interval.
         """
         if name not in self.params:
             raise ValueError(f"unknown parameter {name!r}; law {self.law.name!r} has {list(self.params)}")
         if not (_is_number(level) and 0 < level < 1):
             raise ValueError(f"level must be in (0, 1), got {level!r}")
-        if method is not None and method not in intervals_lib.METHODS:
-            raise ValueError(f"unknown interval method {method!r}; choose one of {intervals_lib.METHODS}")
+        if method is not None and method not in INTERVAL_METHODS:
+            raise ValueError(f"unknown interval method {method!r}; choose one of {INTERVAL_METHODS}")
+        has_profile = self.profile is not None and name in self.profile
+        if method == "profile" or (method is None and has_profile):
+            if not has_profile:
+                raise ValueError(f"no profile-likelihood interval for {name!r}: only maximum-likelihood fits "
+                                 "(objective='nll') carry a profile")
+            param = self.law.params[self.law.param_names.index(name)]
+            return profile_lib.interval(param, self.params[name], self.profile[name], level)
         has_a = self.acceleration is not None and name in self.acceleration
         if self.samples is not None:
             if method is None:
@@ -439,6 +456,7 @@ class FittedLaw:
             "samples": None if self.samples is None else {n: v.tolist() for n, v in self.samples.items()},
             "intervals": intervals,
             "acceleration": None if self.acceleration is None else dict(self.acceleration),
+            "profile": None if self.profile is None else dict(self.profile),
             "flop_convention": self.flop_convention,
             "data": _jsonable(self.data), "fit": _jsonable(self.fit), "provenance": _jsonable(self.provenance),
             "residuals": None if self.residuals is None else self.residuals.tolist(),
@@ -465,6 +483,8 @@ class FittedLaw:
             raise ValueError(f"schema_version must be one of {READABLE_VERSIONS}, got {v!r}")
         if v == 1 and d.get("acceleration") is not None:
             raise ValueError("acceleration is not a field of schema_version 1 files (it is new in version 2)")
+        if v < 3 and d.get("profile") is not None:
+            raise ValueError(f"profile is not a field of schema_version {v} files (it is new in version 3)")
         if not isinstance(d["law"], str):
             raise ValueError(f"law must be a law name (string), got {d['law']!r}")
         if law is not None and law.name != d["law"]:
@@ -498,7 +518,7 @@ class FittedLaw:
                 raise ValueError(f"params[{name!r}] must be a number, got {value!r}")
         try:
             return cls(the_law, params, samples=samples, standard_errors=d.get("standard_errors"),
-                       acceleration=d.get("acceleration"), flop_convention=conv, data=d.get("data"), fit=d.get("fit"),
+                       acceleration=d.get("acceleration"), profile=d.get("profile"), flop_convention=conv, data=d.get("data"), fit=d.get("fit"),
                        provenance=d.get("provenance"), residuals=residuals)
         except ValueError as e:
             raise ValueError(f"invalid fitted-law file: {e}") from None

@@ -69,6 +69,7 @@ import numpy as np
 
 from scaling import intervals
 from scaling import law as law_lib
+from scaling import profile as profile_lib
 from scaling.fitted import FittedLaw, flop_k
 
 OBJECTIVES = ("huber_log", "huber", "mse", "mse_log", "nll")
@@ -214,14 +215,21 @@ def _solver(law: law_lib.Law, objective: str):
         return jnp.where(ok, f, jnp.inf), jnp.where(ok, g, 0.0), jnp.where(ok, 0.5 * (h + h.T), 0.0), ok
 
     def iterate_one(s, w, x, y, delta, ftol, xtol):
-        """One trust-region iteration of one start (state dict ``s``, point weights ``w``)."""
+        """One trust-region iteration of one start (state dict ``s``, point weights ``w``).
+
+        Parameters flagged in ``s["frozen"]`` stay where they started: the model sees no gradient
+        and unit curvature along them, so the step has no component there (`scaling.profile`).
+        """
         z, f, g, h, radius, fresh = s["z"], s["f"], s["g"], s["h"], s["radius"], s["fresh"]
-        eig, vecs = jnp.linalg.eigh(h)
-        gt = vecs.T @ g
+        free = ~s["frozen"]
+        g_free = jnp.where(free, g, 0.0)
+        h_free = jnp.where(free[:, None] & free[None, :], h, jnp.eye(h.shape[0], dtype=h.dtype))
+        eig, vecs = jnp.linalg.eigh(h_free)
+        gt = vecs.T @ g_free
         steps, predicted = jax.vmap(trust_region_step, in_axes=(None, None, 0))(
             eig, gt, jnp.stack([radius, jnp.ones_like(radius)]))
         model_converged = ~fresh & (predicted[1] <= ftol * jnp.abs(f))   # no gain within a unit step
-        step = vecs @ steps[0]
+        step = jnp.where(free, vecs @ steps[0], 0.0)
         sane = jnp.all(jnp.isfinite(step))       # a degenerate model (H = 0, g != 0) gives no step
         step = jnp.where(fresh | ~sane, 0.0, step)
         step_norm = jnp.where(sane, jnp.sqrt(jnp.sum(step * step)), radius)
@@ -269,10 +277,11 @@ def _solver(law: law_lib.Law, objective: str):
                          radius=jnp.ones(n_slots), it=jnp.zeros(n_slots, jnp.int32),
                          slow=jnp.zeros(n_slots, jnp.int32), fresh=jnp.ones(n_slots, bool),
                          done=jnp.zeros(n_slots, bool), converged=jnp.zeros(n_slots, bool),
-                         failed=jnp.zeros(n_slots, bool), w=queue["w"][src], index=queue["index"][src])
+                         failed=jnp.zeros(n_slots, bool), w=queue["w"][src], index=queue["index"][src],
+                         frozen=queue["frozen"][src])
             slots = {k: rows(load, start[k], v) if k in start else v for k, v in slots.items()}
             active = slots["active"] | load
-            stepped = iterate({k: slots[k] for k in _STATE_KEYS}, slots["w"], x, y, delta, ftol, xtol)
+            stepped = iterate({k: slots[k] for k in _STATE_KEYS + ("frozen",)}, slots["w"], x, y, delta, ftol, xtol)
             slots = {**slots, **{k: rows(active, v, slots[k]) for k, v in stepped.items()}}
             finish = active & (slots["done"] | (slots["it"] >= max_iter))
             at = jnp.where(finish, n_out + jnp.cumsum(finish, dtype=jnp.int32) - 1, n_queue + n_slots)   # past the end: dropped
@@ -303,9 +312,10 @@ def slot_count(n_padded: int) -> int:
 
 
 def run_solver(law, objective, delta, z0, weights, x, y, *, max_iter: int = 500, ftol: float = 1e-12,
-               xtol: float = 1e-10, chunk: int | None = None, threads: int | None = None) -> dict:
+               xtol: float = 1e-10, chunk: int | None = None, threads: int | None = None, frozen=None) -> dict:
     """Minimize from every row of ``z0`` [S, P] (internal units) with per-start weights [S, n].
 
+    ``frozen`` [S, P] (bool, optional) holds parameters at their start values, per start (profiles).
     The starts are cut into queues of ``4 * chunk`` rows that ``threads`` threads (default: every
     available core; an XLA CPU computation runs on the thread that calls it) feed to the compiled
     solver (`_solver`), each thread keeping ``chunk`` starts in flight (default `slot_count`).
@@ -319,6 +329,7 @@ def run_solver(law, objective, delta, z0, weights, x, y, *, max_iter: int = 500,
     weights = np.broadcast_to(np.asarray(weights, dtype=np.float64), (len(z0), np.shape(y)[-1]))
     x, y, weights = _pad_points(x, y, weights)
     n_starts, n_params = z0.shape
+    frozen = np.zeros(z0.shape, bool) if frozen is None else np.broadcast_to(np.asarray(frozen, bool), z0.shape)
     n_slots = chunk or slot_count(len(y))
     n_queue = 4 * n_slots
     state = dict(z=z0.copy(), f=np.full(n_starts, np.inf), g=np.zeros((n_starts, n_params)),
@@ -333,7 +344,7 @@ def run_solver(law, objective, delta, z0, weights, x, y, *, max_iter: int = 500,
 
     def queue_of(part):
         full = np.concatenate([part, np.zeros(n_queue - len(part), part.dtype)])
-        return dict(z=z0[full], w=weights[full], index=full.astype(np.int32)), np.int32(len(part))
+        return dict(z=z0[full], w=weights[full], index=full.astype(np.int32), frozen=frozen[full]), np.int32(len(part))
 
     def store(out, n_out):
         out = jax.device_get(out)
@@ -349,7 +360,7 @@ def run_solver(law, objective, delta, z0, weights, x, y, *, max_iter: int = 500,
         with jax.enable_x64(True):                       # (a thread-local setting)
             slots = {k: np.repeat(v[:1], n_slots, axis=0) for k, v in state.items()}
             slots.update(w=np.repeat(weights[:1], n_slots, axis=0), index=np.zeros(n_slots, np.int32),
-                         active=np.zeros(n_slots, bool))
+                         active=np.zeros(n_slots, bool), frozen=np.zeros((n_slots, n_params), bool))
             while True:
                 with lock:
                     part = next(pending, None)
@@ -662,6 +673,14 @@ def fit(law, data, target: str | None = None, *, objective: str | None = None, d
     at_best = ok & (f <= f_best + at_best_rtol * abs(f_best))
     params = {k_: float(v) for k_, v in natural_values(law, z[best]).items()}
 
+    # profile likelihood (maximum-likelihood fits): every parameter held on a grid, the rest refitted
+    curves = None
+    t_profile = 0.0
+    if objective == "nll":
+        t0 = time.perf_counter()
+        curves = profile_lib.profile(law, objective, z[best], f_best, state["h"][best], w, x, y_fit, **solver_args)
+        t_profile = time.perf_counter() - t0
+
     # bootstrap: multinomial count weights, refit from the best distinct optima, keep the best refit
     samples = standard_errors = boot_info = acceleration = None
     t_boot = 0.0
@@ -721,7 +740,9 @@ def fit(law, data, target: str | None = None, *, objective: str | None = None, d
         "ftol": float(ftol), "xtol": float(xtol),
         "bootstrap": boot_info, "seed": int(seed),
         "residual_space": "log" if objective in LOG_OBJECTIVES else "linear",
-        "time_s": {"multistart": t_multistart, "bootstrap": t_boot, "total": time.perf_counter() - t_start},
+        "profile": None if curves is None else {"points_per_param": len(profile_lib.OFFSETS) * 2 + 1},
+        "time_s": {"multistart": t_multistart, "bootstrap": t_boot, "profile": t_profile,
+                   "total": time.perf_counter() - t_start},
     }
     data_info = {
         "n_points": int(n), "sha256": data_sha256(x, y, target_col), "target": target_col,
@@ -731,7 +752,7 @@ def fit(law, data, target: str | None = None, *, objective: str | None = None, d
             "scaling_version": _version(), "citation": law.citation, "equation": law.formula}
     prov.update(dict(provenance or {}))
     fitted = FittedLaw(law, params, samples=samples, standard_errors=standard_errors, acceleration=acceleration,
-                       flop_convention=flop_convention, k=k, data=data_info, fit=fit_info,
+                       profile=curves, flop_convention=flop_convention, k=k, data=data_info, fit=fit_info,
                        provenance=prov, residuals=residuals)
     fitted.multistart = {"starts": natural_values(law, z0), "optima": natural_values(law, z), "objective": f,
                          "converged": converged, "failed": failed, "iterations": iters, "at_best": at_best}

@@ -179,7 +179,7 @@ def test_file_round_trip(tmp_path, fitted_power):
     x = np.geomspace(*fitted_power.data["ranges"]["x"], 5)
     np.testing.assert_array_equal(back.predict(x=x), fitted_power.predict(x=x))
     on_disk = json.loads(path.read_text())
-    assert on_disk["schema"] == "scaling.fitted_law" and on_disk["schema_version"] == 2
+    assert on_disk["schema"] == "scaling.fitted_law" and on_disk["schema_version"] == 3
     assert on_disk["intervals"]["alpha"] == list(fitted_power.interval("alpha"))
     assert [p.name for p in tmp_path.iterdir()] == ["power.json"]       # no temporary files left
     fitted_power.save(path)                                                # overwrite in place
@@ -213,7 +213,7 @@ _DELETE = object()
 
 @pytest.mark.parametrize("path, value, message", [
     (("schema",), "something.else", r"schema must be 'scaling.fitted_law'"),
-    (("schema_version",), 3, r"schema_version must be one of \(1, 2\)"),
+    (("schema_version",), 4, r"schema_version must be one of \(1, 2, 3\)"),
     (("schema_version",), "1", r"schema_version must be one of"),
     (("schema_version",), True, r"schema_version must be one of"),
     (("acceleration",), {"gamma": 0.1}, r"acceleration must map a subset of"),
