@@ -252,23 +252,28 @@ def test_trust_region_step_satisfies_the_optimality_conditions():
     Newton step when it fits, else a boundary step that no sampled point of the ball beats,
     including the hard case (gt[0] = 0 with a negative lowest eigenvalue)."""
     rng = np.random.default_rng(3)
+    cases = 400
+    eig = np.sort(rng.choice([-1.0, 1.0, 1.0], (cases, 5)) * 10.0 ** rng.uniform(-6, 3, (cases, 5)), axis=1)
+    gt = rng.standard_normal((cases, 5)) * 10.0 ** rng.uniform(-4, 2, (cases, 1))
+    gt[::4, 0] = 0.0                                             # the hard case, when eig[0] < 0
+    radius = 10.0 ** rng.uniform(-3, 1, cases)
     with jax.enable_x64(True):
-        for case in range(400):
-            eig = np.sort(rng.choice([-1.0, 1.0, 1.0], 5) * 10.0 ** rng.uniform(-6, 3, 5))
-            gt = rng.standard_normal(5) * 10.0 ** rng.uniform(-4, 2)
-            if case % 4 == 0:
-                gt[0] = 0.0                                      # the hard case, when eig[0] < 0
-            radius = 10.0 ** rng.uniform(-3, 1)
-            s, predicted = (np.asarray(v) for v in fitting.trust_region_step(jnp.asarray(eig), jnp.asarray(gt), radius))
-            norm = np.linalg.norm(s)
-            assert norm <= radius * (1 + 1e-3), (case, norm, radius)
-            assert predicted == pytest.approx(-(gt @ s + 0.5 * np.sum(eig * s * s)), rel=1e-12)
-            if eig[0] > 0 and np.linalg.norm(gt / eig) <= radius:
-                np.testing.assert_allclose(s, -gt / eig, rtol=1e-12)   # the interior Newton step
-                continue
-            assert norm == pytest.approx(radius, rel=1e-3), case           # on the boundary
-            # no point of the ball does better than s (sampled along random directions)
-            d = rng.standard_normal((2000, 5))
-            d *= radius * rng.uniform(0, 1, (2000, 1)) ** 0.2 / np.linalg.norm(d, axis=1, keepdims=True)
-            decrease = -(d @ gt + 0.5 * (d * d) @ eig)
-            assert decrease.max() <= predicted * (1 + 1e-6) + 1e-15, case
+        steps, predicted = (np.asarray(v) for v in jax.jit(jax.vmap(fitting.trust_region_step))(
+            jnp.asarray(eig), jnp.asarray(gt), jnp.asarray(radius)))
+    hard = 0
+    for case in range(cases):
+        e, g, r, s, p = eig[case], gt[case], radius[case], steps[case], predicted[case]
+        norm = np.linalg.norm(s)
+        assert norm <= r * (1 + 1e-3), (case, norm, r)
+        assert p == pytest.approx(-(g @ s + 0.5 * np.sum(e * s * s)), rel=1e-12)
+        if e[0] > 0 and np.linalg.norm(g / e) <= r:
+            np.testing.assert_allclose(s, -g / e, rtol=1e-12)    # the interior Newton step
+            continue
+        assert norm == pytest.approx(r, rel=1e-3), case            # on the boundary
+        hard += g[0] == 0 and e[0] < 0
+        # no point of the ball does better than s (sampled along random directions)
+        d = rng.standard_normal((2000, 5))
+        d *= r * rng.uniform(0, 1, (2000, 1)) ** 0.2 / np.linalg.norm(d, axis=1, keepdims=True)
+        decrease = -(d @ g + 0.5 * (d * d) @ e)
+        assert decrease.max() <= p * (1 + 1e-6) + 1e-15, case
+    assert hard > 20
