@@ -359,6 +359,8 @@ def run_solver(law, objective, delta, z0, weights, x, y, *, max_iter: int = 500,
         for k in _STATE_KEYS:
             state[k][index] = np.asarray(out[k])[:int(n_out)]
 
+    if not n_starts:
+        return state
     parts = [np.arange(lo, min(lo + n_queue, n_starts)) for lo in range(0, n_starts, n_queue)]
     pending = iter(parts)
     lock = threading.Lock()
