@@ -51,7 +51,9 @@ refitted with the same compiled solver, vmapped over resamples, each from the ``
 best distinct optima of the full-data multistart; the best refit of each resample is its draw.
 With the bootstrap, ``n`` leave-one-point-out refits (the jackknife, from the best optimum, in one
 vectorized solve) give BCa's acceleration per parameter. Deterministic for a seed. Intervals are BCa
-by default, or percentiles of the draws (`FittedLaw.interval`, `scaling.intervals`).
+by default, or percentiles of the draws (`FittedLaw.interval`, `scaling.intervals`). A
+maximum-likelihood fit (``objective="nll"``) also gets profile-likelihood curves, one vectorized
+solve with each parameter held on a grid (`scaling.profile`), and their intervals by default.
 """
 
 from __future__ import annotations
