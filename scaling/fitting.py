@@ -59,7 +59,6 @@ solve with each parameter held on a grid (`scaling.profile`), and their interval
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import datetime
 import functools
 import hashlib

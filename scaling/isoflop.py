@@ -156,15 +156,7 @@ def _batched_fit(law: Law, objective: str, x: Mapping[str, np.ndarray], y: np.nd
 def _natural(law: Law, z: np.ndarray) -> dict:
     """Internal -> natural parameters in numpy (the transforms of `scaling.law.Param`)."""
     z = np.asarray(z, np.float64)
-    out = {}
-    for i, p in enumerate(law.params):
-        v = z[..., i]
-        if p.transform == "log":
-            v = np.exp(v)
-        elif p.transform == "bounded":
-            v = p.lower + (p.upper - p.lower) / (1.0 + np.exp(-v))
-        out[p.name] = v
-    return out
+    return {p.name: p.to_natural_numpy(z[..., i]) for i, p in enumerate(law.params)}
 
 
 _EVALUATORS: dict = {}

@@ -76,6 +76,15 @@ class Param:
             return self.lower + (self.upper - self.lower) * jax.nn.sigmoid(z)
         return z
 
+    def to_natural_numpy(self, z):
+        """`to_natural` in numpy float64 (no jax, so no float32 outside ``jax.enable_x64``)."""
+        z = np.asarray(z, dtype=np.float64)
+        if self.transform == "log":
+            return np.exp(z)
+        if self.transform == "bounded":
+            return self.lower + (self.upper - self.lower) / (1.0 + np.exp(-z))
+        return z
+
     def to_internal(self, x):
         """Natural value -> internal value (numpy, for grids and user-given starts)."""
         x = np.asarray(x, dtype=np.float64)
