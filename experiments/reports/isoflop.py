@@ -1,7 +1,9 @@
-"""After an isoFLOP grid: the analysis, fitted laws, figures and a Markdown report.
+"""The analyze stage of an isoFLOP study: Hoffmann et al.'s three approaches, fitted laws,
+figures and a Markdown report.
 
-    analysis, curves = report.analyze(workdir, results, flop_convention="6N", bootstrap=400)
-    paths = report.write_outputs(workdir, results, flop_convention="6N", title="my study")
+    run_study(..., analyze=isoflop.analyze_stage)          # in an experiment file
+    analysis, curves = isoflop.analyze(workdir, results, flop_convention="6N", bootstrap=400)
+    paths = isoflop.write_outputs(workdir, results, flop_convention="6N", title="my study")
 
 Writes, under the grid's workdir (local or ``gs://``, atomically):
 
@@ -42,7 +44,8 @@ import numpy as np
 import pandas as pd
 from etils import epath
 
-from experiments.harness import grid, io
+from experiments.harness import io
+from experiments.runner import runs as runs_lib
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +118,7 @@ def analyze(workdir, results: pd.DataFrame, *, flop_convention: str = "6N", boot
     from scaling import isoflop
 
     runs, conv = analysis_inputs(results, flop_convention)
-    curves = grid.training_curves(workdir, results, flop_convention, params_column(flop_convention))
+    curves = runs_lib.training_curves(workdir, results, flop_convention, params_column(flop_convention))
     b1 = min(bootstrap, 200) if bootstrap_approach1 is None else bootstrap_approach1
     notes, approaches = [], {}
     calls = {
@@ -360,9 +363,10 @@ def write_outputs(workdir, results: pd.DataFrame | None = None, *, flop_conventi
     """Analyze a finished (or partial) grid and write curves.csv, fits, plots, analysis.json and
     report.md. ``approach3_starts``: "coarse", "full" (`start_grid`) or a DataFrame of starts.
     ``analyzed``: the ``(analysis, curves)`` of an earlier `analyze` call, to write without refitting.
-    Returns ``{"analysis", "fits", "plots", "report"}``."""
+    Returns ``{"analysis", "fits", "plots", "report", "fitted", "notes"}``; ``fitted`` names the
+    laws written to fits/ (empty when no approach could be fitted)."""
     workdir = epath.Path(workdir)
-    results = grid.read_results(workdir) if results is None else results
+    results = runs_lib.read_results(workdir) if results is None else results
     started = time.perf_counter()
     if isinstance(approach3_starts, str):
         approach3_starts = start_grid(approach3_starts)
@@ -385,4 +389,18 @@ def write_outputs(workdir, results: pd.DataFrame | None = None, *, flop_conventi
                          study=study, files=files, wall_time_s=wall_time_s)
     io.write_text_atomic(workdir / "report.md", text)
     log.info("analysis and report written in %.1f s", time.perf_counter() - started)
-    return {"analysis": analysis, "fits": fits, "plots": plots, "report": workdir / "report.md"}
+    return {"analysis": analysis, "fits": fits, "plots": plots, "report": workdir / "report.md",
+            "fitted": [p.stem for p in fits], "notes": list(analysis.notes)}
+
+
+def analyze_stage(context) -> dict:
+    """`write_outputs` as a study's analyze stage (`experiments.runner.study.StudyContext`): reads
+    ``bootstrap``, ``bootstrap_curves`` and ``start_grid`` from the study's declaration."""
+    study = context.declaration
+    description = io.read_json(context.workdir / "study.json")["study"] if (
+        context.workdir / "study.json").exists() else None
+    return write_outputs(
+        context.workdir, context.results, flop_convention=context.flop_convention,
+        title=context.title, study=description, bootstrap=getattr(study, "bootstrap", 400),
+        bootstrap_curves=getattr(study, "bootstrap_curves", None),
+        approach3_starts=getattr(study, "start_grid", "coarse"), wall_time_s=context.elapsed_s())

@@ -1,36 +1,37 @@
-"""Run an isoFLOP grid: many training runs, one results table, nothing lost when killed.
+"""The train stage of a study: many training runs, one results table, nothing lost when killed.
 
-    runs = [grid.Run(budget=1e11, config=cfg_a), grid.Run(budget=1e11, config=cfg_b), ...]
-    results = grid.run_grid(runs, "runs/demo", flop_convention="6N")   # a pandas DataFrame
+    runs = [Run(budget=1e11, config=cfg_a), Run(budget=1e11, config=cfg_b, labels={"qat": "int4"})]
+    results = train_runs(runs, "runs/demo", flop_convention="6N")   # a pandas DataFrame
 
-Layout of a grid workdir (local or ``gs://``; every path goes through ``etils.epath``)::
+Layout of a study workdir (local or ``gs://``; every path goes through ``etils.epath``)::
 
     runs/<run_id>/      one training run, as experiments.harness.train writes it
                         (config.json, metrics.jsonl, result.json, checkpoints/)
-    results.csv         one row per grid point, rewritten atomically after every run
+    results.csv         one row per run, rewritten atomically after every run
 
 Run ids are readable and stable: ``C<budget>_N<params>_D<tokens>_s<seed>_<hash>``, e.g.
 ``C1.0e11_N3.35e4_D4.97e5_s0_1a2b3c4d``; the hash is the first 8 hex digits of the SHA-256 of
 the run's full config (`experiments.harness.config.config_hash`) with the mesh left out, so the
-same run keeps its id (and its checkpoints) when the grid is resumed on another mesh, and two
+same run keeps its id (and its checkpoints) when the study is resumed on another mesh, and two
 runs with different settings never share a directory.
 
 Runs go in the given order, each on the whole mesh (``train(cfg, run_dir)``). A run whose
 result.json says "completed" or "diverged" is skipped; an unfinished one resumes from its last
 checkpoint (train's job). An exception in a run is recorded (status "failed", reason
-"ExceptionType: message") and the grid goes on; a failed run is tried again on the next
+"ExceptionType: message") and the study goes on; a failed run is tried again on the next
 invocation. Diverged runs keep their row (status "diverged") and are left out of the fits by the
-analysis. KeyboardInterrupt and SystemExit stop the grid.
+analysis. KeyboardInterrupt and SystemExit stop the study.
 
 results.csv columns (`RESULT_COLUMNS`): run_id, budget, seed, n_params, n_params_nonembedding,
 tokens, ``flops_<convention>`` for every convention of `scaling.flops.CONVENTIONS`, eval_loss,
-eval_loss_sem, status ("completed", "diverged", "failed", "pending"), reason. Values come from
-each run's result.json (what was trained); rows not finished yet hold the planned sizes, tokens
-and FLOPs (`experiments.harness.train.make_plan`) with status "pending" or "failed". Nothing
-time-dependent goes in, so a grid killed and resumed writes the same file as one never
+eval_loss_sem, status ("completed", "diverged", "failed", "pending"), reason, then one column per
+label of the runs (`Run.labels`, e.g. a QAT format or a run's role). Values come from each run's
+result.json (what was trained); rows not finished yet hold the planned sizes, tokens and FLOPs
+(`experiments.harness.train.make_plan`) with status "pending" or "failed". Nothing
+time-dependent goes in, so a study killed and resumed writes the same file as one never
 interrupted.
 
-Progress: a tqdm bar over the grid's total FLOPs (so its ETA weighs runs by cost), with runs done
+Progress: a tqdm bar over the runs' total FLOPs (so its ETA weighs runs by cost), with runs done
 out of the total and the current run id in its postfix.
 """
 
@@ -43,7 +44,8 @@ import math
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -52,6 +54,7 @@ from tqdm import tqdm
 
 from experiments.harness import io
 from experiments.harness.config import Config, config_hash
+from experiments.runner.design import sci
 from scaling import flops as sflops
 
 log = logging.getLogger(__name__)
@@ -59,108 +62,23 @@ log = logging.getLogger(__name__)
 FLOP_COLUMNS = tuple(f"flops_{c}" for c in sflops.CONVENTIONS)
 RESULT_COLUMNS = ("run_id", "budget", "seed", "n_params", "n_params_nonembedding", "tokens",
                   *FLOP_COLUMNS, "eval_loss", "eval_loss_sem", "status", "reason")
-FINAL_STATUSES = ("completed", "diverged")
+FINAL_STATUSES = ("completed", "diverged")  # a run with one of these is never trained again
 RESULTS_FILE = "results.csv"
 RUNS_DIR = "runs"
-
-
-# ----------------------------------------------------------------------------- sizes and tokens
-
-
-def log_spaced(center: float, count: int, spread: float) -> np.ndarray:
-    """``count`` values spaced evenly in log around ``center``: largest / smallest = ``spread``.
-
-    The geometric mean of the values is ``center``; ``count = 1`` gives ``[center]``.
-    """
-    if not (math.isfinite(center) and center > 0):
-        raise ValueError(f"log_spaced: center must be a positive number, got {center!r}")
-    if count < 1:
-        raise ValueError(f"log_spaced: count must be >= 1, got {count}")
-    if not (math.isfinite(spread) and spread >= 1):
-        raise ValueError(f"log_spaced: spread (largest / smallest) must be >= 1, got {spread!r}")
-    if count == 1:
-        return np.array([float(center)])
-    half = math.log(spread) / 2
-    return center * np.exp(np.linspace(-half, half, count))
-
-
-def prior_optimal_params(budget: float, *, prior="hoffmann2022",
-                         flops_ratio: Callable[[float], float] | None = None,
-                         iterations: int = 20) -> float:
-    """Compute-optimal parameter count at ``budget`` predicted by a prior law, in our convention.
-
-    ``prior`` is a `scaling.published` name or a `FittedLaw` whose compute is ``C = k N D``
-    (Hoffmann et al. 2022: k = 6, N counting all parameters). Our budget may use another
-    convention: ``flops_ratio(N)`` = (our FLOPs per token of the N-parameter model) / (k N). The
-    prior's budget equivalent to ours is then ``C_prior = budget / flops_ratio(N)``, and N solves
-    ``N = N_opt_prior(budget / flops_ratio(N))`` (fixed-point iteration in log N; the ratio
-    varies slowly with N). Without ``flops_ratio`` the budgets are taken as the prior's own.
-    """
-    import warnings
-
-    import scaling
-
-    law = scaling.published.get(prior) if isinstance(prior, str) else prior
-    if not (math.isfinite(budget) and budget > 0):
-        raise ValueError(f"prior_optimal_params: budget must be a positive number, got {budget!r}")
-
-    p = law.params
-    if law.law.name == "chinchilla":  # closed form (Hoffmann et al. 2022, Eq. 4): no JAX needed
-        alpha, beta = p["alpha"], p["beta"]
-        g = (alpha * p["A"] / (beta * p["B"])) ** (1.0 / (alpha + beta))
-
-        def n_opt(c):
-            return g * (c / law.k) ** (beta / (alpha + beta))
-    else:
-        def n_opt(c):
-            with warnings.catch_warnings():  # tiny budgets lie far outside the fitted range
-                warnings.simplefilter("ignore", UserWarning)
-                return float(np.asarray(law.compute_optimal(c)["N"]).reshape(-1)[0])
-
-    n = n_opt(budget)
-    if flops_ratio is None:
-        return n
-    for _ in range(iterations):
-        ratio = float(flops_ratio(n))
-        if not (math.isfinite(ratio) and ratio > 0):
-            raise ValueError(f"prior_optimal_params: flops_ratio({n:.4g}) = {ratio!r} is not positive")
-        new = n_opt(budget / ratio)
-        if abs(math.log(new / n)) < 1e-6:
-            return new
-        n = math.sqrt(n * new)  # damped: the ratio of a shape rule jumps between discrete shapes
-    return n
-
-
-def steps_for_budget(budget: float, flops_per_token: float, tokens_per_step: int) -> int:
-    """Optimizer steps whose tokens spend ``budget`` FLOPs (nearest whole step, at least 1)."""
-    if not (budget > 0 and flops_per_token > 0 and tokens_per_step > 0):
-        raise ValueError(f"steps_for_budget: budget {budget!r}, flops_per_token {flops_per_token!r} "
-                         f"and tokens_per_step {tokens_per_step!r} must all be positive")
-    return max(1, round(budget / (flops_per_token * tokens_per_step)))
 
 
 # ----------------------------------------------------------------------------- runs and ids
 
 
-def _sci(x: float, digits: int = 2) -> str:
-    """Short scientific notation for names: 1e11 -> "1.0e11", 33500 -> "3.35e4"."""
-    if x == 0:
-        return "0"
-    exponent = math.floor(math.log10(abs(x)))
-    mantissa = round(x / 10 ** exponent, digits)
-    if abs(mantissa) >= 10:
-        mantissa, exponent = mantissa / 10, exponent + 1
-    text = f"{mantissa:.{digits}f}".rstrip("0")
-    text = text + "0" if text.endswith(".") else text
-    return f"{text}e{exponent}"
-
-
 @dataclasses.dataclass(frozen=True)
 class Run:
-    """One grid point: the isoFLOP budget it belongs to and the full config of its run."""
+    """One training run of a study: the compute budget it belongs to, its full config, and
+    optional labels (study-specific columns of results.csv, e.g. ``{"role": "wsd_control"}``;
+    not part of the run id, which the config alone decides)."""
 
     budget: float
     config: Config
+    labels: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
 
     def plan(self):
         """The planned steps, batch, sizes and FLOPs per token (`train.make_plan`)."""
@@ -173,20 +91,20 @@ class Run:
         plan = self.plan()
         tokens = plan.tokens_at(plan.steps)
         digest = config_hash(dataclasses.replace(self.config, mesh=""))[:8]
-        return (f"C{_sci(self.budget, 1)}_N{_sci(plan.n_params['total'])}_D{_sci(tokens)}"
+        return (f"C{sci(self.budget, 1)}_N{sci(plan.n_params['total'])}_D{sci(tokens)}"
                 f"_s{self.config.train.seed}_{digest}")
 
 
 def check_runs(runs: Sequence[Run]) -> list[str]:
     """The runs' ids; ``ValueError`` on an empty grid or on two runs with the same config."""
     if not runs:
-        raise ValueError("the grid has no runs")
+        raise ValueError("the study has no runs")
     ids = [r.run_id for r in runs]
     seen = {}
     for i, rid in enumerate(ids):
         if rid in seen:
-            raise ValueError(f"grid runs {seen[rid]} and {i} have the same config (run id {rid}); "
-                             "every grid point must differ (size, tokens or seed)")
+            raise ValueError(f"runs {seen[rid]} and {i} have the same config (run id {rid}); "
+                             "every run must differ (size, tokens, seed or settings)")
         seen[rid] = i
     return ids
 
@@ -216,12 +134,25 @@ def _row(run: Run, run_id: str, result: dict | None, status: str, reason: str = 
         row[key] = float(value) if value is not None else math.nan
     row["status"] = status
     row["reason"] = " ".join(str(reason or result.get("reason") or "").split())  # one line
+    row.update(run.labels)
     return row
 
 
-def results_frame(rows: Iterable[dict]) -> pd.DataFrame:
-    """Rows -> a DataFrame with exactly `RESULT_COLUMNS`, in grid order."""
-    return pd.DataFrame(list(rows), columns=list(RESULT_COLUMNS))
+def label_columns(runs: Sequence[Run]) -> list[str]:
+    """The label columns of these runs, in first-seen order; a label may not shadow a column."""
+    columns: list[str] = []
+    for run in runs:
+        for key in run.labels:
+            if key in RESULT_COLUMNS:
+                raise ValueError(f"run label {key!r} would overwrite the results.csv column {key!r}")
+            if key not in columns:
+                columns.append(key)
+    return columns
+
+
+def results_frame(rows: Iterable[dict], labels: Sequence[str] = ()) -> pd.DataFrame:
+    """Rows -> a DataFrame with exactly `RESULT_COLUMNS` (then ``labels``), in run order."""
+    return pd.DataFrame(list(rows), columns=[*RESULT_COLUMNS, *labels])
 
 
 def write_results(workdir, frame: pd.DataFrame) -> epath.Path:
@@ -234,12 +165,12 @@ def write_results(workdir, frame: pd.DataFrame) -> epath.Path:
 
 
 def read_results(workdir_or_file) -> pd.DataFrame:
-    """Read a grid's results.csv (a workdir or the file itself); ``ValueError`` when malformed."""
+    """Read a study's results.csv (a workdir or the file itself); ``ValueError`` when malformed."""
     path = epath.Path(workdir_or_file)
     if not path.name.endswith(".csv"):
         path = path / RESULTS_FILE
     if not path.exists():
-        raise ValueError(f"{path}: no results file (has the grid run?)")
+        raise ValueError(f"{path}: no results file (has the study run?)")
     text_columns = {"run_id": str, "status": str, "reason": str}
     frame = pd.read_csv(_io.StringIO(path.read_text()), dtype=text_columns)
     missing = [c for c in RESULT_COLUMNS if c not in frame.columns]
@@ -290,16 +221,17 @@ def training_curves(workdir, results: pd.DataFrame, flop_convention: str = "6N",
 # ----------------------------------------------------------------------------- the grid
 
 
-def _is_writer() -> bool:
+def is_writer() -> bool:
+    """Process 0 writes the study's files; every process trains."""
     import jax
 
     return jax.process_index() == 0
 
 
-def run_grid(runs: Sequence[Run], workdir, *, flop_convention: str = "6N",
-             train_fn: Callable[[Config, epath.Path], dict] | None = None,
-             progress: bool = True) -> pd.DataFrame:
-    """Train every run of the grid in order (skipping finished ones); returns the results table.
+def train_runs(runs: Sequence[Run], workdir, *, flop_convention: str = "6N",
+               train_fn: Callable[[Config, epath.Path], dict] | None = None,
+               progress: bool = True, desc: str = "train") -> pd.DataFrame:
+    """Train every run in order (skipping finished ones); returns the results table.
 
     ``train_fn(cfg, run_dir) -> result dict`` defaults to `experiments.harness.train.train`.
     ``flop_convention`` names the budgets' convention on the progress bar, whose total is the sum
@@ -310,9 +242,10 @@ def run_grid(runs: Sequence[Run], workdir, *, flop_convention: str = "6N",
         raise ValueError(f"unknown FLOP convention {flop_convention!r}; choose one of {sflops.CONVENTIONS}")
     if train_fn is None:
         from experiments.harness.train import train as train_fn
-    workdir = epath.Path(workdir)
+    workdir = io.resolve_workdir(workdir)
     ids = check_runs(runs)
-    writer = _is_writer()
+    labels = label_columns(runs)
+    writer = is_writer()
     rows, todo = {}, []
     for run, rid in zip(runs, ids):
         stored = _stored_result(run_dir(workdir, rid))
@@ -324,12 +257,12 @@ def run_grid(runs: Sequence[Run], workdir, *, flop_convention: str = "6N",
                              "failed" if status == "failed" else "pending")
             todo.append((run, rid))
     if writer:
-        write_results(workdir, results_frame(rows[i] for i in ids))
+        write_results(workdir, results_frame((rows[i] for i in ids), labels))
 
     cost = {rid: max(float(r.budget), 1.0) for r, rid in zip(runs, ids)}
     done_cost = sum(cost[rid] for rid in ids if rows[rid]["status"] in FINAL_STATUSES)
     bar = tqdm(total=sum(cost.values()), initial=done_cost, unit="FLOP", unit_scale=True,
-               desc=f"isoFLOP grid ({flop_convention})", disable=not (progress and writer), dynamic_ncols=True,
+               desc=f"{desc} ({flop_convention})", disable=not (progress and writer), dynamic_ncols=True,
                smoothing=0.0, file=sys.stderr)
     finished = len(ids) - len(todo)
     try:
@@ -340,13 +273,13 @@ def run_grid(runs: Sequence[Run], workdir, *, flop_convention: str = "6N",
                 result = train_fn(run.config, run_dir(workdir, rid))
                 status = result.get("status", "failed")
                 rows[rid] = _row(run, rid, result, status if status in FINAL_STATUSES else "failed")
-            except Exception as err:  # noqa: BLE001  (a run's failure must not stop the grid)
+            except Exception as err:  # noqa: BLE001  (a run's failure must not stop the study)
                 log.error("run %s failed:\n%s", rid, traceback.format_exc())
                 rows[rid] = _row(run, rid, None, "failed", f"{type(err).__name__}: {err}")
             finished += 1
             row = rows[rid]
             if writer:
-                write_results(workdir, results_frame(rows[i] for i in ids))
+                write_results(workdir, results_frame((rows[i] for i in ids), labels))
                 loss = row["eval_loss"]
                 bar.write(f"[{finished}/{len(ids)}] {rid}: {row['status']}"
                           + (f", eval_loss {loss:.4f}" if math.isfinite(loss) else "")
@@ -355,70 +288,4 @@ def run_grid(runs: Sequence[Run], workdir, *, flop_convention: str = "6N",
             bar.update(cost[rid])
     finally:
         bar.close()
-    return results_frame(rows[i] for i in ids)
-
-
-# ----------------------------------------------------------------------------- a whole study
-
-
-def fit_batch_to_mesh(study):
-    """``study`` with ``batch_multiple`` raised to a multiple of the global batch divisor of its
-    mesh (data x fsdp axes, and the process count), on the devices JAX sees now."""
-    import jax
-
-    from models.sharding import parse_mesh_spec
-
-    axes = parse_mesh_spec(study.mesh or None, jax.device_count())
-    divisor = math.lcm(axes["data"] * axes["fsdp"], jax.process_count())
-    multiple = math.lcm(study.batch_multiple, divisor)
-    return study if multiple == study.batch_multiple else dataclasses.replace(study, batch_multiple=multiple)
-
-
-def quiet_logging() -> None:
-    """INFO for the grid, warnings only from the per-step training log and noisy libraries."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
-                        stream=sys.stderr)
-    for noisy in ("absl", "orbax", "jax._src", "tensorflow_datasets", "experiments.harness.train",
-                  "experiments.harness.data", "experiments.harness.corpus", "grain"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def run_study(study, workdir, runs: Iterable[Run], *, preset: str | None = None) -> dict:
-    """The main job of an isoFLOP experiment file: grid, then analysis, fits, plots, report.
-
-    ``study`` is the experiment's frozen dataclass; its fields ``name``, ``flop_convention``,
-    ``bootstrap``, ``analyze`` and (when present) ``bootstrap_curves`` and ``start_grid`` are read. Writes study.json (the declaration and the run ids),
-    then `run_grid`, then (``study.analyze``, process 0) `experiments.harness.report.write_outputs`.
-    Returns ``{"results": DataFrame, "outputs": dict | None}`` and prints a summary.
-    """
-    from experiments.harness.config import to_dict
-
-    quiet_logging()
-    started = time.perf_counter()
-    workdir = epath.Path(workdir)
-    runs = list(runs)
-    ids = check_runs(runs)
-    description = to_dict(study)
-    if _is_writer():
-        io.write_json(workdir / "study.json", {"study": description, "preset": preset,
-                                               "run_ids": ids})
-    log.info("%s: %d runs at %d budgets -> %s", study.name, len(runs),
-             len({r.budget for r in runs}), workdir)
-    results = run_grid(runs, workdir, flop_convention=study.flop_convention)
-    outputs = None
-    if study.analyze and _is_writer():
-        from experiments.harness import report
-
-        title = study.name + (f" (preset {preset})" if preset else "")
-        outputs = report.write_outputs(
-            workdir, results, flop_convention=study.flop_convention, title=title,
-            study=description, bootstrap=study.bootstrap,
-            bootstrap_curves=getattr(study, "bootstrap_curves", None),
-            approach3_starts=getattr(study, "start_grid", "coarse"),
-            wall_time_s=time.perf_counter() - started)
-    if _is_writer():
-        counts = results["status"].value_counts().to_dict()
-        print(f"{study.name}: {len(results)} runs ({', '.join(f'{n} {s}' for s, n in counts.items())}); "
-              f"results {workdir / RESULTS_FILE}"
-              + (f"; report {outputs['report']}" if outputs else ""))
-    return {"results": results, "outputs": outputs}
+    return results_frame((rows[i] for i in ids), labels)
