@@ -52,7 +52,7 @@ from experiments.harness.data import DataConfig
 from experiments.reports import isoflop as isoflop_report
 from experiments.runner.design import log_spaced, prior_optimal_params, steps_for_budget
 from experiments.runner.runs import Run
-from experiments.runner.study import fit_batch_to_mesh, run_study
+from experiments.runner.study import Rung, fit_batch_to_mesh, run_study
 from models.shapes import config_for_params
 from models.transformer import ModelConfig, param_counts, shape_dict
 from scaling import flops as sflops
@@ -91,6 +91,9 @@ class Study:
     start_grid: starts of Approach 3's fit: "coarse" (243 starts, every other value of the
       law's grid) or "full" (the law's 4,500-start grid, Epoch AI's protocol; minutes on a CPU).
     analyze: fit, plot and report after the grid.
+    rung_budgets: the ladder's next rung: after the analysis, train at each of these budgets the
+      model that the fitted N_opt(C) (Approach 2) calls compute-optimal, and report its measured
+      loss against every fitted law's prediction (report.md, rung.json; runs in ``rung/``).
     """
 
     name: str = "isoflop_chinchilla"
@@ -121,6 +124,7 @@ class Study:
     bootstrap_curves: int = 100
     start_grid: str = "coarse"
     analyze: bool = True
+    rung_budgets: tuple[float, ...] = ()
 
     def __post_init__(self):
         if not self.budgets or any(not (b > 0 and math.isfinite(b)) for b in self.budgets):
@@ -134,6 +138,8 @@ class Study:
             raise ValueError("Study.seeds: give at least one seed")
         if self.start_grid not in ("coarse", "full"):
             raise ValueError(f"Study.start_grid={self.start_grid!r}: 'coarse' or 'full'")
+        if any(not (b > 0 and math.isfinite(b)) for b in self.rung_budgets):
+            raise ValueError(f"Study.rung_budgets must be positive FLOP counts, got {self.rung_budgets}")
         if self.batch_multiple < 1:
             raise ValueError(f"Study.batch_multiple must be >= 1, got {self.batch_multiple}")
 
@@ -235,6 +241,13 @@ def models_at(study: Study, budget: float) -> list[ModelConfig]:
     return models
 
 
+def rung_run(study: Study, budget: float, n_target: float) -> Run:
+    """The prediction rung's run at ``budget``: the shape rule's model nearest ``n_target``
+    (the fitted N_opt), trained with the grid's rules (seed 0)."""
+    return Run(budget=budget, config=run_config(study, budget, model_for(study, n_target), study.seeds[0]),
+               labels={"role": "rung"})
+
+
 def sweep(study: Study) -> Iterator[Run]:
     """The grid, budget by budget (small to large), sizes small to large, then seeds.
 
@@ -314,9 +327,12 @@ def main(argv: list[str] | None = None, *, presets=PRESETS, description: str = _
     """Parse the command line, train the chosen preset's grid, analyze it (`run_study`)."""
     study, args = cli.parse(argv, description=description, presets=presets, default_preset="cpu")
     study = fit_batch_to_mesh(study)
+    rung = Rung(runs=lambda workdir: isoflop_report.rung_runs(
+                    workdir, study.rung_budgets, lambda b, n: rung_run(study, b, n)),
+                report=isoflop_report.rung_report) if study.rung_budgets else None
     return run_study(study.name, args.workdir, sweep(study), declaration=study, preset=args.preset,
                      flop_convention=study.flop_convention,
-                     analyze=isoflop_report.analyze_stage if study.analyze else None)
+                     analyze=isoflop_report.analyze_stage if study.analyze else None, rung=rung)
 
 
 if __name__ == "__main__":

@@ -440,3 +440,54 @@ def test_prior_can_be_a_fitted_law_file_written_by_an_earlier_study(tmp_path):
         design.prior_optimal_params(1e12, prior=str(tmp_path / "missing.json"))
     with pytest.raises(ValueError, match="neither a published law"):
         design.prior_optimal_params(1e12, prior="hoffman2022")
+
+
+# ----------------------------------------------------------------------------- prediction rung
+
+
+def test_rung_trains_what_the_fitted_laws_choose_and_reports_predicted_against_measured(smoke_grid, tmp_path):
+    import shutil
+
+    from experiments.reports import isoflop as isoflop_report
+    from experiments.runner.study import Rung
+
+    grid_dir, _, _ = smoke_grid
+    study = dataclasses.replace(chinchilla.smoke(), rung_budgets=(6e10,))
+    runs = list(chinchilla.sweep(study))[:2]
+    trained = []
+
+    def fake_train(cfg, run_dir):
+        trained.append(run_dir)
+        return _fake_result(run_dir, loss=2.25)
+
+    def analyze(context):  # stands in for the isoFLOP analysis: the smoke grid's fitted laws
+        shutil.copytree(grid_dir / "fits", context.workdir / "fits")
+        (context.workdir / "report.md").write_text("# report\n")
+        return {"fitted": ["approach2_n_opt"], "report": context.workdir / "report.md"}
+
+    rung = Rung(runs=lambda w: isoflop_report.rung_runs(w, study.rung_budgets,
+                                                         lambda b, n: chinchilla.rung_run(study, b, n)),
+                report=isoflop_report.rung_report)
+    out = run_study("s", tmp_path, runs, train_fn=fake_train, progress=False, analyze=analyze, rung=rung)
+    n_opt = design.prior_optimal_params(6e10, prior=str(grid_dir / "fits" / "approach2_n_opt.json"))
+    rung_table = grid.read_results(tmp_path / "rung")
+    assert len(rung_table) == 1 and rung_table.loc[0, "budget"] == 6e10
+    assert rung_table.loc[0, "role"] == "rung" and trained[-1].parent == tmp_path / "rung" / "runs"
+    planned = chinchilla.rung_run(study, 6e10, n_opt).plan().n_params["total"]
+    assert 0.7 < planned / n_opt < 1.4  # the shape lattice's model nearest the fitted N_opt
+    rows = json.loads((tmp_path / "rung.json").read_text())["rows"]
+    pred = rows[0]["predictions"]["approach2_loss_opt"]
+    law = scaling.load(grid_dir / "fits" / "approach2_loss_opt.json")
+    with pytest.warns(UserWarning):
+        assert pred["loss"] == pytest.approx(float(law.predict(x=np.array([6e10]))[0]), rel=1e-12)
+    assert pred["rel_error"] == pytest.approx(pred["loss"] / 2.25 - 1)
+    lo, hi = pred["interval"]
+    assert lo < pred["loss"] < hi and pred["interval_covers"] == (lo <= 2.25 <= hi)
+    report = (tmp_path / "report.md").read_text()
+    assert report.startswith("# report") and "## Prediction rung" in report
+    assert "approach3_parametric" in report and "2.2500 ± 0.0100" in report
+    assert "rung: 1 runs trained beyond the grid" in out["summary"]
+    trained.clear()  # rerun: nothing is trained again
+    run_study("s", tmp_path, runs, train_fn=fake_train, progress=False, analyze=lambda c: {
+        "fitted": ["x"], "report": c.workdir / "report.md"}, rung=rung)
+    assert trained == []

@@ -15,6 +15,11 @@ A study is a declaration (a frozen dataclass in the experiment file) that turns 
   ``plots/``, ``report.md``; it returns at least ``"fitted"`` (the names of the laws it fitted)
   and ``"report"`` (the report's path), and may return ``"notes"`` (why something was not
   fitted). It runs on process 0 only.
+* **rung** (`Rung`), optional: the ladder's next step, decided by the fitted laws. Every process
+  reads the fits the analysis wrote (``rung.runs(workdir)``: e.g. the predicted compute-optimal
+  model at a budget beyond the grid), trains them in ``rung/`` (its own runs/ and results.csv,
+  resumable like the grid), and process 0 reports predicted against measured
+  (``rung.report(context, rung_results)``, which adds to report.md).
 
 Every stage writes atomically; ``study.json`` records the declaration, the preset and the run
 ids. The exit status lives here too (`StudyFailed`, which `experiments.harness.cli.run` turns into
@@ -67,6 +72,16 @@ class StudyContext:
 
     def elapsed_s(self) -> float:
         return time.perf_counter() - self.started
+
+
+@dataclasses.dataclass(frozen=True)
+class Rung:
+    """A prediction rung: runs chosen from the study's fitted laws, then a report of how well
+    the laws predicted them (see the module docstring)."""
+
+    runs: Callable[[epath.Path], Sequence[Run]]
+    report: Callable[[StudyContext, pd.DataFrame], Mapping]
+    directory: str = "rung"
 
 
 def quiet_logging() -> None:
@@ -126,19 +141,33 @@ def summary_line(name: str, results: pd.DataFrame, measurements: Mapping[str, pd
             text += f" (first failure: {row['run_id']}: {shorten(row['reason'])})"
         parts.append(text)
     if outputs:
+        if outputs.get("rung"):
+            parts.append(f"rung: {len(outputs['rung'])} runs trained beyond the grid")
         parts.append(f"{len(outputs.get('fitted', ()))} laws fitted; report {outputs['report']}")
     return "; ".join(parts)
+
+
+def _barrier(name: str) -> None:
+    """All processes wait here (process 0 has written files the others read next)."""
+    import jax
+
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
 
 
 def run_study(name: str, workdir, runs: Iterable[Run], *, declaration: Any = None,
               preset: str | None = None, flop_convention: str = "6N",
               measures: Sequence[Measure] = (),
               analyze: Callable[[StudyContext], Mapping] | None = None,
-              train_fn=None, progress: bool = True) -> dict:
+              rung: Rung | None = None, train_fn=None, progress: bool = True) -> dict:
     """Train every run, then each measure stage, then the analysis; see the module docstring.
 
     Returns ``{"results", "measurements", "outputs", "summary"}``; raises `StudyFailed` when no
-    run completed or when the analysis fitted nothing.
+    run completed or when the analysis fitted nothing. Only process 0 analyzes; when the analysis
+    raises there, the other processes of a multi-host study are left waiting at the rung's
+    barrier until the job is stopped (without a rung they finish at once).
     """
     from experiments.harness.config import to_dict
 
@@ -174,6 +203,16 @@ def run_study(name: str, workdir, runs: Iterable[Run], *, declaration: Any = Non
             raise StudyFailed(f"{name}: the analysis fitted no law"
                               + (f": {shorten(notes[0])}" if notes else "")
                               + (f"; see {outputs['report']}" if outputs.get("report") else ""))
+    if rung is not None and analyze is not None:
+        _barrier("analysis written")
+        rung_runs = list(rung.runs(workdir))
+        if rung_runs:
+            rung_results = train_runs(rung_runs, workdir / rung.directory, flop_convention=flop_convention,
+                                      train_fn=train_fn, progress=progress, desc=f"{name} rung")
+            if is_writer():
+                context = StudyContext(name, workdir, results, measurements, declaration, preset,
+                                       flop_convention, started)
+                outputs = {**(outputs or {}), **dict(rung.report(context, rung_results))}
     summary = summary_line(name, results, measurements, outputs)
     if is_writer():
         print(summary, flush=True)
