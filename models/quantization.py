@@ -40,10 +40,12 @@ quantize" recorded while tracing the scan body, so on a stacked [layers, ...] we
 reduce over the layer axis. ``ptq`` therefore quantizes the unscanned layout (``layers_i``) and
 stacks the quantized leaves back.
 
-GPTQ (Frantar et al. 2023, arXiv:2210.17323) is qwix's ``qwix.contrib.gptq``: a calibration pass
-collects H = X X^T of each matmul's input over ``calibration`` batches, then each weight is
-quantized column by column with the OBS error compensation. qwix supports one contraction axis,
-so the ``out`` projection (contracting heads x head_dim) falls back to round-to-nearest.
+GPTQ (Frantar et al. 2023, arXiv:2210.17323): qwix's calibration (``qwix.contrib.gptq``) collects
+H = X X^T of each matmul's input over ``calibration`` batches, then ``models.gptq`` quantizes each
+weight column by column with the OBS error compensation (qwix's algorithm in a compiled loop; it
+also takes the string formats int2/int3/int5-7/nf4, on which qwix's own version fails). qwix
+calibrates matmuls with one contraction axis, so the ``out`` projection (contracting heads x
+head_dim) falls back to round-to-nearest.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ import numpy as np
 import qwix
 from qwix.contrib import gptq as qgptq
 
+from models import gptq
 from models.transformer import ModelConfig, Transformer, unstack_layers
 
 BLOCK_PATH = r"layers(_\d+)?/(attention/(query|key|value|out)|mlp/(gate|up|down))"
@@ -354,7 +357,7 @@ def ptq(cfg: ModelConfig, params, rules=None, *, calibration: Iterable | None = 
         if calibration is None:
             raise ValueError("ptq: method 'gptq' needs calibration batches")
         stats = gptq_stats(flat_cfg, flat, rule_list, calibration)
-        quantized = qgptq.quantize_params(flat, template, stats)
+        quantized = gptq.quantize_params(flat, template, stats)
     else:
         quantized = qwix.quantize_params(flat, template)
     quantized = dict(quantized)
