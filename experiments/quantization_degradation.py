@@ -7,7 +7,7 @@ quantized in many formats and evaluated on one fixed held-out token set.
     python -m experiments.quantization_degradation --workdir runs/ptq --preset cpu --set formats=int8,int4,int2
 
 Presets and cost (2-core CPU machine; FLOPs "6N", C = 6 N D with N counting every parameter):
-  smoke  2 sizes (4k, 10k params) x 2 lengths (8, 32 tokens/param) + a WSD control run;
+  smoke  2 sizes (5k, 11k params) x 3 lengths (8-32 tokens/param) + a WSD control run;
          4 formats; measured COST_SMOKE
   cpu    3 sizes (10k-60k params) x 3 lengths (8-128 tokens/param) + a WSD control run with 4
          stable-phase checkpoints; 11 formats (int8, fp8, int6, int5, int4, nf4, int3, int2
@@ -186,9 +186,9 @@ def ptq_stage(study: Study) -> Measure:
 
 
 def smoke() -> Study:
-    """CI: 2 sizes x 2 lengths + a WSD control with 2 stable checkpoints, 4 formats."""
+    """CI: 2 sizes x 3 lengths + a WSD control with 2 stable checkpoints, 4 formats."""
     return dataclasses.replace(
-        Study(), name="quantization_degradation_smoke", sizes=(4e3, 1e4), tokens_per_param=(8.0, 32.0),
+        Study(), name="quantization_degradation_smoke", sizes=(4e3, 1e4), tokens_per_param=(8.0, 16.0, 32.0),
         formats=("int8", "int4", "int2", "int4/int8"), wsd_size=4e3, wsd_tokens_per_param=32.0,
         wsd_checkpoints=2, eval_tokens=2**13, bootstrap=50)
 

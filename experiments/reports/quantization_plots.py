@@ -32,13 +32,15 @@ def plot_delta_vs_tokens(rows: pd.DataFrame, law=None) -> Figure:
     cmap = colormaps["viridis"]
     markers = "os^Dv<>"
     for i, b in enumerate(bits):
-        color = cmap(i / max(1, len(bits) - 1))
+        color = cmap(i / max(1, len(bits) - 1) * 0.9)
+        labelled = False
         for j, n in enumerate(sizes):
             part = rows[(rows["bits"] == b) & (rows["n_params"] == n)].sort_values("tokens")
             if part.empty:
                 continue
             ax.errorbar(part["tokens"], part["delta"], yerr=part["delta_sem"], fmt=markers[j % len(markers)],
-                        color=color, ms=5, capsize=2, label=f"{b} bits" if j == 0 else None)
+                        color=color, ms=5, capsize=2, label=None if labelled else f"{int(b)} bits")
+            labelled = True
             if law is not None:
                 d = np.geomspace(part["tokens"].min() / 1.5, part["tokens"].max() * 1.5, 50)
                 with warnings.catch_warnings():
