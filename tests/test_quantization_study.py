@@ -18,31 +18,17 @@ from experiments import quantization_degradation as qstudy
 from experiments.runner import runs as runs_lib
 
 REPO = Path(__file__).resolve().parents[1]
-COMMAND = "python -m experiments.quantization_degradation --workdir runs/ptq_ci --preset smoke"
+from conftest import PTQ_COMMAND as COMMAND  # noqa: E402  (the fixture ptq_smoke runs it)
 PTQ_COLUMNS = ["run_id", "n_params", "n_params_nonembedding", "tokens", "checkpoint_step", "qtype",
                "method", "loss", "loss_quantized", "delta", "delta_sem"]
-
-
-@pytest.fixture(scope="module")
-def smoke_study(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ptq")
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split()
-                                if "xla_force_host_platform_device_count" not in f)
-    env["JAX_PLATFORMS"] = "cpu"
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run([sys.executable, *COMMAND.split()[1:]], cwd=root, env=env, capture_output=True,
-                          text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return root / "runs" / "ptq_ci", proc
 
 
 def test_the_docstring_command_is_the_tested_one():
     assert COMMAND in " ".join(qstudy.__doc__.split())
 
 
-def test_smoke_ptq_study_end_to_end(smoke_study):
-    workdir, proc = smoke_study
+def test_smoke_ptq_study_end_to_end(ptq_smoke):
+    workdir, proc = ptq_smoke
     study = qstudy.smoke()
     runs = list(qstudy.sweep(study))
     results = runs_lib.read_results(workdir)
