@@ -220,7 +220,7 @@ def test_direct_solve_agrees_with_continuation():
 
 
 def test_compiled_solver_is_reused_across_fits_and_the_bootstrap():
-    solver = fitting._solver(POWER, "mse")
+    solver = fitting.compiled_run   # jit-compiled with the law and the objective static
     scaling.fit(POWER, fitting.simulate(POWER, 50, noise=0.01, seed=10), objective="mse")
     size = solver._cache_size()
     # same padded number of points (56), a different number of starts, and a bootstrap

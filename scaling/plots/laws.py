@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from typing import Mapping
 
-import jax
-import jax.numpy as jnp
 import numpy as np
+
+from scaling.fitting.batched import evaluate
 
 _COMPUTE = "C"  # the virtual covariate C = k N D of laws with an allocation
 
@@ -62,12 +62,10 @@ def _columns(fitted, data, columns: Mapping[str, str] | None, target: str | None
 def _predict(law, params: Mapping[str, np.ndarray], x: Mapping[str, np.ndarray]) -> np.ndarray:
     """The law at every parameter draw: params arrays [S] (or scalars), x arrays [G] -> [S, G] (or [G])."""
     cov = {c: np.asarray(x[c], np.float64) for c in law.covariates}
-    with jax.enable_x64(True):
-        p = {n: jnp.asarray(v, jnp.float64) for n, v in params.items()}
-        xs = {c: jnp.asarray(v) for c, v in cov.items()}
-        if next(iter(p.values())).ndim == 0:
-            return np.asarray(jax.jit(law.fn)(p, xs))
-        return np.asarray(jax.jit(jax.vmap(law.fn, in_axes=(0, None)))(p, xs))
+    if np.ndim(next(iter(params.values()))) == 0:
+        return evaluate(law, params, cov)
+    return evaluate(law, {n: np.asarray(v, np.float64)[:, None] for n, v in params.items()},
+                    {c: v[None, :] for c, v in cov.items()})
 
 
 def _groups(values: np.ndarray, bins: int, max_groups: int) -> list[tuple[np.ndarray, float]]:

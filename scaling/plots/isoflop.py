@@ -1,4 +1,4 @@
-"""Figures of the isoFLOP analysis (`scaling.isoflop`), drawn with matplotlib's object API.
+"""Figures of the isoFLOP analysis (`scaling.analysis.isoflop`), drawn with matplotlib's object API.
 
 Every function returns a `matplotlib.figure.Figure` (no pyplot, nothing is displayed); save it
 with ``fig.savefig(path)``. The layouts follow Hoffmann et al. 2022, Figs. 2-4:
@@ -21,8 +21,9 @@ from matplotlib import colormaps
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-from scaling.fitted import FittedLaw
-from scaling.isoflop import ApproachResult, BudgetMinimum, predict_band
+from scaling.analysis.results import ApproachResult, BudgetMinimum, predict_band
+from scaling.fitting.fitted import FittedLaw
+from scaling.plots.laws import plot_isoloss
 
 STYLES = {1: ("tab:blue", "-", "o"), 2: ("tab:orange", "--", "s"), 3: ("tab:green", ":", "^")}
 
@@ -142,7 +143,6 @@ def plot_isoloss_frontier(fitted: FittedLaw | ApproachResult, *, budgets=None, N
     ``FittedLaw.compute_optimal`` and a dashed line D = C / (k N) with its optimum per budget).
     Given an Approach 3 result, its budgets are drawn unless ``budgets`` says otherwise.
     """
-    from scaling.plots import plot_isoloss
     if isinstance(fitted, ApproachResult):
         if fitted.parametric is None:
             raise ValueError("plot_isoloss_frontier needs an Approach 3 result (a parametric L(N, D))")
