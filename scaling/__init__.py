@@ -32,6 +32,9 @@ __version__ = "0.1.0"
 # attribute -> (module, name in module or None for the module itself)
 _LAZY = {
     "laws": ("scaling.laws", None),
+    "fitting": ("scaling.fitting", None),
+    "analysis": ("scaling.analysis", None),
+    "io": ("scaling.io", None),
     "Law": ("scaling.laws.law", "Law"),
     "Param": ("scaling.laws.law", "Param"),
     "fit": ("scaling.fitting.fitter", "fit"),

@@ -72,6 +72,7 @@ _SE_DRAWS = 4000
 # else BCa where the fit has the jackknife acceleration, else the percentile interval. Each is the
 # closest to 95% coverage where it applies (benchmarks/README.md, "Interval coverage").
 DEFAULT_INTERVAL = "bca"
+FRONTIER_TARGETS = ("N_opt", "D_opt", "loss_opt")   # data.target of a law fitted to an approach's frontier
 
 
 def _law(law) -> law_lib.Law:
@@ -363,11 +364,18 @@ class FittedLaw:
         ``"k"``, ``"flop_convention"``, ``"method"`` ("closed_form"/"numeric") and
         ``"interval_method"``. Other covariates of the law (if any) are held fixed via keywords.
         Warns (UserWarning) when the optimal N or D lies outside the range the law was fitted on.
+
+        A frontier law (a 1-covariate law of C whose file says ``data.target`` is ``"N_opt"``,
+        ``"D_opt"`` or ``"loss_opt"``, e.g. ``fits/approach2_n_opt.json`` of an isoFLOP study)
+        answers directly: ``N_opt(C)`` is its prediction at C, with ``D = C / (k N)`` (method
+        ``"frontier_law"``; the quantities the file does not describe are None).
         """
-        fixed = self._fixed(fixed)
         C_arr = np.asarray(C, dtype=np.float64)
         if not np.isfinite(C_arr).all() or (C_arr <= 0).any():
             raise ValueError(f"compute budgets C must be finite and > 0, got {C!r}")
+        if self._frontier_target() is not None and not fixed:
+            return self._frontier_optimal(C_arr, level)
+        fixed = self._fixed(fixed)
         flat = C_arr.reshape(-1)
         point = {n: np.asarray([v]) for n, v in self.params.items()}
         n, d, loss = (a[0] for a in self._optimum(point, flat, fixed))
@@ -387,6 +395,43 @@ class FittedLaw:
         out["C"] = _shaped(flat, shape)
         out.update(k=self.k, flop_convention=self.flop_convention,
                    method="closed_form" if self._closed_form() else "numeric", interval_method=how)
+        return out
+
+    def _frontier_target(self) -> str | None:
+        target = (self.data or {}).get("target")
+        if self.law.allocation is None and len(self.law.covariates) == 1 and target in FRONTIER_TARGETS:
+            return target
+        return None
+
+    def _frontier_optimal(self, C: np.ndarray, level: float) -> dict:
+        """`compute_optimal` of a frontier law (N_opt(C), D_opt(C) or L_opt(C) fitted on C)."""
+        target, cov = self._frontier_target(), self.law.covariates[0]
+        flat = C.reshape(-1)
+        self._warn_range({cov: flat})
+        with jax.enable_x64(True):
+            y = np.asarray(self.law.fn({n: jnp.asarray(v) for n, v in self.params.items()}, {cov: jnp.asarray(flat)}))
+            draws, how = self._draws()
+            band = None
+            if draws is not None and len(next(iter(draws.values()))):
+                ys = np.asarray(self.law.fn({n: jnp.asarray(v)[:, None] for n, v in draws.items()},
+                                            {cov: jnp.asarray(flat)[None, :]}))
+                band = np.nanpercentile(ys, [50 * (1 - level), 50 * (1 + level)], axis=0)
+        other = {"N_opt": "D", "D_opt": "N"}.get(target)
+        key = {"N_opt": "N", "D_opt": "D", "loss_opt": "loss"}[target]
+        out = {k_: None for k_ in ("N", "D", "loss", "tokens_per_param", "N_interval", "D_interval", "loss_interval",
+                                   "tokens_per_param_interval")}
+        out[key] = _shaped(y, C.shape)
+        if band is not None:
+            out[f"{key}_interval"] = (_shaped(band[0], C.shape), _shaped(band[1], C.shape))
+        if other is not None:
+            out[other] = _shaped(flat / (self.k * y), C.shape)
+            if band is not None:   # D = C / (k N): the band maps with its ends swapped
+                out[f"{other}_interval"] = (_shaped(flat / (self.k * band[1]), C.shape),
+                                            _shaped(flat / (self.k * band[0]), C.shape))
+            n, d = (y, flat / (self.k * y)) if key == "N" else (flat / (self.k * y), y)
+            out["tokens_per_param"] = _shaped(d / n, C.shape)
+        out.update(C=_shaped(flat, C.shape), k=self.k, flop_convention=self.flop_convention, method="frontier_law",
+                   interval_method=how if band is not None else None)
         return out
 
     def _budget_for_loss(self, params, target: np.ndarray, fixed) -> np.ndarray:

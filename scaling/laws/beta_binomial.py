@@ -15,8 +15,8 @@ as  -log P(c | n) = -log C(n, c) + R(alpha, beta + n - c, c) + R(beta, alpha, n 
 pass@k = -expm1(-R(beta, alpha, k)): sums of non-negative terms, so nothing cancels. (The
 difference of log-gamma sums cancels catastrophically: at alpha, beta ~ 1e5 with no problem solved
 it gave an NLL of -1536 where the exact value is ~0, and the optimizer followed the error.) `R`
-sums the first terms while x + j < `ASYMPTOTIC_FROM` and takes the rest from the Stirling series
-of log Γ (Abramowitz & Stegun 6.1.41, three Bernoulli terms), arranged so that every piece is a
+sums the first terms while x + j < `ASYMPTOTIC_FROM` (10) and takes the rest from the Stirling series
+of log Γ (Abramowitz & Stegun 6.1.41, six Bernoulli terms), arranged so that every piece is a
 log1p of a small ratio (see `log_rising_ratio`). Agrees with 50-digit mpmath to 1e-12 relative
 over alpha, beta in [1e-3, 1e8] and all counts (tests/test_test_time.py).
 
@@ -38,9 +38,10 @@ from jax.scipy.special import gammaln
 
 from scaling.laws.law import Law, Param, register
 
-ASYMPTOTIC_FROM = 30.0   # Stirling's series for x >= 30: truncation error < 1e-13 relative in R
-_HEAD = 30               # at most this many explicit terms before the series applies
-_B = (1.0 / 12.0, -1.0 / 360.0, 1.0 / 1260.0)   # B_2j / (2j (2j - 1)), j = 1, 2, 3
+ASYMPTOTIC_FROM = 10.0   # Stirling's series (6 terms) for x >= 10: truncation error < 1e-13 relative in R
+_HEAD = 10               # at most this many explicit terms before the series applies
+# B_2j / (2j (2j - 1)), j = 1..6 (Abramowitz & Stegun 6.1.41)
+_B = (1.0 / 12.0, -1.0 / 360.0, 1.0 / 1260.0, -1.0 / 1680.0, 1.0 / 1188.0, -691.0 / 360360.0)
 
 
 def _head(x, a, m):
@@ -51,7 +52,7 @@ def _head(x, a, m):
 
 
 def _asymptotic(x, a, s):
-    """R(x, a, s) for x >= 30 and x + s >= 30 (s may be negative), from Stirling's series.
+    """R(x, a, s) for x >= 10 and x + s >= 10 (s may be negative), from Stirling's series.
 
     With f(y) = log Γ(y + a) - log Γ(y) = (y - 1/2) log1p(a/y) + a log(y + a) - a + c(y):
     R = f(x + s) - f(x) = (x - 1/2) L + s log1p(a/(x+s)) + a log1p(s/(x+a)) + c(x+s) - c(x),
@@ -65,7 +66,7 @@ def _asymptotic(x, a, s):
     out = (x - 0.5) * jnp.where(small, lower, upper) + s * jnp.log1p(a / xs) + a * jnp.log1p(s / (x + a))
     # c(x+s) - c(x), c(y) = sum_j B_2j/(2j(2j-1)) ((y+a)^(1-2j) - y^(1-2j)); first term without cancellation
     out = out + _B[0] * (a / (x * (x + a)) - a / (xs * (xs + a)))
-    for b, p in zip(_B[1:], (-3.0, -5.0)):
+    for b, p in zip(_B[1:], (-3.0, -5.0, -7.0, -9.0, -11.0)):
         out = out + b * (((xs + a) ** p - xs ** p) - ((x + a) ** p - x ** p))
     return out
 
@@ -73,15 +74,16 @@ def _asymptotic(x, a, s):
 def log_rising_ratio(x, a, s):
     """``R(x, a, s) = log[Γ(x+s+a) Γ(x) / (Γ(x+s) Γ(x+a))] = sum_{j<s} log1p(a/(x+j))`` (>= 0).
 
-    For x > 0, a >= 0, s >= 0 (any reals; broadcast). The first ``m0 = ceil(30 - x)`` terms are summed
-    explicitly, the rest from `_asymptotic` at x + m0 >= 30; for s < m0 the identity
+    For x > 0, a >= 0, s >= 0 (any reals; broadcast). The first ``m0 = ceil(10 - x)`` terms are summed
+    explicitly, the rest from `_asymptotic` at x + m0 >= 10; for s < m0 the identity
     R(x, a, s) = H(x, m0) - H(x + s, m1) + R(x + m0, a, s + m1 - m0) with H the explicit sums
-    (m1 = ceil(30 - x - s)) keeps both series arguments >= 30.
+    (m1 = ceil(10 - x - s)) keeps both series arguments >= 10.
     """
     x, a, s = jnp.broadcast_arrays(*(jnp.asarray(v, dtype=jnp.result_type(float)) for v in (x, a, s)))
     m0 = jnp.clip(jnp.ceil(ASYMPTOTIC_FROM - x), 0, _HEAD)
     m1 = jnp.clip(jnp.ceil(ASYMPTOTIC_FROM - x - s), 0, _HEAD)
-    return _head(x, a, m0) - _head(x + s, a, m1) + _asymptotic(x + m0, a, s + m1 - m0)
+    r = _head(x, a, m0) - _head(x + s, a, m1) + _asymptotic(x + m0, a, s + m1 - m0)
+    return jnp.maximum(r, 0.0)   # >= 0 exactly (rounding can leave -1e-20 where R = 0)
 
 
 def log_choose(n, c):
@@ -95,7 +97,10 @@ def beta_binomial_nll(alpha, beta, n, c):
     ``-log C(n, c) + R(alpha, beta + n - c, c) + R(beta, alpha, n - c)`` (module docstring); >= 0
     up to rounding (it is 0 only when c = 0 or c = n and the data are certain).
     """
-    return -log_choose(n, c) + log_rising_ratio(alpha, beta + n - c, c) + log_rising_ratio(beta, alpha, n - c)
+    alpha, beta, n, c = jnp.broadcast_arrays(*(jnp.asarray(v, dtype=jnp.result_type(float)) for v in (alpha, beta, n, c)))
+    # both ratios in one call (stacked on a leading axis): half the graph to compile
+    ratios = log_rising_ratio(jnp.stack([alpha, beta]), jnp.stack([beta + n - c, alpha]), jnp.stack([c, n - c]))
+    return -log_choose(n, c) + ratios[0] + ratios[1]
 
 
 def zero_inflated_nll(pi, alpha, beta, n, c):
