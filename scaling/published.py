@@ -41,7 +41,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from scaling.fitted import FittedLaw
+from scaling.fitting.fitted import FittedLaw
 
 _CHINCHILLA_RANGES = {"N": [7e7, 1.6e10], "D": [5e9, 5e11]}  # Hoffmann et al. Sec. 3: 70M-16B, 5B-500B
 
@@ -214,7 +214,7 @@ def get(name: str) -> FittedLaw:
     spec = _SPECS[name]
     provenance = dict(spec["provenance"], source="scaling.published", name=name)
     return FittedLaw(spec["law"], spec["params"], standard_errors=spec.get("standard_errors"),
-                     flop_convention="6ND", data={"ranges": spec["ranges"]}, provenance=provenance)
+                     flop_convention="6N", data={"ranges": spec["ranges"]}, provenance=provenance)
 
 
 # ---------------------------------------------------------------------------------- data sets

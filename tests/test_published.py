@@ -27,7 +27,7 @@ def test_every_published_fit_is_complete():
         assert isinstance(f, scaling.FittedLaw)
         for key in ("citation", "equation", "notes", "verified"):
             assert f.provenance[key], (name, key)
-        assert f.flop_convention == "6ND" and f.k == 6.0
+        assert f.flop_convention == "6N" and f.k == 6.0
         assert set(f.data["ranges"]) <= set(f.law.covariates)
     assert published.get("hoffmann2022") is not published.get("hoffmann2022")  # fresh objects
 
