@@ -498,8 +498,7 @@ def mup_lr_scales(cfg: ModelConfig, params=None):
     ``1 / m`` (m = d_model / mup_base_width) for the hidden matrices (query, key, value, out,
     gate, up, down kernels) when ``cfg.mup``; 1.0 for everything else (embedding, unembedding,
     norm scales) and for every parameter when muP is off. ``params`` defaults to the abstract
-    params of ``cfg``. Use with ``scale_by_tree``:
-    ``optax.chain(optax.adamw(lr, ...), scale_by_tree(mup_lr_scales(cfg, params)))``.
+    params of ``cfg``. ``experiments.harness.optimizer.scale_by_tree`` applies them after AdamW.
     """
     if params is None:
         params = init_abstract(cfg)
@@ -512,21 +511,6 @@ def mup_lr_scales(cfg: ModelConfig, params=None):
         return hidden_scale if is_hidden else 1.0
 
     return jax.tree_util.tree_map_with_path(scale, params)
-
-
-def scale_by_tree(scales):
-    """optax GradientTransformation multiplying each update by the matching leaf of ``scales``."""
-    import optax
-
-    def init_fn(params):
-        del params
-        return optax.EmptyState()
-
-    def update_fn(updates, state, params=None):
-        del params
-        return jax.tree.map(lambda u, s: u * jnp.asarray(s, u.dtype), updates, scales), state
-
-    return optax.GradientTransformation(init_fn, update_fn)
 
 
 def unstack_layers(params, n_layers: int):

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from experiments.harness.optimizer import scale_by_tree
 from models.transformer import (
     Embedder,
     ModelConfig,
@@ -16,7 +17,6 @@ from models.transformer import (
     init_abstract,
     mup_lr_scales,
     param_counts,
-    scale_by_tree,
     unstack_layers,
 )
 
@@ -173,8 +173,10 @@ def test_mup_parameterization():
     assert scales["layers"]["mlp_norm"]["scale"] == 1.0
     assert all(s == 1.0 for s in jax.tree.leaves(mup_lr_scales(wide.replace(mup=False))))
     updates = jax.tree.map(jnp.ones_like, p_wide)
-    scaled, _ = scale_by_tree(scales).update(updates, None)
+    tx = scale_by_tree(scales)
+    scaled, _ = tx.update(updates, tx.init(p_wide))
     assert float(scaled["layers"]["mlp"]["gate"]["kernel"][0, 0, 0]) == 0.25
+    assert float(scaled["embed"]["embedding"][0, 0]) == 1.0
 
 
 @pytest.mark.parametrize(

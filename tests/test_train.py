@@ -28,6 +28,7 @@ from experiments.harness import train as train_module
 from experiments.harness.config import (Config, TrainConfig, deepseek_batch_tokens, deepseek_lr,
                                         from_dict)
 from experiments.harness.data import DataConfig, make_train_iterator
+from experiments.harness.optimizer import set_learning_rate
 from experiments.harness.train import (DivergenceMonitor, build, global_batch, init_state,
                                        lr_schedule, make_optimizer, make_plan, train)
 from models import sharding as msharding
@@ -217,8 +218,8 @@ def test_step_time_includes_the_device_work(data_dir, tmp_path, monkeypatch):
         setup = real_build(*args, **kwargs)
         step = setup.compiled_train_step
 
-        def slowed(state, batch, schedule):
-            state, values = step(state, batch, schedule)
+        def slowed(state, batch):
+            state, values = step(state, batch)
             return state, burn(values)
 
         return dataclasses.replace(setup, compiled_train_step=slowed)
@@ -257,8 +258,9 @@ def test_runs_of_other_lengths_and_rates_share_the_compiled_step(single_device):
         setup = build(other, plan, ref["setup"].mesh, compile_eval=False)
         assert compiles == [] and setup.compiled_fresh == 0
         assert setup.compiled_train_step is ref["setup"].compiled_train_step
-        # The shared executable follows each run's own schedule.
-        state = jax.device_put(ref["state0"], setup.state_shardings)
+        # The shared executable follows each run's own schedule (carried by the state).
+        state = train_module.with_schedule(
+            jax.device_put(ref["state0"], setup.state_shardings), other, plan)
         schedule = lr_schedule(other, plan, np)
         for step in range(3):
             state, values = setup.train_step(
@@ -317,8 +319,8 @@ def test_mup_scales_hidden_matrix_updates_by_the_width_multiplier(data_dir):
         params = jax.tree.map(lambda x: np.ones(x.shape, x.dtype), params)
         tx = make_optimizer(cfg, params)
         grads = jax.tree.map(lambda p: np.full(p.shape, 0.5, p.dtype), params)
-        return jax.jit(lambda g, p: tx.update(g, tx.init(p), p, learning_rate=1e-2)[0])(
-            grads, params)
+        return jax.jit(lambda g, p: tx.update(
+            g, set_learning_rate(tx.init(p), 1e-2), p)[0])(grads, params)
 
     standard, mup = first_update(False), first_update(True)
     query = ("layers", "attention", "query", "kernel")
