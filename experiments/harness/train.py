@@ -81,7 +81,8 @@ from experiments.harness.data import make_eval_batches, make_tokenizer, make_tra
 from experiments.harness.optimizer import (SCHEDULE_KEYS, learning_rate, lr_schedule,  # noqa: F401
                                           make_optimizer, schedule_args, set_learning_rate)
 from models import sharding as msharding
-from models.transformer import ModelConfig, Transformer, param_counts, shape_dict
+from models.transformer import (ModelConfig, Transformer, param_counts, resolve_attention,
+                                shape_dict)
 from scaling import flops as sflops
 
 log = logging.getLogger(__name__)
@@ -190,7 +191,8 @@ class StepKey:
     @classmethod
     def of(cls, cfg: Config, plan: Plan, mesh: Mesh, rules=msharding.DEFAULT_RULES) -> "StepKey":
         tc = cfg.train
-        return cls(model=cfg.model, optimizer=(tc.b1, tc.b2, tc.eps, tc.weight_decay, tc.grad_clip),
+        platform = mesh.devices.flat[0].platform
+        return cls(model=resolve_attention(cfg.model, platform, plan.seq_len), optimizer=(tc.b1, tc.b2, tc.eps, tc.weight_decay, tc.grad_clip),
                    z_loss=tc.z_loss, schedule=tc.schedule, mesh=mesh,
                    rules=tuple((k, v) for k, v in rules), batch=plan.global_batch_size,
                    seq_len=plan.seq_len)
@@ -223,9 +225,8 @@ def layout(key: StepKey) -> Layout:
     model = Transformer(key.model)
     mesh, rules = key.mesh, key.rules
     with msharding.sharding_context(mesh, rules):
-        abstract_boxed = jax.eval_shape(
-            lambda k: model.init(k, jnp.zeros((key.batch, key.seq_len), jnp.int32))["params"],
-            jax.random.key(0))
+        abstract_boxed = jax.eval_shape(lambda: model.init(  # traced key: no device array
+            jax.random.key(0), jnp.zeros((key.batch, key.seq_len), jnp.int32))["params"])
     param_shardings = msharding.logical_shardings(abstract_boxed, mesh, rules)
     abstract_params = nn.unbox(abstract_boxed)
     tx = make_optimizer(key.train_config(), abstract_params)
@@ -581,8 +582,9 @@ def _run(cfg: Config, plan: Plan, mesh, workdir: epath.Path, writer: bool, start
     tc = cfg.train
     pid, pcount = jax.process_index(), jax.process_count()
     setup = build(cfg, plan, mesh)
-    log.info("train and eval steps ready in %.1f s (%d compiled, the rest from the cache)",
-             setup.compile_s, setup.compiled_fresh)
+    log.info("train and eval steps ready in %.1f s (%d compiled, the rest from the cache); "
+             "attention implementation: %s", setup.compile_s, setup.compiled_fresh,
+             setup.model.cfg.attention_impl)
     data_iter = make_train_iterator(cfg.data, global_batch_size=plan.global_batch_size,
                                     process_index=pid, process_count=pcount)
     eval_batches = [global_batch(b, setup.batch_sharding, tc.eval_batch_size)
@@ -761,6 +763,7 @@ def _run(cfg: Config, plan: Plan, mesh, workdir: epath.Path, writer: bool, start
         "mesh_shape": dict(mesh.shape),
         "process_count": jax.process_count(),
         "device_kind": mesh.devices.flat[0].device_kind,
+        "attention_impl": setup.model.cfg.attention_impl,
         "wall_time_s": wall_offset + time.perf_counter() - started,
     })
     if writer:
