@@ -3,19 +3,24 @@
     from experiments.harness.train import train
     result = train(cfg, "/tmp/lm")      # rerun: resumes, or returns the stored result
 
-The loop: a sharded ``TrainState`` {step, params, opt_state} on a ``data x fsdp x tensor`` mesh
-(``models.sharding``); an ahead-of-time compiled ``jax.jit`` train step with explicit in/out
-shardings and the state donated; AdamW (optax) with a cosine / warmup-stable-decay / constant
-schedule, global-norm clipping, optional z-loss and muP per-parameter learning rates; batches
-from ``experiments.harness.data`` turned into global arrays with
-``jax.make_array_from_process_local_data`` (each process feeds its own rows; ``device_put``
-when there is one process).
+The loop: a sharded train state {step, params, opt_state, schedule} on a ``data x fsdp x
+tensor`` mesh (``models.sharding``); an ahead-of-time compiled ``jax.jit`` train step with
+explicit in/out shardings and the state donated; AdamW (``experiments.harness.optimizer``) with a
+cosine / warmup-stable-decay / constant schedule, global-norm clipping, optional z-loss and muP
+per-parameter learning rates; batches from ``experiments.harness.data``, each process loading
+exactly the rows its devices hold (``experiments.harness.batches``, derived from the batch
+sharding). Before anything is allocated, fresh start or resume, ``models.sharding.check_sharding``
+refuses a mesh on which a device would hold more than (1 + ``cfg.sharding_tolerance``) x the
+ideal parameter bytes.
 
-The schedule's numbers (peak and final rate, warmup, decay and total steps) are arguments of
-the compiled step, not constants in it: the step computes the rate from ``state["step"]``. The
-compiled steps are kept in a process-wide cache keyed by their lowered program, so the runs of a
-grid that share shapes (the seeds of one grid point, or budgets that give one model the same
-batch) compile once whatever their length or learning rate.
+The schedule's numbers (peak and final rate, warmup, decay and total steps) are data in the
+train state, not constants in the step: the step computes the rate from ``state["step"]`` and
+writes it into AdamW's injected hyperparameter. The compiled steps are cached by what they
+depend on (:class:`StepKey`: model, optimizer settings, mesh, rules, batch shape), so the runs
+of a grid that share shapes (the seeds of one grid point, or budgets that give one model the
+same batch) compile once whatever their length or learning rate. The attention implementation
+is resolved per platform (``models.transformer.attention_impl_name``), logged, and stored in
+result.json as ``attention_impl``.
 
 Loss (per step): the weighted mean token cross-entropy
     L = sum_t w_t CE_t / sum_t w_t,   CE_t = logsumexp(z_t) - z_t[y_t]
@@ -74,7 +79,7 @@ from etils import epath
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
-from experiments.harness import checkpoint, io
+from experiments.harness import batches, checkpoint, io
 from experiments.harness.config import (BATCH_RULES, LR_RULES, Config, TrainConfig, config_hash,
                                         to_dict)
 from experiments.harness.data import make_eval_batches, make_tokenizer, make_train_iterator
@@ -388,17 +393,11 @@ def with_schedule(state, cfg: Config, plan: Plan):
     return {**state, "schedule": schedule}
 
 
-def global_batch(batch: dict, sharding: NamedSharding, global_rows: int) -> dict:
-    """This process's rows -> global arrays laid out by ``sharding``.
-
-    One process holds every row, so ``device_put`` does it (~4x less host time than
-    ``make_array_from_process_local_data``, which several processes need).
-    """
-    if jax.process_count() == 1:
-        return jax.device_put({k: batch[k] for k in BATCH_KEYS}, sharding)
-    return {k: jax.make_array_from_process_local_data(
-        sharding, np.asarray(batch[k]), (global_rows,) + np.shape(batch[k])[1:])
-        for k in BATCH_KEYS}
+def global_batch(batch: dict, sharding: NamedSharding, global_rows: int, layout=None) -> dict:
+    """This process's rows -> global arrays laid out by ``sharding``
+    (``experiments.harness.batches.global_batch``; the rows a process loads come from
+    ``batches.row_layout``)."""
+    return batches.global_batch(batch, sharding, global_rows, layout, keys=BATCH_KEYS)
 
 
 def host_value(x) -> np.ndarray:
@@ -585,11 +584,14 @@ def _run(cfg: Config, plan: Plan, mesh, workdir: epath.Path, writer: bool, start
     log.info("train and eval steps ready in %.1f s (%d compiled, the rest from the cache); "
              "attention implementation: %s", setup.compile_s, setup.compiled_fresh,
              setup.model.cfg.attention_impl)
+    # each process loads exactly the rows its devices hold (derived from the batch sharding)
+    layout = batches.row_layout(setup.batch_sharding, plan.global_batch_size)
     data_iter = make_train_iterator(cfg.data, global_batch_size=plan.global_batch_size,
-                                    process_index=pid, process_count=pcount)
-    eval_batches = [global_batch(b, setup.batch_sharding, tc.eval_batch_size)
-                    for b in make_eval_batches(cfg.data, batch_size=tc.eval_batch_size,
-                                               process_index=pid, process_count=pcount)]
+                                    process_index=layout.group, process_count=layout.groups)
+    eval_layout = batches.row_layout(setup.batch_sharding, tc.eval_batch_size)
+    eval_batches = [global_batch(b if pcount == 1 else batches.select_rows(b, eval_layout),
+                                 setup.batch_sharding, tc.eval_batch_size, eval_layout)
+                    for b in make_eval_batches(cfg.data, batch_size=tc.eval_batch_size)]
     manager = checkpoint.make_manager(workdir / "checkpoints", tc.max_checkpoints)
     metrics_path = workdir / "metrics.jsonl"
     monitor = DivergenceMonitor(tc.divergence_ratio, tc.divergence_window)
@@ -697,7 +699,7 @@ def _run(cfg: Config, plan: Plan, mesh, workdir: epath.Path, writer: bool, start
                 raise RuntimeError(
                     f"the training data ran out at step {step} of {plan.steps} "
                     f"(data.num_epochs={cfg.data.num_epochs})") from None
-            batch = global_batch(local, setup.batch_sharding, plan.global_batch_size)
+            batch = global_batch(local, setup.batch_sharding, plan.global_batch_size, layout)
             state, values = setup.train_step(state, batch)
             step += 1
             pending.append((step, values))
