@@ -55,6 +55,7 @@ is initialized N(0, init_std^2) and every learning-rate multiplier is 1.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -259,17 +260,47 @@ class Embedder(nn.Module):
         )
 
     def __call__(self, tokens):
-        # Gather from a replicated copy of the table: a gather from a vocab/embed-sharded table
-        # into batch-sharded activations makes XLA's SPMD partitioner fall back to full
-        # rematerialization. The all-gather is the same one FSDP does for every weight.
-        table = nn.with_logical_constraint(self.embedding, (None, None))
-        return jnp.take(table, tokens, axis=0).astype(self.dtype)
+        # Gather from a replicated copy of the table, cast to the compute dtype first: a gather
+        # from a vocab/embed-sharded table into batch-sharded activations makes XLA's SPMD
+        # partitioner fall back to full rematerialization, and the all-gather (the one FSDP does
+        # for every weight) then moves and holds the table in bfloat16, half the float32 bytes.
+        # The cast commutes with the gather, and the gradient is accumulated in float32 as
+        # before (embed_lookup), so the numbers do not change.
+        if jnp.dtype(self.dtype) == jnp.float32:
+            return jnp.take(_replicated(self.embedding), tokens, axis=0)
+        return embed_lookup(self.embedding, tokens, jnp.dtype(self.dtype))
 
     def attend(self, x):
         table = self.embedding.astype(self.dtype)
         return jax.lax.dot_general(
             x.astype(self.dtype), table, (((x.ndim - 1,), (1,)), ((), ())), preferred_element_type=jnp.float32
         )
+
+
+def _replicated(table):
+    return nn.with_logical_constraint(table, (None, None))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def embed_lookup(table, tokens, dtype):
+    """``table.astype(dtype)[tokens]`` from a replicated copy made after the cast (so the
+    all-gather moves ``dtype`` bytes), with the float32 gradient of the float32 table
+    (scatter-added in float32, as the gather-then-cast it replaces: a bfloat16 scatter-add
+    would round the sum over every occurrence of a token)."""
+    return jnp.take(_replicated(table.astype(dtype)), tokens, axis=0)
+
+
+def _embed_lookup_fwd(table, tokens, dtype):
+    return embed_lookup(table, tokens, dtype), (tokens, table)  # the table is a live param
+
+
+def _embed_lookup_bwd(dtype, residual, g):
+    tokens, table = residual
+    grad = jnp.zeros(table.shape, jnp.float32).at[tokens].add(g.astype(jnp.float32))
+    return grad.astype(table.dtype), None
+
+
+embed_lookup.defvjp(_embed_lookup_fwd, _embed_lookup_bwd)
 
 
 def apply_rotary(x, positions, theta):

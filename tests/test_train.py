@@ -580,3 +580,20 @@ def test_processes_load_the_rows_their_devices_hold(data_dir, tmp_path, compile_
     np.testing.assert_allclose([losses_two[s] for s in sorted(losses_two)],
                                [losses_one[s] for s in sorted(losses_one)], rtol=1e-5)
     assert two["eval_loss"] == pytest.approx(one["eval_loss"], rel=1e-5)
+
+
+def test_sharding_check_fails_the_run_on_resume_too_unless_opted_out(data_dir, tmp_path, caplog):
+    """4 heads on tensor=8 cannot be split: each device would hold several times the ideal
+    parameter bytes. The check runs before the checkpoint is restored, so a resume onto such a
+    mesh fails; sharding_tolerance=None trains anyway, with a warning."""
+    cfg = tiny(data_dir, steps=2)
+    assert train(cfg, tmp_path, devices=jax.devices()[:1])["status"] == "completed"
+    (tmp_path / "result.json").unlink()  # as if killed after its last checkpoint
+    bad = dataclasses.replace(cfg, mesh="tensor=8")
+    with pytest.raises(ValueError, match=r"x the ideal parameter bytes.*attention"):
+        train(bad, tmp_path)
+    assert io.read_json(tmp_path / "result.json")["status"] == "failed"
+    with caplog.at_level("WARNING", logger="models.sharding"):
+        result = train(dataclasses.replace(bad, sharding_tolerance=None), tmp_path)
+    assert result["status"] == "completed" and "opted out" in caplog.text
+    assert result["step"] == 2
