@@ -13,7 +13,8 @@ MaxText's ``train_compile.py`` does. Nothing is trained and no device buffer is 
 Needs libtpu (``pip install -e '.[tpu]'``, which pins the libtpu of jax's ``tpu`` extra); the
 process may keep ``JAX_PLATFORMS=cpu``. libtpu's start-up noise ("Failed to find host bounds",
 "unexpected worker hostname") is silenced by setting ``TPU_ACCELERATOR_TYPE`` and
-``TPU_WORKER_HOSTNAMES=localhost`` (done here, unless already set).
+``TPU_WORKER_HOSTNAMES=localhost``, and ``ALLOW_MULTIPLE_LIBTPU_LOAD=1`` lets several checks run
+at once (done here, unless already set).
 
 Accelerator-type names are Cloud TPU's: ``v4-N`` and ``v5p-N`` count TensorCores (2 per chip,
 one "megacore" JAX device per chip: N/2 chips in a 3-D torus), ``v5e-N`` and ``v6e-N`` count
@@ -28,7 +29,8 @@ e.g. RESOURCE_EXHAUSTED, its message is in ``error`` and the peak is the tempora
 a lower bound, or None), ``hbm_bytes_per_chip``, ``fits``, ``flops_per_step``
 (analytic, ``scaling.flops`` "exact" convention x tokens per step; XLA's ``cost_analysis``
 counts a scanned layer's while-loop body once), ``mfu_assumed`` and ``step_time_s`` =
-flops_per_step / (chips x peak bf16 FLOP/s per chip x MFU), and ``compile_s``.
+flops_per_step / (chips x peak bf16 FLOP/s per chip x MFU), ``param_bytes_ratio`` (parameter
+bytes per chip / the ideal, ``models.sharding.sharding_report``) and ``compile_s``.
 """
 
 from __future__ import annotations
@@ -124,6 +126,9 @@ def topology_devices(topology: TpuTopology, slices: int = 1) -> list:
     """The compile-only devices of ``slices`` slices of ``topology`` (libtpu needed)."""
     os.environ.setdefault("TPU_ACCELERATOR_TYPE", topology.name)
     os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+    # compile-only: no chip is opened, so libtpu's one-process lock (/tmp/libtpu_lockfile)
+    # need not keep two checks (or a check and a test) from running side by side
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     from jax.experimental import topologies
 
     desc = topologies.get_topology_desc(
@@ -216,10 +221,12 @@ def aot_check(configs: Sequence[tuple[str, Config]], topology: str, slices: int 
             "hbm_bytes_per_chip": tpu.hbm_bytes_per_chip, "fits": False,
             "flops_per_step": flops_per_step, "flop_convention": FLOP_CONVENTION,
             "mfu_assumed": mfu, "step_time_s": flops_per_step / (chips * peak * mfu),
-            "compile_s": None, "error": None, "advice": None}
+            "param_bytes_ratio": None, "compile_s": None, "error": None, "advice": None}
         start = time.perf_counter()
         try:
             setup = build(cfg, plan, mesh, compile_eval=False)
+            record["param_bytes_ratio"] = msharding.sharding_report(
+                setup.abstract_state["params"], setup.state_shardings["params"])["ratio"]
             record["peak_bytes_per_chip"] = _memory(setup.compiled_train_step)
             record["fits"] = record["peak_bytes_per_chip"] <= tpu.hbm_bytes_per_chip
         except jax.errors.JaxRuntimeError as err:  # the compiler's verdict, e.g. out of HBM
