@@ -150,7 +150,7 @@ class QuantConfig:
 
     @property
     def label(self) -> str:
-        """Short name, e.g. "W4A8", "W8 nf4" -> "Wnf4", "W4KV4 gptq"."""
+        """Short name: "W4A8", "Wnf4", "KV4", "W3 gptq", "float"."""
         parts = []
         for prefix, value in (("W", self.weights), ("A", self.activations), ("KV", self.kv)):
             if value is not None:
@@ -386,6 +386,15 @@ def qat_model(cfg: ModelConfig, quant=None) -> nn.Module:
     rules = [r if isinstance(r, qwix.QtRule) else qwix.QtRule(**{
         f.name: getattr(r, f.name) for f in dataclasses.fields(qwix.QuantizationRule)}) for r in rules]
     return qwix.quantize_model(Transformer(cfg), KvQtProvider(rules, kv_format(kv)))
+
+
+def dequantize_params(qparams):
+    """Float params with the quantization error of ``qparams`` baked in (each ``WithAux`` leaf
+    replaced by ``dequant(values) * scale``, float32). For code that runs the plain
+    ``Transformer`` (``models.sampling.generate``): it reproduces weight-only PTQ; activation
+    and KV quantization need ``ptq_model``."""
+    return jax.tree.map(lambda x: qwix.dequantize(x.array).astype(jnp.float32) if _is_with_aux(x) else x,
+                        qparams, is_leaf=_is_with_aux)
 
 
 # --------------------------------------------------------------------------- accounting
