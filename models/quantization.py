@@ -51,6 +51,7 @@ head_dim) falls back to round-to-nearest.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Iterable, Sequence
 
@@ -310,22 +311,28 @@ def _calibration_inputs(batch):
     return (jnp.asarray(batch),)
 
 
+@functools.lru_cache(maxsize=32)
+def _calibration_step(cfg: ModelConfig, rules: tuple):
+    model = qwix.quantize_model(Transformer(cfg), qgptq.GptqCalibrationProvider(list(rules)))
+
+    @jax.jit
+    def step(params, stats, inputs):
+        variables = {"params": params, **({"quant_stats": stats} if stats else {})}
+        return model.apply(variables, *inputs, mutable="quant_stats")[1]["quant_stats"]
+
+    return step
+
+
 def gptq_stats(cfg: ModelConfig, params, rules, calibration: Iterable) -> dict:
     """qwix GPTQ calibration: the averaged H = X X^T of every matched matmul's input.
 
     ``cfg``/``params`` unscanned; ``calibration``: token arrays [B, L] or data batches (dicts
     with inputs, segment_ids, positions, as ``experiments.harness.data`` yields).
     """
-    model = qwix.quantize_model(Transformer(cfg), qgptq.GptqCalibrationProvider(rules))
-
-    @jax.jit
-    def step(stats, inputs):
-        variables = {"params": params, **({"quant_stats": stats} if stats else {})}
-        return model.apply(variables, *inputs, mutable="quant_stats")[1]["quant_stats"]
-
+    step = _calibration_step(cfg, tuple(rules))
     stats = {}
     for batch in calibration:
-        stats = step(stats, _calibration_inputs(batch))
+        stats = step(params, stats, _calibration_inputs(batch))
     if not stats:
         raise ValueError("gptq: calibration holds no batches")
     return stats
