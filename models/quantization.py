@@ -53,7 +53,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import flax.linen as nn
 import jax
