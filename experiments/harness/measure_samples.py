@@ -1,0 +1,164 @@
+"""Measure stage of a test-time-compute study: sample a trained run n times per problem, count passes.
+
+    from experiments.harness import measure_samples, tasks
+    problems = tasks.load_problems("verifiable_tasks/reversed_addition", "test", data_dir)
+    rows = measure_samples.sample_counts("runs/d64-1e6-s0", problems, 256, temperature=1.0)
+    # rows: [{"run_id", "n_params", "tokens", "flops", "problem", "family", "difficulty",
+    #         "n", "c", "c_weak", "mean_new_tokens", "sampling_flops"}, ...] one per problem
+
+A run directory is what ``experiments.harness.train.train`` leaves: ``config.json`` (model, data,
+tokenizer), ``result.json`` (n_params, tokens, flops per convention) and ``checkpoints/`` (the
+latest train state; only its params are used). Prompts are the problems' prompts tokenized as
+the run's training documents were (a document starts at position 0 of its own segment, as the
+prompt does here); a sample ends at a token whose text holds a newline.
+
+Counts per problem: n samples, c exactly correct (``tasks.exact_check``), c_weak accepted by the
+weak checker (``tasks.weak_check``; c <= c_weak). ``sampling_flops`` is the forward FLOPs of
+drawing the n samples under ``scaling.flops.sampling_flops`` (shared prefill, the mean generated
+length, convention ``flops_convention``); ``flops`` is the run's training FLOPs under the same
+name in result.json ("exact" by default; "6N" etc. also stored there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from etils import epath
+
+from experiments.harness import checkpoint, io, tasks
+from experiments.harness.config import Config, from_dict
+from experiments.harness.data import make_tokenizer
+from models.sampling import Sampler, bucket_length, left_pad
+from models.transformer import init_abstract, shape_dict
+from scaling import flops as sflops
+
+def load_run(run_workdir) -> tuple[Config, dict]:
+    """(config, result) of a finished run directory; ValueError when either file is missing."""
+    workdir = epath.Path(run_workdir)
+    for name in ("config.json", "result.json"):
+        if not (workdir / name).exists():
+            raise ValueError(f"{workdir}: no {name}; is it a finished run directory of train()?")
+    cfg = from_dict(io.read_json(workdir / "config.json"))
+    result = io.read_json(workdir / "result.json")
+    if result.get("status") not in ("completed", "diverged"):
+        raise ValueError(f"{workdir}: result.json status is {result.get('status')!r}, not a finished run")
+    return cfg, result
+
+
+def load_params(run_workdir, cfg: Config | None = None, step: int | None = None):
+    """The params of the latest (or ``step``) checkpoint of a run, on the default device."""
+    from experiments.harness.train import make_optimizer
+
+    workdir = epath.Path(run_workdir)
+    cfg = load_run(workdir)[0] if cfg is None else cfg
+    manager = checkpoint.make_manager(workdir / "checkpoints", cfg.train.max_checkpoints)
+    try:
+        step = manager.latest_step() if step is None else step
+        if step is None:
+            raise ValueError(f"{workdir}: no checkpoint in {workdir / 'checkpoints'}")
+        params = init_abstract(cfg.model)
+        opt_state = jax.eval_shape(make_optimizer(cfg, params).init, params)
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                                {"step": jax.ShapeDtypeStruct((), jnp.int32), "params": params,
+                                 "opt_state": opt_state})
+        state, _ = checkpoint.restore(manager, step, abstract)
+    finally:
+        manager.close()
+    return state["params"]
+
+
+def stop_token_ids(tokenizer, text: str = tasks.TERMINATOR) -> tuple[int, ...]:
+    """Ids of the tokens whose decoded text contains ``text`` (a newline ends an answer)."""
+    return tuple(i for i in range(tokenizer.vocab_size) if text in tokenizer.decode([i]))
+
+
+def sample_counts(run_workdir, problems: Sequence[tasks.Problem], n_samples: int, *,
+                  temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
+                  max_new_tokens: int | None = None, max_rows: int = 4096, run_id: str | None = None,
+                  flops_convention: str = "exact", mesh=None, params=None, model=None) -> list[dict]:
+    """Sample ``n_samples`` completions per problem from a trained run and count passes.
+
+    Args:
+      run_workdir: a finished ``train()`` directory.
+      problems: ``tasks.Problem`` list (e.g. ``tasks.load_problems(name, "test")``).
+      n_samples: samples per problem (n).
+      temperature, top_p, seed: sampling settings; the counts are deterministic given seed,
+        max_rows and the order of ``problems``.
+      max_new_tokens: per sample; default longest answer + 2 tokens of the run's tokenizer.
+      max_rows: sampled rows per compiled call (problems x samples in a chunk).
+      run_id: default: the directory name.
+      flops_convention: the training ("flops") and sampling FLOP convention name.
+      mesh: shard the samples over the mesh's batch axes (``models.sampling.Sampler``).
+      params, model: a params pytree and flax module to sample instead of the run's checkpoint
+        (e.g. ``models.quantization.ptq`` of the loaded params); default: the checkpoint, float.
+
+    Returns one dict per problem: run_id, n_params, tokens, flops, problem (its prompt),
+    family, difficulty, n, c, c_weak, mean_new_tokens, sampling_flops.
+    """
+    if n_samples < 1 or max_rows < 1:
+        raise ValueError(f"sample_counts: n_samples ({n_samples}) and max_rows ({max_rows}) must be >= 1")
+    if not problems:
+        raise ValueError("sample_counts: no problems")
+    inference_convention = {"6N": "2N", "6N_nonembed": "2N_nonembed"}.get(flops_convention, "exact")
+    cfg, result = load_run(run_workdir)
+    flops = result.get("flops", {})
+    if flops_convention not in flops:
+        raise ValueError(f"sample_counts: result.json has no {flops_convention!r} FLOPs (has {sorted(flops)})")
+    params = load_params(run_workdir, cfg) if params is None else params
+    tokenizer = make_tokenizer(cfg.data)
+    prompts = [np.asarray(tokenizer.encode(p.prompt)) for p in problems]
+    if max_new_tokens is None:
+        max_new_tokens = max(len(tokenizer.encode(p.answer + tasks.TERMINATOR)) for p in problems) + 1
+    plen = bucket_length(max(len(p) for p in prompts))
+    if plen + max_new_tokens > cfg.model.max_seq_len:
+        raise ValueError(f"sample_counts: prompt bucket {plen} + {max_new_tokens} new tokens exceeds the "
+                         f"model's max_seq_len {cfg.model.max_seq_len}")
+    sampler = Sampler(cfg.model, model, stop_tokens=stop_token_ids(tokenizer), mesh=mesh)
+    per_call = min(n_samples, max_rows)  # samples of one problem per call
+    group = max(1, max_rows // per_call)  # problems per call
+    group = min(group, len(problems))
+    shape = shape_dict(cfg.model)
+    key = jax.random.key(seed)
+    rows = []
+    for start in range(0, len(problems), group):
+        chunk = list(range(start, min(start + group, len(problems))))
+        padded = chunk + [chunk[-1]] * (group - len(chunk))  # one compiled shape for every chunk
+        tokens, lengths = left_pad([prompts[i] for i in padded], plen)
+        counts = {i: [0, 0, 0, 0] for i in chunk}  # n, c, c_weak, generated tokens
+        for offset in range(0, n_samples, per_call):
+            take = min(per_call, n_samples - offset)
+            out = sampler(params, tokens, lengths, max_new_tokens=max_new_tokens,
+                          rng=jax.random.fold_in(jax.random.fold_in(key, start), offset),
+                          temperature=temperature, top_p=top_p, samples_per_prompt=per_call)
+            new, new_len = np.asarray(out.tokens), np.asarray(out.lengths)
+            for j, i in enumerate(chunk):
+                for r in range(j * per_call, j * per_call + take):
+                    text = tokenizer.decode(new[r, :new_len[r]])
+                    tally = counts[i]
+                    tally[0] += 1
+                    tally[1] += tasks.exact_check(problems[i], text)
+                    tally[2] += tasks.weak_check(problems[i], text)
+                    tally[3] += int(new_len[r])
+        for i in chunk:
+            n, c, c_weak, generated = counts[i]
+            mean_new = generated / n
+            rows.append({
+                "run_id": run_id or epath.Path(run_workdir).name,
+                "n_params": int(result["n_params"]),
+                "tokens": int(result["tokens"]),
+                "flops": float(flops[flops_convention]),
+                "problem": problems[i].prompt,
+                "family": problems[i].family,
+                "difficulty": int(problems[i].difficulty),
+                "n": n, "c": c, "c_weak": c_weak,
+                "mean_new_tokens": mean_new,
+                "sampling_flops": sflops.sampling_flops(shape, len(prompts[i]), max(mean_new, 1.0), n,
+                                                        inference_convention),
+            })
+    return rows
+
+
