@@ -25,8 +25,8 @@ How (all in one jitted function per shape, ``Sampler``):
 * Logits: only the current step's [rows, V] logits exist inside the loop; the full [rows, T, V]
   is kept only with ``return_logits=True`` (for tests against a full forward pass).
 * Sampling: temperature (0 = greedy), nucleus top-p (Holtzman et al. 2020, "The Curious Case of
-  Neural Text Degeneration", arXiv:1904.09751, Sec. 3.1: the smallest set of most likely tokens
-  whose probability reaches p) and top-k. Temperature and top-p are traced arguments, so
+  Neural Text Degeneration", arXiv:1904.09751: the smallest set of most likely tokens whose
+  probability reaches p) and top-k. Temperature and top-p are traced arguments, so
   changing them does not recompile.
 * Any model: ``model`` is any flax module with the ``Transformer`` call signature
   ``apply({"params": p}, tokens, segment_ids, positions, cache=, cache_index=)`` (a qwix PTQ
