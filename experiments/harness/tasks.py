@@ -315,7 +315,10 @@ def mixed_train_rows(cfg, mixture: Sequence[str] | Sequence[tuple[str, float]], 
     for j, (name, weight) in enumerate(sources):
         if is_task_dataset(name):
             prepare(name, cfg.data_dir)
-        part = dataclasses.replace(cfg, dataset=name, train_split=TRAIN_SPLIT if j else cfg.train_split)
+        fields = {"dataset": name, "train_split": TRAIN_SPLIT if j else cfg.train_split}
+        if hasattr(cfg, "mixture"):
+            fields["mixture"] = ()  # each part is one plain source
+        part = dataclasses.replace(cfg, **fields)
         rows.append(hdata.packed_train_rows(part, seed=seed + j, process_index=process_index,
                                             process_count=process_count, tokenizer=tokenizer))
         weights.append(weight)
