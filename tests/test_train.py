@@ -374,8 +374,8 @@ def resume_argv(data_dir, workdir):
     return argv
 
 
-def launch(argv, env):
-    return subprocess.Popen([sys.executable, "-m", "experiments.train_lm", *argv], cwd=REPO,
+def launch(argv, env, cwd=REPO):
+    return subprocess.Popen([sys.executable, "-m", "experiments.train_lm", *argv], cwd=cwd,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -392,12 +392,14 @@ def train_losses(workdir):
 
 def test_kill_and_resume_equals_an_uninterrupted_run(data_dir, tmp_path, compile_cache):
     env = subprocess_env(compile_cache)
-    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    straight, killed = tmp_path / "straight", tmp_path / "runs" / "killed"
     finish(launch(resume_argv(data_dir, straight), env))
     reference = io.read_json(straight / "result.json")
     assert reference["status"] == "completed" and reference["step"] == RESUME_STEPS
 
-    proc = launch(resume_argv(data_dir, killed), env)
+    # the killed run uses a RELATIVE workdir, as the README's commands do (Orbax needs absolute
+    # paths: the command resolves it once, where it enters)
+    proc = launch(resume_argv(data_dir, "runs/killed"), env, cwd=tmp_path)
     checkpoints = killed / "checkpoints"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -411,8 +413,10 @@ def test_kill_and_resume_equals_an_uninterrupted_run(data_dir, tmp_path, compile
     saved = sorted(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())
     assert saved and saved[0] < RESUME_STEPS
 
-    _, err = finish(launch(resume_argv(data_dir, killed), env))
+    out, err = finish(launch(resume_argv(data_dir, "runs/killed"), env, cwd=tmp_path))
     assert "resumed from step" in err
+    assert out.strip().splitlines()[-1].startswith(f"completed: step {RESUME_STEPS}, eval_loss ")
+    assert str(killed / "result.json") in out
     result = io.read_json(killed / "result.json")
     assert result["status"] == "completed" and result["step"] == RESUME_STEPS
     assert result["eval_loss"] == reference["eval_loss"]  # exactly

@@ -555,7 +555,7 @@ def train(cfg: Config, workdir, *, devices: Sequence | None = None) -> dict:
     workdir whose result.json says "completed" or "diverged" is left untouched and its result
     returned. Exceptions after set-up write status "failed" (with the reason) and re-raise.
     """
-    workdir = epath.Path(workdir)
+    workdir = io.resolve_workdir(workdir)  # Orbax needs absolute paths; gs:// stays
     writer = jax.process_index() == 0
     _check_workdir_config(cfg, workdir)
     previous = read_result(workdir)
