@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.harness import measure_samples, tasks
+from experiments.harness import measure_samples, restore, tasks
 from experiments.harness.config import Config, TrainConfig
 from experiments.harness.data import DataConfig
 from experiments.harness.train import train
@@ -47,7 +47,7 @@ def _greedy_completion(forward, params, prompt: str, steps: int) -> str:
 
 def test_greedy_counts_match_an_independent_decoder(run):
     rows = measure_samples.sample_counts(run["workdir"], run["problems"], 8, temperature=0.0, max_rows=32)
-    params = measure_samples.load_params(run["workdir"])
+    params = restore.load_run(run["workdir"]).params
     assert [r["problem"] for r in rows] == [p.prompt for p in run["problems"]]
     steps = max(len(p.answer) for p in run["problems"]) + 2
     model = Transformer(run["cfg"].model)

@@ -6,9 +6,10 @@
     # rows: [{"run_id", "n_params", "tokens", "flops", "problem", "family", "difficulty",
     #         "n", "c", "c_weak", "mean_new_tokens", "sampling_flops"}, ...] one per problem
 
-A run directory is what ``experiments.harness.train.train`` leaves: ``config.json`` (model, data,
-tokenizer), ``result.json`` (n_params, tokens, flops per convention) and ``checkpoints/`` (the
-latest train state; only its params are used). Prompts are the problems' prompts tokenized as
+A run directory is what ``experiments.harness.train.train`` leaves, read with
+``experiments.harness.restore.load_run``: ``config.json`` (model, data, tokenizer), ``result.json``
+(n_params, tokens, flops per convention; the run must have finished) and the latest checkpoint's
+params. Prompts are the problems' prompts tokenized as
 the run's training documents were (a document starts at position 0 of its own segment, as the
 prompt does here); a sample ends at a token whose text holds a newline.
 
@@ -24,52 +25,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from etils import epath
 
-from experiments.harness import checkpoint, io, tasks
-from experiments.harness.config import Config, from_dict
+from experiments.harness import restore, tasks
 from experiments.harness.data import make_tokenizer
 from models.sampling import Sampler, bucket_length, left_pad
-from models.transformer import init_abstract, shape_dict
+from models.transformer import shape_dict
 from scaling import flops as sflops
-
-def load_run(run_workdir) -> tuple[Config, dict]:
-    """(config, result) of a finished run directory; ValueError when either file is missing."""
-    workdir = epath.Path(run_workdir)
-    for name in ("config.json", "result.json"):
-        if not (workdir / name).exists():
-            raise ValueError(f"{workdir}: no {name}; is it a finished run directory of train()?")
-    cfg = from_dict(io.read_json(workdir / "config.json"))
-    result = io.read_json(workdir / "result.json")
-    if result.get("status") not in ("completed", "diverged"):
-        raise ValueError(f"{workdir}: result.json status is {result.get('status')!r}, not a finished run")
-    return cfg, result
-
-
-def load_params(run_workdir, cfg: Config | None = None, step: int | None = None):
-    """The params of the latest (or ``step``) checkpoint of a run, on the default device."""
-    from experiments.harness.train import make_optimizer
-
-    workdir = epath.Path(run_workdir)
-    cfg = load_run(workdir)[0] if cfg is None else cfg
-    manager = checkpoint.make_manager(workdir / "checkpoints", cfg.train.max_checkpoints)
-    try:
-        step = manager.latest_step() if step is None else step
-        if step is None:
-            raise ValueError(f"{workdir}: no checkpoint in {workdir / 'checkpoints'}")
-        params = init_abstract(cfg.model)
-        opt_state = jax.eval_shape(make_optimizer(cfg, params).init, params)
-        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-                                {"step": jax.ShapeDtypeStruct((), jnp.int32), "params": params,
-                                 "opt_state": opt_state})
-        state, _ = checkpoint.restore(manager, step, abstract)
-    finally:
-        manager.close()
-    return state["params"]
-
 
 def stop_token_ids(tokenizer, text: str = tasks.TERMINATOR) -> tuple[int, ...]:
     """Ids of the tokens whose decoded text contains ``text`` (a newline ends an answer)."""
@@ -104,11 +66,15 @@ def sample_counts(run_workdir, problems: Sequence[tasks.Problem], n_samples: int
     if not problems:
         raise ValueError("sample_counts: no problems")
     inference_convention = {"6N": "2N", "6N_nonembed": "2N_nonembed"}.get(flops_convention, "exact")
-    cfg, result = load_run(run_workdir)
+    run = restore.load_run(run_workdir, device=True)
+    cfg, result = run.config, run.result
+    if result is None or result.get("status") not in ("completed", "diverged"):
+        raise ValueError(f"sample_counts: {run_workdir} has no finished result.json "
+                         f"(status {None if result is None else result.get('status')!r})")
     flops = result.get("flops", {})
     if flops_convention not in flops:
         raise ValueError(f"sample_counts: result.json has no {flops_convention!r} FLOPs (has {sorted(flops)})")
-    params = load_params(run_workdir, cfg) if params is None else params
+    params = run.params if params is None else params
     tokenizer = make_tokenizer(cfg.data)
     prompts = [np.asarray(tokenizer.encode(p.prompt)) for p in problems]
     if max_new_tokens is None:
@@ -147,7 +113,7 @@ def sample_counts(run_workdir, problems: Sequence[tasks.Problem], n_samples: int
             n, c, c_weak, generated = counts[i]
             mean_new = generated / n
             rows.append({
-                "run_id": run_id or epath.Path(run_workdir).name,
+                "run_id": run_id or run.run_id,
                 "n_params": int(result["n_params"]),
                 "tokens": int(result["tokens"]),
                 "flops": float(flops[flops_convention]),
