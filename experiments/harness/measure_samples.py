@@ -6,6 +6,12 @@
     # rows: [{"run_id", "n_params", "tokens", "flops", "problem", "family", "difficulty",
     #         "n", "c", "c_weak", "mean_new_tokens", "sampling_flops"}, ...] one per problem
 
+    # in a study (experiments.runner.measure): rows per problem, resumable
+    Measure(name="counts", key=("problem",),
+            items=lambda run: [{"problem": p.prompt} for p in problems],
+            measure=lambda run, items: measure_samples.iter_sample_counts(
+                run.run_dir, [by_prompt[i["problem"]] for i in items], 256, run_id=run.run_id))
+
 A run directory is what ``experiments.harness.train.train`` leaves, read with
 ``experiments.harness.restore.load_run``: ``config.json`` (model, data, tokenizer), ``result.json``
 (n_params, tokens, flops per convention; the run must have finished) and the latest checkpoint's
@@ -22,7 +28,7 @@ name in result.json ("exact" by default; "6N" etc. also stored there).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import jax
 import numpy as np
@@ -38,11 +44,19 @@ def stop_token_ids(tokenizer, text: str = tasks.TERMINATOR) -> tuple[int, ...]:
     return tuple(i for i in range(tokenizer.vocab_size) if text in tokenizer.decode([i]))
 
 
-def sample_counts(run_workdir, problems: Sequence[tasks.Problem], n_samples: int, *,
-                  temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
-                  max_new_tokens: int | None = None, max_rows: int = 4096, run_id: str | None = None,
-                  flops_convention: str = "exact", mesh=None, params=None, model=None) -> list[dict]:
-    """Sample ``n_samples`` completions per problem from a trained run and count passes.
+def sample_counts(run_workdir, problems: Sequence[tasks.Problem], n_samples: int, **options) -> list[dict]:
+    """``list(iter_sample_counts(...))``: one row per problem (see ``iter_sample_counts``)."""
+    return list(iter_sample_counts(run_workdir, problems, n_samples, **options))
+
+
+def iter_sample_counts(run_workdir, problems: Sequence[tasks.Problem], n_samples: int, *,
+                       temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
+                       max_new_tokens: int | None = None, max_rows: int = 4096, run_id: str | None = None,
+                       flops_convention: str = "exact", mesh=None, params=None,
+                       model=None) -> Iterator[dict]:
+    """Sample ``n_samples`` completions per problem from a trained run and count passes; yields
+    each problem's row as soon as its chunk is sampled (for a resumable measure stage:
+    ``experiments.runner.measure.Measure(key=("problem",), measure=lambda run, items: ...)``).
 
     Args:
       run_workdir: a finished ``train()`` directory.
@@ -58,7 +72,7 @@ def sample_counts(run_workdir, problems: Sequence[tasks.Problem], n_samples: int
       params, model: a params pytree and flax module to sample instead of the run's checkpoint
         (e.g. ``models.quantization.ptq`` of the loaded params); default: the checkpoint, float.
 
-    Returns one dict per problem: run_id, n_params, tokens, flops, problem (its prompt),
+    Yields one dict per problem, in order: run_id, n_params, tokens, flops, problem (its prompt),
     family, difficulty, n, c, c_weak, mean_new_tokens, sampling_flops.
     """
     if n_samples < 1 or max_rows < 1:
@@ -89,7 +103,6 @@ def sample_counts(run_workdir, problems: Sequence[tasks.Problem], n_samples: int
     group = min(group, len(problems))
     shape = shape_dict(cfg.model)
     key = jax.random.key(seed)
-    rows = []
     for start in range(0, len(problems), group):
         chunk = list(range(start, min(start + group, len(problems))))
         padded = chunk + [chunk[-1]] * (group - len(chunk))  # one compiled shape for every chunk
@@ -112,7 +125,7 @@ def sample_counts(run_workdir, problems: Sequence[tasks.Problem], n_samples: int
         for i in chunk:
             n, c, c_weak, generated = counts[i]
             mean_new = generated / n
-            rows.append({
+            yield {
                 "run_id": run_id or run.run_id,
                 "n_params": int(result["n_params"]),
                 "tokens": int(result["tokens"]),
@@ -124,7 +137,6 @@ def sample_counts(run_workdir, problems: Sequence[tasks.Problem], n_samples: int
                 "mean_new_tokens": mean_new,
                 "sampling_flops": sflops.sampling_flops(shape, len(prompts[i]), max(mean_new, 1.0), n,
                                                         inference_convention),
-            })
-    return rows
+            }
 
 
