@@ -76,6 +76,11 @@ def test_sampled_counts_fields_and_flops(run):
         assert row["sampling_flops"] == pytest.approx(
             sflops.sampling_flops(shape, prompt_len, row["mean_new_tokens"], 40, "exact"))
     assert sum(r["c"] for r in rows) > 0  # 80 steps: pass@1 ~ 2% (measured), so some of 480 samples pass
+    (sampler,) = measure_samples._SAMPLERS.values()  # one model shape: one Sampler for all calls
+    traces = sampler.traces
+    again = measure_samples.sample_counts(run["workdir"], run["problems"][:3], 40, temperature=0.7, seed=4,
+                                          max_rows=32)
+    assert sampler.traces == traces and [r["n"] for r in again] == [40] * 3  # no new compile
     fpr = tasks.weak_false_positive_rate(rows)
     assert 0 <= fpr < 1
     with pytest.raises(ValueError, match="no config.json"):

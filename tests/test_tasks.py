@@ -94,6 +94,12 @@ def test_tfds_build_is_disjoint_and_deterministic(data_dir):
         p.prompt for d in (1, 2) for p in tasks.held_out_problems("reversed_addition", d, 50))
     assert not {p.prompt for p in train} & {p.prompt for p in test}
     assert all(tasks.exact_check(p, p.text[len(p.prompt):]) for p in train[:500])
+    # the computed train source (what training reads) equals the TFDS train split record by record
+    computed = tasks.load_source(SMALL_TASKS, "train", data_dir)
+    assert [p.text for p in train[:300]] == [computed[i]["text"].decode() for i in range(300)]
+    stored = tasks.prepare(SMALL_TASKS, data_dir).as_data_source(split="train")
+    picks = [int(i) for i in np.random.default_rng(0).integers(0, len(stored), 200)]
+    assert [r["text"] for r in stored.__getitems__(picks)] == [computed[i]["text"] for i in picks]
     with pytest.raises(ValueError, match="config"):
         tasks.prepare("verifiable_tasks/huge", data_dir)
 

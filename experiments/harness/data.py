@@ -298,8 +298,8 @@ def load_source(cfg: DataConfig, split: str):
     data_dir = corpus.default_data_dir(cfg.data_dir)
     from experiments.harness import tasks
 
-    if tasks.is_task_dataset(cfg.dataset):
-        tasks.prepare(cfg.dataset, data_dir)  # generated locally, like the embedded corpus
+    if tasks.is_task_dataset(cfg.dataset):  # generated locally; train records computed, not read
+        return tasks.load_source(cfg.dataset, split, data_dir)
     if corpus.is_embedded(cfg.dataset):
         corpus.prepare(cfg.dataset, data_dir)  # build once, under a lock
         name = cfg.dataset if "/" in cfg.dataset else f"{cfg.dataset}/full"

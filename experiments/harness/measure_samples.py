@@ -39,6 +39,20 @@ from models.sampling import Sampler, bucket_length, left_pad
 from models.transformer import shape_dict
 from scaling import flops as sflops
 
+_SAMPLERS: dict = {}
+
+
+def _sampler(model_cfg, model, stop_tokens, mesh) -> Sampler:
+    """One Sampler (so one compiled program per shape bucket) for all runs of one model shape:
+    the seeds and budgets of a grid point share it; a custom ``model`` gets its own."""
+    if model is not None:
+        return Sampler(model_cfg, model, stop_tokens=stop_tokens, mesh=mesh)
+    key = (model_cfg, stop_tokens, None if mesh is None else (mesh.shape_tuple, tuple(d.id for d in mesh.devices.flat)))
+    if key not in _SAMPLERS:
+        _SAMPLERS[key] = Sampler(model_cfg, stop_tokens=stop_tokens, mesh=mesh)
+    return _SAMPLERS[key]
+
+
 def stop_token_ids(tokenizer, text: str = tasks.TERMINATOR) -> tuple[int, ...]:
     """Ids of the tokens whose decoded text contains ``text`` (a newline ends an answer)."""
     return tuple(i for i in range(tokenizer.vocab_size) if text in tokenizer.decode([i]))
@@ -97,7 +111,7 @@ def iter_sample_counts(run_workdir, problems: Sequence[tasks.Problem], n_samples
     if plen + max_new_tokens > cfg.model.max_seq_len:
         raise ValueError(f"sample_counts: prompt bucket {plen} + {max_new_tokens} new tokens exceeds the "
                          f"model's max_seq_len {cfg.model.max_seq_len}")
-    sampler = Sampler(cfg.model, model, stop_tokens=stop_token_ids(tokenizer), mesh=mesh)
+    sampler = _sampler(cfg.model, model, stop_token_ids(tokenizer), mesh)
     per_call = min(n_samples, max_rows)  # samples of one problem per call
     group = max(1, max_rows // per_call)  # problems per call
     group = min(group, len(problems))
