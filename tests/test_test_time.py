@@ -7,6 +7,7 @@ from fractions import Fraction
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.special
 import scipy.stats
@@ -388,3 +389,20 @@ def test_test_time_laws_are_registered_with_valid_references_and_designs():
         assert set(x) == set(law.covariates) and all(np.all(v > 0) for v in x.values())
         y = law.simulate(rng, law.reference, x)
         assert y.shape == (50,) and np.all(np.isfinite(y))
+
+
+def test_coverage_compute_law_recovers_its_parameters_across_models():
+    """Coverage curves of 6 models (N, D) at k = 1..512, simulated from the law: the fit returns
+    the parameters that made them."""
+    law = scaling.laws.get("coverage_compute_law")
+    truth = {"A": 30.0, "a_N": 0.1, "a_D": 0.15, "b": 0.3}
+    n, d = np.meshgrid([3e4, 1e5, 3e5], [1e6, 1e7])
+    ks = 2.0 ** np.arange(10)
+    grid = {"N": np.repeat(n.ravel(), ks.size), "D": np.repeat(d.ravel(), ks.size), "k": np.tile(ks, n.size)}
+    with jax.enable_x64(True):
+        coverage = np.asarray(law.fn({k: jnp.float64(v) for k, v in truth.items()},
+                                     {k: jnp.asarray(v) for k, v in grid.items()}))
+    assert ((coverage > 0.01) & (coverage < 0.99)).mean() > 0.5
+    fitted = scaling.fit(law, pd.DataFrame({**grid, "coverage": coverage}))
+    for name, value in truth.items():
+        assert fitted.params[name] == pytest.approx(value, rel=1e-4, abs=1e-6), name

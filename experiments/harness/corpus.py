@@ -129,8 +129,23 @@ def stdlib_fingerprint(root: Path | None = None) -> str:
     return digest.hexdigest()
 
 
-class PythonStdlib(tfds.core.GeneratorBasedBuilder):
+class LocalBuildMessages:
+    """Mixin for TFDS builders that generate their data locally: TFDS announces every build as a
+    download ("Downloading and preparing dataset Unknown size ..."); nothing is downloaded, so say
+    what happens instead (stderr: stdout is the command's result)."""
+
+    def _log_download_bytes(self) -> None:
+        print(f"Building the local dataset {self.name}/{self.builder_config.name} into {self.data_dir} "
+              f"({self.SOURCE}; once)", file=sys.stderr, flush=True)
+
+    def _log_download_done(self) -> None:
+        print(f"Built {self.name}/{self.builder_config.name} in {self.data_dir}", file=sys.stderr, flush=True)
+
+
+class PythonStdlib(LocalBuildMessages, tfds.core.GeneratorBasedBuilder):
     """TFDS builder: the interpreter's standard-library ``.py`` files (see module docstring)."""
+
+    SOURCE = "generated from this interpreter's standard library"
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release."}
@@ -145,18 +160,6 @@ class PythonStdlib(tfds.core.GeneratorBasedBuilder):
     # TFDS 4.9.10 derives ``code_path`` through ``importlib_resources``, a package it only
     # declares for Python < 3.9, so the lookup fails on 3.11 without it; this file is the code.
     code_path = epath.Path(__file__)
-
-    # TFDS announces every build as a download ("Downloading and preparing dataset Unknown
-    # size ..."); nothing is downloaded here, so say what happens instead (stderr: stdout is the
-    # command's result).
-    def _log_download_bytes(self) -> None:
-        print(f"Building the embedded corpus {self.name}/{self.builder_config.name} from this "
-              f"interpreter's standard library ({stdlib_root()}) into {self.data_dir} "
-              "(once; a few seconds)", file=sys.stderr, flush=True)
-
-    def _log_download_done(self) -> None:
-        print(f"Built {self.name}/{self.builder_config.name} in {self.data_dir}", file=sys.stderr,
-              flush=True)
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
@@ -223,7 +226,7 @@ class _DropIncompleteVariantWarnings(logging.Filter):
 
 
 @contextlib.contextmanager
-def _quiet_tfds():
+def quiet_tfds():
     """No TFDS progress bars or variant-folder warnings while the corpus is checked or built."""
     loggers = [logging.getLogger("absl"), logging.getLogger()]
     drop = _DropIncompleteVariantWarnings()
@@ -245,7 +248,7 @@ def prepare(name: str = DATASET_NAME, data_dir: str | os.PathLike | None = None)
     root.mkdir(parents=True, exist_ok=True)
     builder = PythonStdlib(config=config, data_dir=str(root), file_format="array_record")
     lock_path = root / f".{DATASET_NAME}-{config}.lock"
-    with open(lock_path, "w") as lock, _quiet_tfds():
+    with open(lock_path, "w") as lock, quiet_tfds():
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         if not builder.is_prepared():
             builder.download_and_prepare(

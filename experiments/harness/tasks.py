@@ -238,8 +238,10 @@ class TaskConfig(tfds.core.BuilderConfig):
     test_per_difficulty: int = 250
 
 
-class VerifiableTasks(tfds.core.GeneratorBasedBuilder):
+class VerifiableTasks(corpus.LocalBuildMessages, tfds.core.GeneratorBasedBuilder):
     """TFDS builder: generated task documents (see module docstring); nothing to download."""
+
+    SOURCE = "generated task documents, no download"
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release."}
@@ -298,7 +300,7 @@ def prepare(name: str = DATASET_NAME, data_dir: str | os.PathLike | None = None)
     config = _config_name(name)
     root = corpus.default_data_dir(data_dir)
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / f".{DATASET_NAME}-{config}.lock", "w") as lock:
+    with open(root / f".{DATASET_NAME}-{config}.lock", "w") as lock, corpus.quiet_tfds():
         fcntl.flock(lock, fcntl.LOCK_EX)
         builder = VerifiableTasks(config=config, data_dir=str(root), file_format="array_record")
         if not builder.is_prepared():

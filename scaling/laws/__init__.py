@@ -1,6 +1,6 @@
 """The law library: ``scaling.laws.get(name)``, ``scaling.laws.names()``.
 
-Every shipped law (17; ``names()`` lists them sorted) is registered when this package is first
+Every shipped law (18; ``names()`` lists them sorted) is registered when this package is first
 imported, by importing its modules here, so ``names()`` is the same whatever else was imported:
 - loss laws (`scaling.laws.loss`): chinchilla, kaplan, power_law, pure_power_law, power_law_2d,
   data_constrained, overtraining, lr_annealing;
@@ -9,7 +9,7 @@ imported, by importing its modules here, so ``names()`` is the same whatever els
 - quantization laws (`scaling.laws.quantization`): precision, precision_weights, ptq_precision,
   ptq_degradation;
 - test-time compute laws (`scaling.laws.test_time`): coverage_power_law, pass_at_k_beta,
-  verifier_ceiling; and (`scaling.laws.beta_binomial`) pass_at_k_zero_inflated_beta.
+  verifier_ceiling, coverage_compute_law (coverage across a family of models); and (`scaling.laws.beta_binomial`) pass_at_k_zero_inflated_beta.
 
 `scaling.laws.law` defines `Law` and `Param`; user laws are registered with `register`.
 """

@@ -361,3 +361,42 @@ verifier_ceiling = register(Law(
     simulate=lambda rng, params, x: _benchmark_fraction(rng, np.asarray(resampling_accuracy(
         float(params["p_correct"]), float(params["fpr"]), np.asarray(x["k"], dtype=np.float64)))),
 ))
+
+
+# ----------------------------------------------------------------------------- across models
+
+
+def _coverage_nd_log_fn(p, x):
+    """log coverage = -A N^-a_N D^-a_D k^-b."""
+    return -jnp.exp(jnp.log(p["A"]) - p["a_N"] * jnp.log(x["N"]) - p["a_D"] * jnp.log(x["D"])
+                    - p["b"] * jnp.log(x["k"]))
+
+
+def _coverage_nd_design(rng, n):
+    return {"N": np.exp(rng.uniform(np.log(3e4), np.log(3e6), n)),
+            "D": np.exp(rng.uniform(np.log(1e6), np.log(1e8), n)),
+            "k": np.round(np.exp(rng.uniform(0.0, np.log(1e3), n)))}
+
+
+coverage_compute_law = register(Law(
+    name="coverage_compute_law",
+    params=(
+        Param("A", "log", grid=(1.0, 30.0, 1e3), doc="-log coverage at N = D = k = 1"),
+        Param("a_N", grid=(0.0, 0.3), doc="how fast -log coverage falls with parameters"),
+        Param("a_D", grid=(0.0, 0.3), doc="how fast -log coverage falls with training tokens"),
+        Param("b", "log", grid=(0.1, 0.4), doc="power-law exponent in the number of samples k"),
+    ),
+    covariates=("N", "D", "k"),
+    target="coverage",
+    fn=lambda p, x: jnp.exp(_coverage_nd_log_fn(p, x)),
+    log_fn=_coverage_nd_log_fn,
+    positive=("N", "D", "k"),
+    formula="coverage(N, D, k) = exp(-A N^-a_N D^-a_D k^-b)",
+    citation=("Brown et al. (2024) 'Large Language Monkeys', arXiv:2407.21787, Sec. 3.1 Eqs. 2-3 (the law in "
+              "k, one model at a time); its coefficient a written as A N^-a_N D^-a_D to span a family of "
+              "models is this project's extension (not in the paper)"),
+    reference={"A": 30.0, "a_N": 0.1, "a_D": 0.15, "b": 0.3},  # illustrative
+    design=_coverage_nd_design,
+    simulate=lambda rng, params, x: _benchmark_fraction(rng, np.exp(np.asarray(_coverage_nd_log_fn(
+        {k: float(v) for k, v in params.items()}, {k: np.asarray(v, np.float64) for k, v in x.items()})))),
+))
