@@ -26,6 +26,7 @@ import pytest  # noqa: E402
 REPO = pathlib.Path(__file__).resolve().parents[1]
 README_MAIN = "python -m experiments.isoflop_chinchilla --workdir runs/ci --preset smoke"
 PTQ_COMMAND = "python -m experiments.quantization_degradation --workdir runs/ptq_ci --preset smoke"
+TTS_COMMAND = "python -m experiments.test_time_scaling --workdir runs/tts_ci --preset smoke"
 
 
 def user_env(cache_dir=None) -> dict:
@@ -67,3 +68,11 @@ def ptq_smoke(tmp_path_factory):
     root = tmp_path_factory.mktemp("ptq")
     proc = run_as_written(PTQ_COMMAND, root, user_env())
     return root / "runs" / "ptq_ci", proc
+
+
+@pytest.fixture(scope="session")
+def tts_smoke(tmp_path_factory):
+    """The test-time study's smoke command: (workdir, completed process)."""
+    root = tmp_path_factory.mktemp("tts")
+    proc = run_as_written(TTS_COMMAND, root, user_env())
+    return root / "runs" / "tts_ci", proc

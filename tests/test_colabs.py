@@ -3,7 +3,7 @@
 The kernel inherits this process's environment (CPU JAX, see conftest.py) and runs with the
 repository root as its working directory; the notebooks' install cells only act inside Colab.
 Notebooks that train a smoke study first look for one that already ran (``ISOFLOP_WORKDIR``,
-``PTQ_WORKDIR``): the tests hand them a copy of the session's smoke studies, so CI trains each
+``PTQ_WORKDIR``, ``TTS_WORKDIR``): the tests hand them a copy of the session's smoke studies, so CI trains each
 smoke study once.
 """
 
@@ -22,7 +22,7 @@ def test_there_are_colabs_to_run():
     assert NOTEBOOKS, "colabs/ holds no notebooks"
 
 
-STUDY_FIXTURES = {"ISOFLOP_WORKDIR": "smoke_grid", "PTQ_WORKDIR": "ptq_smoke"}
+STUDY_FIXTURES = {"ISOFLOP_WORKDIR": "smoke_grid", "PTQ_WORKDIR": "ptq_smoke", "TTS_WORKDIR": "tts_smoke"}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])

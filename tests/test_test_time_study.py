@@ -1,0 +1,83 @@
+"""The test-time-compute study end to end at smoke size, run as its docstring says (relative
+workdir, from an empty directory, one CPU device): runs on the task mixture, counts.csv, fits,
+held-out checks, the compute frontier, plots and report.md."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import scaling
+from conftest import TTS_COMMAND
+from experiments import test_time_scaling as tts
+from experiments.harness import tasks
+from experiments.reports import test_time as report
+from experiments.runner import runs as runs_lib
+from scaling.test_time import pass_at_k_curve
+
+
+def test_the_docstring_command_is_the_tested_one():
+    assert TTS_COMMAND in " ".join(tts.__doc__.split())
+
+
+def test_smoke_test_time_study_end_to_end(tts_smoke):
+    workdir, proc = tts_smoke
+    study = tts.smoke()
+    runs = list(tts.sweep(study))
+    results = runs_lib.read_results(workdir)
+    assert results["run_id"].tolist() == [r.run_id for r in runs] and (results["status"] == "completed").all()
+    config = json.loads((workdir / "runs" / runs[0].run_id / "config.json").read_text())
+    assert config["data"]["mixture"] == [f"{study.task}:{study.task_share}"]  # the mixture is part of the run
+
+    counts = pd.read_csv(workdir / "counts.csv")
+    problems = tts.problems(study)
+    assert len(counts) == len(runs) * len(problems) and (counts["status"] == "completed").all()
+    assert {"run_id", "n_params", "tokens", "flops", "problem", "difficulty", "n", "c", "c_weak"} <= set(counts.columns)
+    assert (counts["n"] == study.samples).all() and (counts["c"] <= counts["c_weak"]).all()
+    assert all(tasks.is_held_out(p) for p in problems)
+    assert counts["c"].sum() > 0  # tiny models already solve some 1-2 digit sums
+
+    fits = {p.stem: scaling.load(p) for p in (workdir / "fits").glob("*.json")}
+    assert any(name.startswith("pass_at_k_beta__") for name in fits)
+    text = (workdir / "report.md").read_text()
+    for section in ("## Per model", "## Across models", "## Held-out check 1", "## Held-out check 2",
+                    "## Weak checker", "## Training + sampling compute"):
+        assert section in text, section
+    frontier = pd.read_csv(workdir / "frontier.csv")
+    assert frontier["on_frontier"].any()
+    assert (np.diff(frontier.loc[frontier["on_frontier"], "pass_at_k"]) > 0).all()
+    for name in ("pass_at_k", "neg_log_pass_at_k", "params_vs_compute", "compute_frontier"):
+        assert (workdir / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG", name
+    assert proc.stdout.strip().splitlines()[-1].startswith(f"{study.name}: 4 of 4 runs completed; counts: ")
+
+
+def test_measured_pass_at_k_and_frontier_by_hand():
+    counts = pd.DataFrame({"run_id": ["a"] * 3 + ["b"] * 3, "n": 8, "c": [0, 2, 8, 1, 1, 4], "c_weak": [1, 3, 8, 2, 1, 4],
+                           "flops": [1e10] * 3 + [4e10] * 3, "sampling_flops": [8e4] * 3 + [3.2e5] * 3,
+                           "status": "completed"})
+    results = pd.DataFrame({"run_id": ["a", "b"], "n_params": [1e4, 4e4], "tokens": [1e5, 1e5],
+                            "budget": [1e10, 4e10], "status": "completed", "reason": ""})
+    ks = report.ks_for(8)
+    assert ks.tolist() == [1, 2, 4, 8]
+    a = counts[counts["run_id"] == "a"]
+    assert np.allclose(report.pass_curve(a, ks), pass_at_k_curve(a["n"], a["c"], ks))
+    assert report.pass_curve(a, [8])[0] == pytest.approx(2 / 3)  # 2 of 3 problems ever solved
+    models = [{"run_id": r, "n_params": n, "tokens": 1e5, "budget": c, "flops": c, "ks": ks.tolist(),
+               "pass_at_k": report.pass_curve(counts[counts["run_id"] == r], ks).tolist(),
+               "flops_per_sample": f} for r, n, c, f in (("a", 1e4, 1e10, 1e4), ("b", 4e4, 4e10, 4e4))]
+    table = report.frontier(models, queries=1e3)
+    assert table["total_flops"].is_monotonic_increasing
+    row = table[(table["run_id"] == "b") & (table["k"] == 4)].iloc[0]
+    assert row["total_flops"] == pytest.approx(4e10 + 1e3 * 4 * 4e4)
+    best = -math.inf
+    for r in table.itertuples():  # on the frontier exactly when nothing cheaper is as good
+        assert r.on_frontier == (r.pass_at_k > best)
+        best = max(best, r.pass_at_k)
+    acc = report.verifier(a.reset_index(drop=True), [1, 1e6])["accuracy"]
+    # k = 1: mean of q_c over problems; k -> inf: mean of q_c / (q_c + q_f) (the weak checker's ceiling)
+    assert acc[0] == pytest.approx(np.mean([0, 2 / 8, 1]))
+    assert acc[1] == pytest.approx(np.mean([0, 2 / 3, 1]))
