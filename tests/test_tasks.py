@@ -123,7 +123,7 @@ def test_grain_mixture_token_shares(data_dir):
         tasks.parse_mixture(["a:0.6", "b:0.5"])
 
 
-def test_mixture_in_the_run_config_trains_and_resumes(data_dir):
+def test_mixture_in_the_run_config_mixes_and_resumes(data_dir):
     """``data.mixture`` (the DataConfig hook): a --set override, the training iterator mixes the
     sources and its JSON state restores the exact next batch."""
     import json
