@@ -51,8 +51,9 @@ head_dim) falls back to round-to-nearest.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import flax.linen as nn
 import jax
@@ -150,7 +151,7 @@ class QuantConfig:
 
     @property
     def label(self) -> str:
-        """Short name, e.g. "W4A8", "W8 nf4" -> "Wnf4", "W4KV4 gptq"."""
+        """Short name: "W4A8", "Wnf4", "KV4", "W3 gptq", "float"."""
         parts = []
         for prefix, value in (("W", self.weights), ("A", self.activations), ("KV", self.kv)):
             if value is not None:
@@ -310,22 +311,28 @@ def _calibration_inputs(batch):
     return (jnp.asarray(batch),)
 
 
+@functools.lru_cache(maxsize=32)
+def _calibration_step(cfg: ModelConfig, rules: tuple):
+    model = qwix.quantize_model(Transformer(cfg), qgptq.GptqCalibrationProvider(list(rules)))
+
+    @jax.jit
+    def step(params, stats, inputs):
+        variables = {"params": params, **({"quant_stats": stats} if stats else {})}
+        return model.apply(variables, *inputs, mutable="quant_stats")[1]["quant_stats"]
+
+    return step
+
+
 def gptq_stats(cfg: ModelConfig, params, rules, calibration: Iterable) -> dict:
     """qwix GPTQ calibration: the averaged H = X X^T of every matched matmul's input.
 
     ``cfg``/``params`` unscanned; ``calibration``: token arrays [B, L] or data batches (dicts
     with inputs, segment_ids, positions, as ``experiments.harness.data`` yields).
     """
-    model = qwix.quantize_model(Transformer(cfg), qgptq.GptqCalibrationProvider(rules))
-
-    @jax.jit
-    def step(stats, inputs):
-        variables = {"params": params, **({"quant_stats": stats} if stats else {})}
-        return model.apply(variables, *inputs, mutable="quant_stats")[1]["quant_stats"]
-
+    step = _calibration_step(cfg, tuple(rules))
     stats = {}
     for batch in calibration:
-        stats = step(stats, _calibration_inputs(batch))
+        stats = step(params, stats, _calibration_inputs(batch))
     if not stats:
         raise ValueError("gptq: calibration holds no batches")
     return stats
@@ -386,6 +393,15 @@ def qat_model(cfg: ModelConfig, quant=None) -> nn.Module:
     rules = [r if isinstance(r, qwix.QtRule) else qwix.QtRule(**{
         f.name: getattr(r, f.name) for f in dataclasses.fields(qwix.QuantizationRule)}) for r in rules]
     return qwix.quantize_model(Transformer(cfg), KvQtProvider(rules, kv_format(kv)))
+
+
+def dequantize_params(qparams):
+    """Float params with the quantization error of ``qparams`` baked in (each ``WithAux`` leaf
+    replaced by ``dequant(values) * scale``, float32). For code that runs the plain
+    ``Transformer`` (``models.sampling.generate``): it reproduces weight-only PTQ; activation
+    and KV quantization need ``ptq_model``."""
+    return jax.tree.map(lambda x: qwix.dequantize(x.array).astype(jnp.float32) if _is_with_aux(x) else x,
+                        qparams, is_leaf=_is_with_aux)
 
 
 # --------------------------------------------------------------------------- accounting

@@ -5,35 +5,88 @@
     fitted = scaling.fit(law, df, target="loss", bootstrap=4000)
     fitted.compute_optimal(C=5.76e23)
 
-Importing this package is cheap: submodules (and matplotlib) load on first use.
+Layout (each layer imports only the layers below it; ``tests/test_architecture.py`` checks it):
+
+- `scaling.plots`: figures of laws, fits and isoFLOP analyses (matplotlib).
+- `scaling.analysis`: studies built on fitted laws (`scaling.analysis.isoflop`: Hoffmann et al.'s
+  three approaches); `scaling.published`: published fits and data.
+- `scaling.fitting`: the one fitting engine (objectives, solver, `fit`, intervals, profile
+  likelihood, the `FittedLaw` container and its file, compute-optimal numerics).
+- `scaling.laws`: laws as pure jnp functions (`Law`, `Param`) and the registry (loss,
+  quantization and test-time laws).
+- `scaling.flops` (FLOP accounting and the FLOP-convention vocabulary) and `scaling.io` (JSON
+  files) at the bottom.
+
+Importing this package is cheap: submodules (and jax, matplotlib) load on first use. The module
+paths of earlier versions (``scaling.fitted``, ``scaling.isoflop``, ``scaling.test_time``, ...)
+still import: they name the modules that moved (`_MOVED`).
 """
 
 import importlib
+import importlib.abc
+import importlib.util
+import sys
 
 __version__ = "0.1.0"
 
 # attribute -> (module, name in module or None for the module itself)
 _LAZY = {
     "laws": ("scaling.laws", None),
-    "Law": ("scaling.law", "Law"),
-    "Param": ("scaling.law", "Param"),
-    "fit": ("scaling.fitting", "fit"),
-    "FittedLaw": ("scaling.fitted", "FittedLaw"),
-    "load": ("scaling.fitted", "load"),
+    "fitting": ("scaling.fitting", None),
+    "analysis": ("scaling.analysis", None),
+    "io": ("scaling.io", None),
+    "Law": ("scaling.laws.law", "Law"),
+    "Param": ("scaling.laws.law", "Param"),
+    "fit": ("scaling.fitting.fitter", "fit"),
+    "FittedLaw": ("scaling.fitting.fitted", "FittedLaw"),
+    "load": ("scaling.fitting.fitted", "load"),
     "published": ("scaling.published", None),
     "flops": ("scaling.flops", None),
     "plots": ("scaling.plots", None),
-    "isoflop": ("scaling.isoflop", None),
-    "test_time": ("scaling.test_time", None),
+    "isoflop": ("scaling.analysis.isoflop", None),
+    "test_time": ("scaling.laws.test_time", None),
+}
+
+# old module path -> where the module lives now (the same module object under both names)
+_MOVED = {
+    "scaling.law": "scaling.laws.law",
+    "scaling.loss_laws": "scaling.laws.loss",
+    "scaling.quantization_laws": "scaling.laws.quantization",
+    "scaling.test_time": "scaling.laws.test_time",
+    "scaling.fitted": "scaling.fitting.fitted",
+    "scaling.intervals": "scaling.fitting.intervals",
+    "scaling.profile": "scaling.fitting.profile",
+    "scaling.isoflop": "scaling.analysis.isoflop",
+    "scaling.isoflop_plots": "scaling.plots.isoflop",
 }
 
 __all__ = sorted(_LAZY)
 
 
+class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports an old module path (`_MOVED`) as the module at its new path."""
+
+    def find_spec(self, name, path=None, target=None):
+        return importlib.util.spec_from_loader(name, self) if name in _MOVED else None
+
+    def create_module(self, spec):
+        return importlib.import_module(_MOVED[spec.name])
+
+    def exec_module(self, module):
+        pass
+
+
+if not any(isinstance(f, _MovedModules) for f in sys.meta_path):
+    sys.meta_path.insert(0, _MovedModules())   # before path-based finders (an editable install of an older tree)
+
+
 def __getattr__(name):
-    if name not in _LAZY:
+    if name in _LAZY:
+        module_name, attr = _LAZY[name]
+    elif f"scaling.{name}" in _MOVED:
+        module_name, attr = f"scaling.{name}", None
+    else:
         raise AttributeError(f"module 'scaling' has no attribute {name!r}")
-    module_name, attr = _LAZY[name]
     module = importlib.import_module(module_name)
     value = module if attr is None else getattr(module, attr)
     globals()[name] = value

@@ -35,6 +35,47 @@ from collections.abc import Mapping
 
 SHAPE_KEYS = ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff", "gated", "tie_embeddings")
 CONVENTIONS = ("6N", "6N_nonembed", "exact", "exact_noncausal")
+# A fitted law relates compute to N and D as C = k N D, and names how its C was counted: one of
+# CONVENTIONS (k = 6 for the 6N ones; the exact ones need the runs' k, e.g. median C / (N D)), or
+# "custom" for any other k the caller gives. Names of older files ("6ND", "<k>ND") still read.
+FIT_CONVENTIONS = CONVENTIONS + ("custom",)
+_SIX_N = ("6N", "6N_nonembed")
+
+
+def convention_k(flop_convention: str | None = None, k: float | None = None) -> tuple[float, str]:
+    """``(k, name)`` of ``C = k N D`` for a FLOP-convention name of `FIT_CONVENTIONS` and/or a k.
+
+    Nothing given: ``(6.0, "6N")``. "6N"/"6N_nonembed": k = 6 unless given. "exact",
+    "exact_noncausal" and "custom" need ``k``. Only ``k``: ``(k, "custom")`` (``(6.0, "6N")`` for
+    k = 6). Older names: "6ND" reads as "6N", "<k>ND" as ``(k, "custom")``. ValueError otherwise.
+    """
+    if k is not None:
+        if isinstance(k, bool) or not isinstance(k, (int, float)) and not hasattr(k, "dtype") or not (
+                math.isfinite(float(k)) and float(k) > 0):
+            raise ValueError(f"k (FLOPs per parameter per token) must be a positive number, got {k!r}")
+        k = float(k)
+    if flop_convention is None:
+        return (6.0, "6N") if k is None or k == 6.0 else (k, "custom")
+    if not isinstance(flop_convention, str):
+        raise ValueError(f"flop_convention must be a string, one of {FIT_CONVENTIONS}, got {flop_convention!r}")
+    if flop_convention not in FIT_CONVENTIONS and flop_convention.endswith("ND"):   # older files' names
+        try:
+            legacy = float(flop_convention[:-2])
+        except ValueError:
+            legacy = float("nan")
+        if not (math.isfinite(legacy) and legacy > 0):
+            raise ValueError(f"unknown flop_convention {flop_convention!r}; use one of {FIT_CONVENTIONS}")
+        if k is not None and k != legacy:
+            raise ValueError(f"flop_convention {flop_convention!r} says k = {legacy:g} but k = {k:g} was given")
+        return (6.0, "6N") if legacy == 6.0 else (legacy, "custom")
+    if flop_convention not in FIT_CONVENTIONS:
+        raise ValueError(f"unknown flop_convention {flop_convention!r}; use one of {FIT_CONVENTIONS}")
+    if k is None:
+        if flop_convention not in _SIX_N:
+            raise ValueError(f"flop_convention {flop_convention!r} needs k= (FLOPs per parameter per token "
+                             "of C = k N D, e.g. the runs' median C / (N D))")
+        return 6.0, flop_convention
+    return k, flop_convention
 
 
 def _check_shape(shape: Mapping) -> dict:

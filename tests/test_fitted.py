@@ -112,7 +112,7 @@ def test_compute_optimal_follows_the_flop_convention():
     custom = FittedLaw(CHINCHILLA, EPOCH, k=8.0).compute_optimal(1e24)
     assert isinstance(six["N"], float) and six["k"] == 6.0 and eight["k"] == 8.0
     assert eight["N"] * eight["D"] * 8 == pytest.approx(1e24, rel=1e-12)
-    assert eight["N"] == pytest.approx(custom["N"], rel=1e-12) and custom["flop_convention"] == "8ND"
+    assert eight["N"] == pytest.approx(custom["N"], rel=1e-12) and custom["flop_convention"] == "custom"
     # the same model and data cost 8/6 as many FLOPs under 8ND: the optimum at C*8/6 matches
     assert FittedLaw(CHINCHILLA, EPOCH, flop_convention="8ND").compute_optimal(1e24 * 8 / 6)["N"] == \
         pytest.approx(six["N"], rel=1e-12)
@@ -146,11 +146,28 @@ def test_compute_optimal_needs_an_allocation_and_valid_budgets():
 
 
 def test_flop_conventions():
-    assert flop_k("6ND") == (6.0, "6ND") and FLOP_CONVENTIONS["2ND"] == 2.0
-    assert flop_k("7.5ND") == (7.5, "7.5ND") and flop_k(k=3) == (3.0, "3ND")
-    for bad in ("6", "ND", "-6ND", "0ND"):
+    # one vocabulary: scaling.flops.CONVENTIONS (+ "custom" for a given k); older names still read
+    assert FLOP_CONVENTIONS == scaling.flops.CONVENTIONS + ("custom",)
+    assert flop_k() == (6.0, "6N") and flop_k("6N") == (6.0, "6N") and flop_k("6N_nonembed") == (6.0, "6N_nonembed")
+    assert flop_k("exact", k=7.1) == (7.1, "exact") and flop_k(k=3) == (3.0, "custom") and flop_k(k=6) == (6.0, "6N")
+    assert flop_k("6ND") == (6.0, "6N") and flop_k("7.5ND") == (7.5, "custom")
+    for bad in ("6", "ND", "-6ND", "0ND", "6NDX"):
         with pytest.raises(ValueError, match="unknown flop_convention"):
             flop_k(bad)
+    with pytest.raises(ValueError, match="needs k="):
+        flop_k("exact")
+
+
+def test_old_files_with_6ND_still_load(tmp_path):
+    fitted = FittedLaw(CHINCHILLA, EPOCH)
+    d = fitted.to_dict()
+    assert d["flop_convention"] == "6N"
+    d["flop_convention"] = "6ND"
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(d))
+    old = load(path)
+    assert old.flop_convention == "6N" and old.k == 6.0
+    assert old.compute_optimal(1e24)["N"] == pytest.approx(fitted.compute_optimal(1e24)["N"], rel=1e-12)
 
 
 def test_constructor_validates_params():
@@ -179,7 +196,7 @@ def test_file_round_trip(tmp_path, fitted_power):
     x = np.geomspace(*fitted_power.data["ranges"]["x"], 5)
     np.testing.assert_array_equal(back.predict(x=x), fitted_power.predict(x=x))
     on_disk = json.loads(path.read_text())
-    assert on_disk["schema"] == "scaling.fitted_law" and on_disk["schema_version"] == 3
+    assert on_disk["schema"] == "scaling.fitted_law" and on_disk["schema_version"] == 4
     assert on_disk["intervals"]["alpha"] == list(fitted_power.interval("alpha"))
     assert [p.name for p in tmp_path.iterdir()] == ["power.json"]       # no temporary files left
     fitted_power.save(path)                                                # overwrite in place
@@ -213,7 +230,7 @@ _DELETE = object()
 
 @pytest.mark.parametrize("path, value, message", [
     (("schema",), "something.else", r"schema must be 'scaling.fitted_law'"),
-    (("schema_version",), 4, r"schema_version must be one of \(1, 2, 3\)"),
+    (("schema_version",), 5, r"schema_version must be one of \(1, 2, 3, 4\)"),
     (("schema_version",), "1", r"schema_version must be one of"),
     (("schema_version",), True, r"schema_version must be one of"),
     (("acceleration",), {"gamma": 0.1}, r"acceleration must map a subset of"),

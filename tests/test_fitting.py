@@ -220,13 +220,14 @@ def test_direct_solve_agrees_with_continuation():
 
 
 def test_compiled_solver_is_reused_across_fits_and_the_bootstrap():
-    solver = fitting._solver(POWER, "mse")
+    solver = fitting.compiled_run   # jit-compiled with the law and the objective static
     scaling.fit(POWER, fitting.simulate(POWER, 50, noise=0.01, seed=10), objective="mse")
     size = solver._cache_size()
-    # same padded number of points (56), a different number of starts, and a bootstrap
+    # same padded number of points (64), a different number of starts, and a bootstrap
     scaling.fit(POWER, fitting.simulate(POWER, 53, noise=0.01, seed=11), objective="mse",
                 starts={"E": [1.0, 2.0], "A": [100.0, 300.0], "alpha": [0.1, 0.2]}, bootstrap=100)
-    assert fitting.padded_size(50) == fitting.padded_size(53) == 56
+    assert fitting.padded_size(50) == fitting.padded_size(53) == 64
+    assert [fitting.padded_size(n) for n in (10, 17, 25, 33, 49, 65, 97, 200, 234)] == [16, 24, 32, 48, 64, 96, 128, 256, 256]
     assert solver._cache_size() == size
 
 

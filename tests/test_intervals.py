@@ -109,7 +109,7 @@ def test_bca_round_trips_through_the_file(tmp_path, fitted_mean):
     for method in intervals.METHODS:
         assert back.interval("m", 0.9, method=method) == fitted.interval("m", 0.9, method=method)
     on_disk = json.loads(path.read_text())
-    assert on_disk["schema_version"] == 3 and on_disk["acceleration"] == {"m": fitted.acceleration["m"]}
+    assert on_disk["schema_version"] == 4 and on_disk["acceleration"] == {"m": fitted.acceleration["m"]}
     assert on_disk["intervals"]["m"] == list(fitted.interval("m"))
 
 

@@ -237,11 +237,23 @@ def test_plots_draw_one_curve_per_budget_and_per_approach(result1, result2, resu
         assert [lab.split(":")[0] for lab in labels] == ["Approach 1", "Approach 2", "Approach 3"]
         assert len({line.get_linestyle() for line in ax.lines}) == 3
         assert len(ax.collections) == 6  # a band and the points per approach
+        legend = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert len(legend) == 6 and sum("points" in t for t in legend) == 3   # every line (+band) and every set of points
+        points = [c for c in ax.collections if c.get_label().startswith("Approach")]
+        assert len(points) == 3 and min(c.get_zorder() for c in points) > max(line.get_zorder() for line in ax.lines)
     fig = isoflop_plots.plot_isoloss_frontier(result3)
     ax = fig.axes[0]
     assert len(ax.collections) >= 1  # the iso-loss contours
     assert len(ax.lines) == 1 + 6  # the frontier and one isoFLOP line per budget
     assert "frontier" in ax.lines[0].get_label()
+    # axes: the fitted data's range with a modest margin; contours at the optimal losses of the budgets
+    ranges = result3.parametric.data["ranges"]
+    assert ax.get_xlim() == pytest.approx((ranges["N"][0] / 1.6, ranges["N"][1] * 1.6))
+    assert ax.get_ylim() == pytest.approx((ranges["D"][0] / 1.6, ranges["D"][1] * 1.6))
+    optimal = sorted(result3.parametric.compute_optimal(c)["loss"] for c in result3.points["C"])
+    levels = ax.collections[0].levels
+    assert all(np.min(np.abs(levels - o)) < 1e-9 for o in optimal)
+    assert sum(t.get_text().startswith("C = ") for t in ax.texts) >= 3   # iso-FLOP lines labelled
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     assert buf.getvalue()[:4] == b"\x89PNG"
@@ -270,3 +282,66 @@ def test_approach3_without_a_frontier_is_a_clear_error():
     runs["eval_loss"] = 2.0 + 0.5 * (runs["n_params"] / 1e8) ** 0.3 + 400.0 * runs["tokens"] ** -0.3
     with pytest.raises(ValueError, match="no compute-optimal"):
         isoflop.approach3(runs, bootstrap=0, starts=STARTS)
+
+
+# ----------------------------------------------------------------------------- Approach 2 near each minimum
+
+def _three_decade_profiles(alpha=0.40, beta=0.25, E=1.69, A=406.4, B=410.7):
+    """Noise-free isoFLOP profiles of L(N, D) = E + A/N^alpha + B/D^beta: one family of 25 sizes over three
+    decades of N (3e6..3e9) trained at every budget (1e18..1e21), so each minimum sits off-centre."""
+    sizes = np.geomspace(3e6, 3e9, 25)
+    rows = [{"budget": C, "n_params": N, "tokens": C / (6 * N), "eval_loss": E + A * N ** -alpha + B * (C / (6 * N)) ** -beta}
+            for C in np.geomspace(1e18, 1e21, 4) for N in sizes]
+    return pd.DataFrame(rows), beta / (alpha + beta)
+
+
+def test_approach2_fits_each_parabola_near_its_minimum_and_recovers_the_exponent():
+    runs, a_true = _three_decade_profiles()
+    local = isoflop.approach2(runs, bootstrap=0)
+    assert abs(local.exponents.a - a_true) < 0.01            # measured: 1.2e-4
+    with pytest.warns(UserWarning, match="too wide for a parabola"):
+        whole = isoflop.approach2(runs, bootstrap=0, fit_window=None)
+    assert abs(whole.exponents.a - a_true) > 0.01            # the full-profile parabola misses (measured: +0.012)
+    for m in local.budgets:
+        used = np.asarray(m.sizes)[np.asarray(m.used)]
+        best = m.best_run["n_params"]
+        assert len(used) == 7 and np.all(np.abs(np.log(used / best)) <= np.log(3.0) + 1e-9)
+        assert "factor 3" in m.fit_rule and m.minimum_inside and not m.flags
+        assert m.to_dict()["used"] == m.used
+    for m in whole.budgets:
+        assert all(m.used) and any("too wide" in f for f in m.flags)
+    assert any("too wide" in note for note in whole.notes)
+
+
+def test_select_points_rule_and_lopsided_warning():
+    N = np.geomspace(1e7, 1e9, 9)
+    L = (np.log(N) - np.log(N[0])) ** 2 + 2.0            # best run at the smallest size
+    mask, rule = isoflop.select_points(N, L, window=3.0, min_sizes=5)
+    assert mask.tolist() == [True] * 5 + [False] * 4 and "at least the 5 nearest" in rule
+    assert isoflop.select_points(N, L, window=None)[0].all()
+    with pytest.raises(ValueError, match="fit_window must be a factor > 1"):
+        isoflop.select_points(N, L, window=0.5)
+    # a budget whose minimum sits at the edge of its sizes: flagged lopsided
+    runs = pd.DataFrame({"budget": 1e19, "n_params": np.tile(N, 2), "tokens": 1e19 / (6 * np.tile(N, 2)),
+                         "eval_loss": np.tile(2.0 + 0.02 * (np.log(N / 1.2e7)) ** 2, 2)})
+    runs.loc[9:, "budget"] = 1e20
+    with pytest.warns(UserWarning, match="lopsided"):
+        result = isoflop.approach2(runs, bootstrap=0)
+    assert any("lopsided" in f for m in result.budgets for f in m.flags)
+
+
+def test_a_saved_frontier_law_answers_compute_optimal_as_a_prior(result2, tmp_path):
+    """fits/approach2_n_opt.json of one study gives the next one N_opt(C) and D = C / (k N_opt)."""
+    path = tmp_path / "approach2_n_opt.json"
+    result2.fitted_laws()["approach2_n_opt"].save(path)
+    prior = load(path)
+    assert prior.flop_convention == "6N" and prior.data["target"] == "N_opt"
+    C = np.array([1e19, 1e20])
+    out = prior.compute_optimal(C)
+    assert out["method"] == "frontier_law" and out["interval_method"] == "bootstrap_percentile"
+    np.testing.assert_allclose(out["N"], isoflop.predict_band(result2.n_opt_law, C)[0], rtol=1e-12)
+    np.testing.assert_allclose(out["D"], C / (6 * out["N"]), rtol=1e-12)
+    lo, hi = out["N_interval"]
+    assert np.all(lo < out["N"]) and np.all(out["N"] < hi)
+    assert np.all(np.abs(np.log(out["N"] / true_n_opt(C))) < 0.15)
+    assert out["loss"] is None

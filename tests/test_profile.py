@@ -127,7 +127,7 @@ def test_profile_survives_the_file_and_bad_profiles_are_rejected(beta_fit, tmp_p
     for name in fitted.params:
         assert back.interval(name) == fitted.interval(name)
     d = json.loads(path.read_text())
-    assert d["schema_version"] == 3
+    assert d["schema_version"] == 4
     old = dict(d, schema_version=2)
     with pytest.raises(ValueError, match="profile is not a field of schema_version 2"):
         scaling.FittedLaw.from_dict(old)

@@ -27,6 +27,7 @@ import pandas as pd
 import pytest
 
 import scaling
+from conftest import README_MAIN, user_env  # the session fixture smoke_grid runs README_MAIN
 from experiments import isoflop_chinchilla as chinchilla
 from experiments import isoflop_nonembed as nonembed
 from experiments.harness.config import config_hash
@@ -40,20 +41,7 @@ SMOKE = ["--preset", "smoke"]
 
 
 def _env(cache_dir: Path | None = None) -> dict:
-    """The subprocess environment: one CPU device (as a user's laptop), no simulated devices.
-
-    ``cache_dir``: JAX's persistent compilation cache, shared by the test's subprocesses so that
-    rerunning the same runs does not compile them again (it does not change any number).
-    """
-    env = dict(os.environ)
-    flags = [f for f in env.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
-    env["XLA_FLAGS"] = " ".join(flags)
-    env["JAX_PLATFORMS"] = "cpu"
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    if cache_dir is not None:
-        env["JAX_COMPILATION_CACHE_DIR"] = str(cache_dir)
-        env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
-    return env
+    return user_env(cache_dir)
 
 
 def _study_cmd(workdir: Path | str, *extra: str, module: str = "experiments.isoflop_chinchilla") -> list[str]:
@@ -152,23 +140,6 @@ def test_grid_records_failures_keeps_going_and_skips_finished_runs(tmp_path):
 
 
 # ----------------------------------------------------------------------------- end to end
-
-
-README_MAIN = "python -m experiments.isoflop_chinchilla --workdir runs/ci --preset smoke"
-
-
-@pytest.fixture(scope="module")
-def smoke_grid(tmp_path_factory):
-    """The README's main command at smoke size, exactly as written (relative workdir ``runs/ci``,
-    run from an empty directory), uninterrupted: the reference for the kill test."""
-    root = tmp_path_factory.mktemp("smoke")
-    cache = root / "jax_cache"
-    argv = README_MAIN.split()
-    assert argv[:2] == ["python", "-m"]
-    proc = subprocess.run([sys.executable, *argv[1:]], cwd=root, env=_env(cache),
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return root / "runs" / "ci", proc, cache
 
 
 def test_readme_headline_commands_are_the_tested_ones():

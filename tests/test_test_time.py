@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.special
 import scipy.stats
 
 import scaling
@@ -144,9 +145,9 @@ def test_beta_binomial_nll_matches_scipy_and_is_minimized_near_truth():
                                  jnp.asarray(c)))
         ref = -scipy.stats.betabinom.logpmf(c, x["n"], truth["alpha"], truth["beta"])
         np.testing.assert_allclose(nll, ref, rtol=1e-10)
-        grid_a, grid_b = np.meshgrid(np.linspace(0.15, 0.6, 46), np.linspace(1.5, 6.0, 46), indexing="ij")
-        total = jax.vmap(lambda a, b: jnp.sum(law.nll({"alpha": a, "beta": b}, {"n": jnp.asarray(x["n"])},
-                                                      jnp.asarray(c))))(grid_a.ravel(), grid_b.ravel())
+        grid_a, grid_b = np.meshgrid(np.linspace(0.15, 0.6, 24), np.linspace(1.5, 6.0, 24), indexing="ij")
+        total = jax.jit(jax.vmap(lambda a, b: jnp.sum(law.nll({"alpha": a, "beta": b}, {"n": jnp.asarray(x["n"])},
+                                                              jnp.asarray(c)))))(grid_a.ravel(), grid_b.ravel())
     i = int(np.argmin(np.asarray(total)))
     assert abs(grid_a.ravel()[i] - 0.3) < 0.03
     assert abs(grid_b.ravel()[i] - 3.0) < 0.6
@@ -177,10 +178,134 @@ def test_fitted_pass_at_k_band_from_bootstrap_draws():
         np.testing.assert_allclose(out["pass_at_k"], np.asarray(tt.beta_pass_at_k(0.3, 3.0, np.array([1.0, 10, 100]))))
     low, high = out["interval"]
     assert np.all(low < out["pass_at_k"]) and np.all(out["pass_at_k"] < high)
-    no_bootstrap = scaling.FittedLaw(tt.pass_at_k_beta, {"alpha": 0.3, "beta": 3.0})
-    assert tt.fitted_pass_at_k(no_bootstrap, [5])["interval"] is None
+    assert out["interval_method"] == "bootstrap_percentile"
+    no_uncertainty = scaling.FittedLaw(tt.pass_at_k_beta, {"alpha": 0.3, "beta": 3.0})
+    assert tt.fitted_pass_at_k(no_uncertainty, [5])["interval"] is None
     with pytest.raises(ValueError, match="pass_at_k_beta"):
         tt.fitted_pass_at_k(scaling.FittedLaw(tt.coverage_power_law, {"a": 1.0, "b": 0.3}), [5])
+
+
+# ----------------------------------------------------------------------------- accuracy over the whole range
+
+_SHAPES = (1e-3, 0.3, 3.0, 9.5, 10.5, 1e3, 1e5, 1e8)
+
+
+def _exact_nll(a, b, n, c):
+    import mpmath
+    with mpmath.workdps(50):
+        a, b = mpmath.mpf(a), mpmath.mpf(b)
+        return float(-(mpmath.log(mpmath.binomial(n, c)) + mpmath.log(mpmath.beta(c + a, n - c + b))
+                       - mpmath.log(mpmath.beta(a, b))))
+
+
+def test_beta_binomial_nll_is_accurate_and_never_negative_over_the_whole_range():
+    """alpha, beta in 1e-3..1e8 and every kind of count: 50-digit mpmath agrees to 1e-9 relative.
+
+    The old gammaln sums gave -1536 for 0 of 100 solved at alpha, beta ~ 1e5 (exact: ~0)."""
+    rows = np.array([(a, b, n, c) for a in _SHAPES for b in _SHAPES for n in (1, 7, 100)
+                     for c in sorted({0, 1, n // 2, n - 1, n})], dtype=np.float64)
+    with jax.enable_x64(True):
+        got = np.asarray(tt.pass_at_k_beta.nll({"alpha": rows[:, 0], "beta": rows[:, 1]}, {"n": rows[:, 2]},
+                                               rows[:, 3]))
+    exact = np.array([_exact_nll(*r) for r in rows])
+    np.testing.assert_allclose(got, exact, rtol=1e-9, atol=0)
+    assert (got >= 0).all()
+    # where scipy's betaln sums are themselves accurate (no cancellation), they agree as well
+    moderate = (rows[:, 0] <= 1e3) & (rows[:, 1] <= 1e3) & (exact > 0.1)
+    a, b, n, c = rows[moderate].T
+    ref = -(np.log(scipy.special.comb(n, c)) + scipy.special.betaln(c + a, n - c + b) - scipy.special.betaln(a, b))
+    np.testing.assert_allclose(got[moderate], ref, rtol=1e-9)
+    # far past the grid: still finite and >= 0 (the old form went to -1e10 here)
+    with jax.enable_x64(True):
+        huge = np.asarray(tt.pass_at_k_beta.nll({"alpha": jnp.array([1e26, 1e5, 3e12]), "beta": jnp.array([1e26, 1e5, 1e20])},
+                                                {"n": jnp.array([100.0, 100.0, 100.0])}, jnp.array([0.0, 1.0, 0.0])))
+    assert np.isfinite(huge).all() and (huge >= 0).all()
+
+
+def test_beta_pass_at_k_is_a_probability_monotone_in_k_and_exact():
+    import mpmath
+    ks = np.array([0.0, 1.0, 2.0, 7.5, 10.0, 100.0, 1e4, 1e8, 1e12])
+    with jax.enable_x64(True):
+        for a in _SHAPES:
+            for b in _SHAPES:
+                curve = np.asarray(tt.beta_pass_at_k(a, b, ks))
+                assert ((curve >= 0) & (curve <= 1)).all() and (np.diff(curve) >= 0).all(), (a, b)
+                for k, value in zip(ks[1:4], curve[1:4]):
+                    with mpmath.workdps(50):
+                        want = float(1 - mpmath.beta(a, b + k) / mpmath.beta(a, b))
+                    assert value == pytest.approx(want, rel=1e-9, abs=1e-300), (a, b, k)
+
+
+@pytest.mark.parametrize("solved", [0, 1, 2])
+def test_degenerate_tables_raise_or_warn_and_stay_bounded(solved):
+    """0 problems ever solved: no MLE exists (ValueError); 1 or 2: a warning naming it, a bounded
+    pass@k in [0, 1], monotone in k, inside its band (from the fit's own profile/curvature)."""
+    n = np.full(128, 100.0)
+    c = np.zeros(128)
+    c[:solved] = 1.0
+    if solved == 0:
+        with pytest.raises(ValueError, match="no problem was ever solved"):
+            scaling.fit("pass_at_k_beta", {"n": n, "c": c})
+        return
+    with pytest.warns(UserWarning, match=f"only {solved} of 128 problems were ever solved"):
+        fitted = scaling.fit("pass_at_k_beta", {"n": n, "c": c})
+    assert any(f"only {solved} of 128" in m for m in fitted.fit["degeneracy"])
+    out = tt.fitted_pass_at_k(fitted, [1, 10, 100, 1e4])
+    p, (low, high) = out["pass_at_k"], out["interval"]
+    assert ((p >= 0) & (p <= 1)).all() and (np.diff(p) >= 0).all()
+    assert ((low <= p) & (p <= high) & (low >= 0) & (high <= 1)).all()
+    assert out["interval_method"] in ("profile_t", "normal_internal_hessian")
+    # pass@1 is the pooled success rate: solved / 12,800 samples
+    assert p[0] == pytest.approx(solved / 12800, rel=0.05)
+
+
+@pytest.fixture(scope="module")
+def zero_inflated_fit():
+    law = scaling.laws.get("pass_at_k_zero_inflated_beta")
+    truth = {"pi": 0.3, "alpha": 0.5, "beta": 3.0}
+    data = scaling.fitting.simulate(law, 300, params=truth, seed=4)
+    return truth, data, scaling.fit(law, data)
+
+
+def test_zero_inflated_beta_recovers_known_parameters(zero_inflated_fit):
+    truth, data, fitted = zero_inflated_fit
+    for name, value in truth.items():
+        lo, hi = fitted.interval(name)      # profile-likelihood interval (a maximum-likelihood fit)
+        assert lo < value < hi, (name, lo, value, hi)
+    assert fitted.params["pi"] == pytest.approx(0.3, abs=0.08)
+    assert fitted.params["alpha"] == pytest.approx(0.5, rel=0.3)
+    # pass@k = (1 - pi)(1 - B(alpha, beta + k)/B(alpha, beta)), against the empirical estimator
+    ks = np.array([1, 10, 50])
+    out = tt.fitted_pass_at_k(fitted, ks)
+    empirical = tt.pass_at_k_curve(data["n"].astype(int), data["c"].astype(int), ks)
+    np.testing.assert_allclose(out["pass_at_k"], empirical, atol=0.03)
+    with jax.enable_x64(True):
+        plain = np.asarray(tt.beta_pass_at_k(fitted.params["alpha"], fitted.params["beta"], ks.astype(float)))
+    np.testing.assert_allclose(out["pass_at_k"], (1 - fitted.params["pi"]) * plain, rtol=1e-12)
+
+
+def test_zero_inflated_nll_is_the_mixture_likelihood():
+    law = scaling.laws.get("pass_at_k_zero_inflated_beta")
+    n, c = np.array([20.0, 20.0, 5.0]), np.array([0.0, 3.0, 5.0])
+    with jax.enable_x64(True):
+        got = np.asarray(law.nll({"pi": 0.2, "alpha": 0.7, "beta": 2.0}, {"n": jnp.asarray(n)}, jnp.asarray(c)))
+    pmf = scipy.stats.betabinom.pmf(c, n, 0.7, 2.0)
+    want = -np.log(0.2 * (c == 0) + 0.8 * pmf)
+    np.testing.assert_allclose(got, want, rtol=1e-10)
+
+
+def test_fitted_pass_at_k_band_comes_from_what_the_fit_carries(zero_inflated_fit):
+    """A maximum-likelihood fit without a bootstrap still gets a band (profile-t draws), and says so."""
+    _, _, fitted = zero_inflated_fit
+    assert fitted.samples is None and fitted.covariance is not None and fitted.profile is not None
+    out = tt.fitted_pass_at_k(fitted, [1, 10, 100])
+    assert out["interval_method"] == "profile_t"
+    low, high = out["interval"]
+    assert np.all(low < out["pass_at_k"]) and np.all(out["pass_at_k"] < high) and np.all(high - low < 0.2)
+    # the file keeps what the band needs
+    back = scaling.FittedLaw.from_dict(fitted.to_dict())
+    again = tt.fitted_pass_at_k(back, [1, 10, 100])
+    np.testing.assert_allclose(again["interval"][0], low, rtol=1e-12)
 
 
 # ----------------------------------------------------------------------------- coverage power law

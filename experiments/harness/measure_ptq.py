@@ -24,12 +24,14 @@ Each row: run_id, n_params, n_params_nonembedding, tokens (training tokens at th
 checkpoint_step, qtype (weight format, "float" for none), activations, kv, method, label,
 bits (logical bits of the weight format), bits_per_weight (with the scales), loss, loss_sem,
 loss_quantized, delta, delta_sem, eval_tokens (weighted held-out tokens), eval_sequences,
-quantize_s, eval_s (wall seconds, the first evaluation of a shape including compilation).
+quantize_s, eval_s (wall seconds; the first model of a shape and format pays the compilation,
+later runs and checkpoints of that shape reuse it).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Sequence
@@ -41,8 +43,8 @@ import numpy as np
 from experiments.harness.data import make_eval_batches, make_train_iterator
 from experiments.harness.restore import TrainedRun, load_run
 from experiments.harness.train import token_losses
-from models.quantization import QuantConfig, format_bits, ptq, quantized_weight_bytes
-from models.transformer import Transformer
+from models.quantization import QuantConfig, format_bits, ptq, ptq_model, quantized_weight_bytes
+from models.transformer import ModelConfig, Transformer
 
 ROW_KEYS = ("run_id", "n_params", "n_params_nonembedding", "tokens", "checkpoint_step", "qtype",
             "activations", "kv", "method", "label", "bits", "bits_per_weight", "loss", "loss_sem",
@@ -73,14 +75,23 @@ def ratio_sem(sums: np.ndarray, counts: np.ndarray) -> tuple[float, float]:
     return float(ratio), float(sem)
 
 
-def sequence_losses(model, params, batches) -> tuple[np.ndarray, np.ndarray]:
-    """Per-sequence (summed weighted token loss, weighted tokens) over ``batches``."""
+@functools.lru_cache(maxsize=128)
+def _eval_step(cfg: ModelConfig, quant: QuantConfig | None):
+    """Compiled per-sequence loss of the float (``quant=None``) or quantized model, cached by
+    (model config, format) so runs and checkpoints of one shape compile once."""
+    model = Transformer(cfg) if quant is None else ptq_model(cfg, quant)
 
     @jax.jit
     def step(params, batch):
         ce, _ = token_losses(model, params, batch)
         return jnp.sum(ce * batch["weights"], axis=-1), jnp.sum(batch["weights"], axis=-1)
 
+    return step
+
+
+def sequence_losses(cfg: ModelConfig, quant: QuantConfig | None, params, batches) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sequence (summed weighted token loss, weighted tokens) over ``batches``."""
+    step = _eval_step(cfg, quant)
     sums, counts = [], []
     for batch in batches:
         s, n = step(params, batch)
@@ -123,7 +134,7 @@ def ptq_measure(run_workdir, formats: Sequence, *, eval_tokens: int, checkpoint_
     cfg = run.config.model
     batches = heldout_batches(run, eval_tokens, batch_size)
     start = time.perf_counter()
-    s_float, counts = sequence_losses(Transformer(cfg), run.params, batches)
+    s_float, counts = sequence_losses(cfg, None, run.params, batches)
     float_s = time.perf_counter() - start
     loss, loss_sem = ratio_sem(s_float, counts)
     calibration = None
@@ -139,11 +150,11 @@ def ptq_measure(run_workdir, formats: Sequence, *, eval_tokens: int, checkpoint_
         if quant.method == "gptq" and calibration is None:
             calibration = calibration_batches(run, calibration_sequences, batch_size)
         start = time.perf_counter()
-        qmodel, qparams = ptq(cfg, run.params, quant, calibration=calibration)
+        _, qparams = ptq(cfg, run.params, quant, calibration=calibration)
         jax.block_until_ready(qparams)
         quantize_s = time.perf_counter() - start
         start = time.perf_counter()
-        s_quant, counts_q = sequence_losses(qmodel, qparams, batches)
+        s_quant, counts_q = sequence_losses(cfg, quant, qparams, batches)
         eval_s = time.perf_counter() - start
         assert np.array_equal(counts_q, counts)
         loss_q, _ = ratio_sem(s_quant, counts)

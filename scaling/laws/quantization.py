@@ -63,7 +63,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.nn import logsumexp
 
-from scaling.law import Law, Param, register
+from scaling.laws.law import Law, Param, register
 
 KUMAR_CITATION = (
     "Kumar, Ankner, Spector, Bordelon, Muennighoff, Paul, Pehlevan, Ré, Raghunathan (2024), "

@@ -16,7 +16,7 @@ and the profile intervals 0.96 (benchmarks/README.md, "Interval coverage").
 
 `profile` evaluates r on a fixed grid of offsets `OFFSETS` (in units of the standard error from
 the inverse Hessian, in the parameter's internal scale) on both sides of the estimate, every
-constrained fit in one vectorized solve of `scaling.fitting.run_solver` (the held parameter
+constrained fit in one vectorized solve of `scaling.fitting.solver.run_solver` (the held parameter
 ``frozen``, the rest warm-started at the estimate). `interval` walks out from the estimate on each
 side to the first grid point where |r| passes z and interpolates linearly in the internal scale
 between it and the point before; a side where the profile never gets there within the grid is
@@ -30,7 +30,8 @@ import statistics
 
 import numpy as np
 
-from scaling import law as law_lib
+from scaling.fitting.solver import run_solver
+from scaling.laws import law as law_lib
 
 # offsets from the estimate, in standard errors (internal scale): fine where the 80-99.9%
 # crossings fall for a near-quadratic profile, coarser out to 16 for skewed ones
@@ -55,11 +56,10 @@ def profile(law: law_lib.Law, objective: str, z_best, f_best: float, h_best, wei
     """Signed root deviance curves ``{param: {"values": [natural], "signed_root": [...]}}``.
 
     ``z_best``, ``f_best``, ``h_best``: the optimum (internal units), its objective and Hessian;
-    ``weights``, ``x``, ``y`` as for `scaling.fitting.run_solver`. The values are sorted and
-    include the estimate (r = 0). A constrained fit that fails gives no grid point.
+    ``weights``, ``x``, ``y`` as for `scaling.fitting.solver.run_solver`. The values are sorted and
+    include the estimate (r = 0). A constrained fit that fails gives no grid point; a parameter
+    whose every constrained fit fails gets no curve.
     """
-    from scaling import fitting   # at call time: scaling.fitting imports scaling.fitted, which imports this
-
     z_best = np.asarray(z_best, np.float64)
     n_params = len(z_best)
     se = standard_errors(h_best)
@@ -70,7 +70,7 @@ def profile(law: law_lib.Law, objective: str, z_best, f_best: float, h_best, wei
         rows = slice(j * len(offsets), (j + 1) * len(offsets))
         z0[rows, j] = z_best[j] + offsets * se[j]
         frozen[rows, j] = True
-    state = fitting.run_solver(law, objective, 1.0, z0, weights, x, y, frozen=frozen, **solver_args)
+    state = run_solver(law, objective, 1.0, z0, weights, x, y, frozen=frozen, **solver_args)
     deviance = 2.0 * (state["f"] - f_best)
     out = {}
     for j, p in enumerate(law.params):
@@ -82,6 +82,8 @@ def profile(law: law_lib.Law, objective: str, z_best, f_best: float, h_best, wei
         order = np.argsort(zj)
         zj, dev = zj[order], dev[order]
         root = np.sign(zj - z_best[j]) * np.sqrt(dev)
+        if len(zj) < 2:   # every constrained fit failed (e.g. at the edge of the domain): no curve
+            continue
         out[p.name] = {"values": [float(v) for v in p.to_natural_numpy(zj)],
                        "signed_root": [float(v) for v in root]}
     return out

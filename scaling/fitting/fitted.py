@@ -1,7 +1,8 @@
 """`FittedLaw`: a law with fitted parameters, uncertainty, provenance, and its JSON file.
 
 A fitted law predicts, gives intervals, and for loss laws with an ``allocation = ("N", "D")``
-answers compute-optimal questions under a stated FLOP convention ``C = k N D``:
+answers compute-optimal questions under a stated FLOP convention ``C = k N D`` (a name of
+`scaling.flops.FIT_CONVENTIONS` and its k; files of older versions that say "6ND" read as "6N"):
 
 - `FittedLaw.compute_optimal(C)`: minimize ``L(N, C / (k N))`` over N. For Chinchilla's form
   ``L = E + A N^-alpha + B D^-beta`` the optimum is closed-form (Hoffmann et al. 2022,
@@ -31,7 +32,9 @@ File format (JSON, validated by `load`; no pickle, no eval)::
      "samples": {name: [float, ...]} | null, "intervals": {name: [lo, hi]} | null  (95%, default method),
      "acceleration": {name: float} | null  (BCa's jackknife a; new in version 2, version 1 files load),
      "profile": {name: {"values": [...], "signed_root": [...]}} | null  (new in version 3),
-     "flop_convention": "6ND", "data": {...} | null, "fit": {...} | null,
+     "covariance": [[float, ...], ...] | null  (new in version 4: inverse Hessian of a maximum-
+       likelihood fit's NLL at the optimum, internal scale, rows/columns in the law's parameter order),
+     "flop_convention": "6N", "data": {...} | null, "fit": {...} | null,
      "provenance": {...} | null, "residuals": [float, ...] | null}
 """
 
@@ -39,10 +42,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import statistics
-import tempfile
 import warnings
 from typing import Mapping
 
@@ -50,54 +51,31 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scaling import intervals as intervals_lib
-from scaling import law as law_lib
-from scaling import profile as profile_lib
+from scaling import flops, io
+from scaling.fitting import intervals as intervals_lib
+from scaling.fitting import optimum as optimum_lib
+from scaling.fitting import profile as profile_lib
+from scaling.laws import law as law_lib
 
 SCHEMA = "scaling.fitted_law"
-SCHEMA_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)   # version 1: no "acceleration"; versions 1-2: no "profile"
+SCHEMA_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)   # 1: no "acceleration"; 1-2: no "profile"; 1-3: no "covariance"
 FIELDS = ("schema", "schema_version", "law", "params", "standard_errors", "samples", "intervals",
-          "acceleration", "profile", "flop_convention", "data", "fit", "provenance", "residuals")
+          "acceleration", "profile", "covariance", "flop_convention", "data", "fit", "provenance", "residuals")
 INTERVAL_METHODS = intervals_lib.METHODS + ("profile",)
 
-# FLOPs per parameter per token, C = k * N * D.
-FLOP_CONVENTIONS = {
-    "6ND": 6.0,  # training, forward + backward (Kaplan et al. 2020, Sec. 2.1; Hoffmann et al. 2022)
-    "8ND": 8.0,  # training with full activation recomputation (one extra forward pass)
-    "2ND": 2.0,  # forward pass only (inference, evaluation)
-}
-_KND = re.compile(r"^([0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)ND$")
+# The FLOP-convention vocabulary of scaling.flops (kept here under its old names).
+FLOP_CONVENTIONS = flops.FIT_CONVENTIONS
+flop_k = flops.convention_k
 _SE_DRAWS = 4000
 # FittedLaw.interval's default: the profile likelihood where the fit has one (maximum-likelihood fits),
 # else BCa where the fit has the jackknife acceleration, else the percentile interval. Each is the
 # closest to 95% coverage where it applies (benchmarks/README.md, "Interval coverage").
 DEFAULT_INTERVAL = "bca"
-_C_MAX = 1e60   # the numeric search for a budget stops here (FLOPs)
-
-
-def flop_k(flop_convention: str = "6ND", k: float | None = None) -> tuple[float, str]:
-    """``(k, convention)`` for ``C = k N D``: a named convention, any ``"<k>ND"``, or an explicit float k."""
-    if k is not None:
-        if isinstance(k, bool) or not isinstance(k, (int, float, np.floating, np.integer)) or not (
-                np.isfinite(k) and k > 0):
-            raise ValueError(f"k (FLOPs per parameter per token) must be a positive number, got {k!r}")
-        return float(k), f"{float(k):g}ND"
-    if not isinstance(flop_convention, str):
-        raise ValueError(f"flop_convention must be a string like '6ND', got {flop_convention!r}")
-    if flop_convention in FLOP_CONVENTIONS:
-        return FLOP_CONVENTIONS[flop_convention], flop_convention
-    m = _KND.match(flop_convention)
-    if not m or not float(m.group(1)) > 0:
-        raise ValueError(f"unknown flop_convention {flop_convention!r}; use one of {sorted(FLOP_CONVENTIONS)} "
-                         "or '<k>ND' with k > 0, or pass k=")
-    return float(m.group(1)), flop_convention
+FRONTIER_TARGETS = ("N_opt", "D_opt", "loss_opt")   # data.target of a law fitted to an approach's frontier
 
 
 def _law(law) -> law_lib.Law:
-    if isinstance(law, law_lib.Law):
-        return law
-    import scaling.laws  # noqa: F401  (registers the shipped laws)
     return law_lib.get(law)
 
 
@@ -139,7 +117,8 @@ class FittedLaw:
                  standard_errors: Mapping[str, float] | None = None,
                  acceleration: Mapping[str, float] | None = None,
                  profile: Mapping[str, Mapping] | None = None,
-                 flop_convention: str = "6ND", k: float | None = None,
+                 covariance=None,
+                 flop_convention: str | None = None, k: float | None = None,
                  data: dict | None = None, fit: dict | None = None, provenance: dict | None = None,
                  residuals: np.ndarray | None = None):
         self.law = _law(law)
@@ -178,7 +157,20 @@ class FittedLaw:
                 raise ValueError(f"acceleration must map a subset of {list(names)} to numbers")
             self.acceleration = {n: _finite_float(v, f"acceleration[{n!r}]") for n, v in acceleration.items()}
         self.profile = profile_lib.validate(None if profile is None else dict(profile), names)
-        self.k, self.flop_convention = flop_k(flop_convention, k)
+        self.covariance = None
+        if covariance is not None:
+            try:
+                cov = np.asarray(covariance, np.float64)
+            except (TypeError, ValueError):
+                raise ValueError("covariance must be a square array of numbers") from None
+            if cov.shape != (len(names), len(names)) or not np.isfinite(cov).all():
+                raise ValueError(f"covariance must be a finite {len(names)} x {len(names)} array "
+                                 f"(law order {list(names)}), got shape {cov.shape}")
+            eig = np.linalg.eigvalsh(0.5 * (cov + cov.T)) if np.allclose(cov, cov.T, rtol=1e-8, atol=0) else None
+            if eig is None or eig[0] < -1e-8 * max(abs(eig[-1]), 1e-300) or eig[-1] <= 0:
+                raise ValueError("covariance must be symmetric positive semi-definite (and not zero)")
+            self.covariance = cov
+        self.k, self.flop_convention = flops.convention_k(flop_convention, k)
         self.data = _optional_dict(data, "data")
         if self.data is not None:
             n_points = self.data.get("n_points")
@@ -253,18 +245,53 @@ class FittedLaw:
                          "(fit with bootstrap=...)")
 
     def _draws(self) -> tuple[dict | None, str | None]:
-        """Parameter draws for intervals of derived quantities, and how they were made."""
+        """Parameter draws for bands of derived quantities, and how they were made.
+
+        In order of preference: the bootstrap draws (``"bootstrap_percentile"``); for a
+        maximum-likelihood fit (covariance of the internal parameters from the inverse Hessian),
+        `_SE_DRAWS` draws whose margins follow each parameter's profile likelihood where the fit has
+        one (``"profile_t"``: the signed root r_j ~ N(0, 1), mapped to the parameter through its
+        profile curve, Bates & Watts 1988 "profile t"; correlated as the inverse Hessian says),
+        else normal draws on the internal scale (``"normal_internal_hessian"``); for a table's
+        standard errors, independent normals (``"normal_independent_se"``). Seeded: deterministic.
+        """
         if self.samples is not None:
             return self.samples, "bootstrap_percentile"
+        rng = np.random.default_rng(0)
+        if self.covariance is not None:
+            sd = np.sqrt(np.maximum(np.diag(self.covariance), 0.0))
+            scale = np.where(sd > 0, sd, 1.0)
+            eig, vecs = np.linalg.eigh(self.covariance / np.outer(scale, scale))   # the correlation (PSD)
+            r = (rng.standard_normal((_SE_DRAWS, len(sd))) * np.sqrt(np.maximum(eig, 0.0))) @ vecs.T
+            z_hat = self.law.internal(self.params)
+            z = z_hat + r * sd
+            profiled = self.profile is not None and set(self.profile) == set(self.params)
+            if profiled:
+                for j, p in enumerate(self.law.params):
+                    if sd[j] == 0:
+                        continue
+                    curve = self.profile[p.name]
+                    root = np.maximum.accumulate(np.asarray(curve["signed_root"], np.float64))
+                    t = p.to_internal(np.asarray(curve["values"], np.float64))
+                    # beyond the grid: continue at the outermost slope (the Hessian's scale)
+                    z[:, j] = np.interp(r[:, j], root, t, left=np.nan, right=np.nan)
+                    out = ~np.isfinite(z[:, j])
+                    z[out, j] = z_hat[j] + r[out, j] * sd[j]
+            draws = {p.name: p.to_natural_numpy(z[:, j]) for j, p in enumerate(self.law.params)}
+            ok = np.all([np.isfinite(v) for v in draws.values()], axis=0)
+            return {n: v[ok] for n, v in draws.items()}, "profile_t" if profiled else "normal_internal_hessian"
         se = self.standard_errors or {}
         if not se:
             return None, None
-        rng = np.random.default_rng(0)
         draws = {n: v + se.get(n, 0.0) * rng.standard_normal(_SE_DRAWS) for n, v in self.params.items()}
         ok = np.ones(_SE_DRAWS, bool)
         for p in self.law.params:
             ok &= np.array([p.contains(v) for v in draws[p.name]])
         return {n: v[ok] for n, v in draws.items()}, "normal_independent_se"
+
+    def draws(self) -> tuple[dict | None, str | None]:
+        """``({param: array}, method)``: the parameter draws behind every band (see `_draws`)."""
+        return self._draws()
 
     # ------------------------------------------------------------------ prediction
     def predict(self, df=None, **covariates) -> np.ndarray:
@@ -310,27 +337,12 @@ class FittedLaw:
         return self.law.allocation
 
     def _closed_form(self) -> bool:
-        return (self.law.name == "chinchilla" and set(self.law.param_names) == {"E", "A", "B", "alpha", "beta"}
-                and tuple(self.law.covariates) == ("N", "D") and self.law.allocation == ("N", "D"))
+        return optimum_lib.closed_form(self.law)
 
     def _optimum(self, params: Mapping[str, np.ndarray], C: np.ndarray, fixed: Mapping[str, float]):
         """(N, D, loss) at the compute optimum; params arrays [S], C [M] -> arrays [S, M]."""
-        n_name, d_name = self._allocation()
-        k = self.k
-        with jax.enable_x64(True):
-            p = {n: jnp.asarray(v, jnp.float64)[:, None] for n, v in params.items()}
-            c = jnp.asarray(C, jnp.float64)[None, :] / k
-            if self._closed_form():
-                a_, b_, al, be, e_ = p["A"], p["B"], p["alpha"], p["beta"], p["E"]
-                g = (al * a_ / (be * b_)) ** (1.0 / (al + be))
-                n = g * c ** (be / (al + be))
-                d = c / n
-                loss = e_ + a_ * n ** -al + b_ * d ** -be
-                return np.asarray(n), np.asarray(d), np.asarray(loss)
-            optimum, _ = _numeric_fns(self.law, n_name, d_name, tuple(sorted(fixed)))
-            logn, loss = optimum(p, jnp.log(c), {k_: jnp.asarray(v, jnp.float64) for k_, v in fixed.items()})
-            n = jnp.exp(logn)
-            return np.asarray(n), np.asarray(c / n), np.asarray(loss)
+        self._allocation()
+        return optimum_lib.optimum(self.law, self.k, params, C, fixed)
 
     def _fixed(self, fixed: Mapping[str, float]) -> dict:
         n_name, d_name = self._allocation()
@@ -352,11 +364,18 @@ class FittedLaw:
         ``"k"``, ``"flop_convention"``, ``"method"`` ("closed_form"/"numeric") and
         ``"interval_method"``. Other covariates of the law (if any) are held fixed via keywords.
         Warns (UserWarning) when the optimal N or D lies outside the range the law was fitted on.
+
+        A frontier law (a 1-covariate law of C whose file says ``data.target`` is ``"N_opt"``,
+        ``"D_opt"`` or ``"loss_opt"``, e.g. ``fits/approach2_n_opt.json`` of an isoFLOP study)
+        answers directly: ``N_opt(C)`` is its prediction at C, with ``D = C / (k N)`` (method
+        ``"frontier_law"``; the quantities the file does not describe are None).
         """
-        fixed = self._fixed(fixed)
         C_arr = np.asarray(C, dtype=np.float64)
         if not np.isfinite(C_arr).all() or (C_arr <= 0).any():
             raise ValueError(f"compute budgets C must be finite and > 0, got {C!r}")
+        if self._frontier_target() is not None and not fixed:
+            return self._frontier_optimal(C_arr, level)
+        fixed = self._fixed(fixed)
         flat = C_arr.reshape(-1)
         point = {n: np.asarray([v]) for n, v in self.params.items()}
         n, d, loss = (a[0] for a in self._optimum(point, flat, fixed))
@@ -378,29 +397,46 @@ class FittedLaw:
                    method="closed_form" if self._closed_form() else "numeric", interval_method=how)
         return out
 
+    def _frontier_target(self) -> str | None:
+        target = (self.data or {}).get("target")
+        if self.law.allocation is None and len(self.law.covariates) == 1 and target in FRONTIER_TARGETS:
+            return target
+        return None
+
+    def _frontier_optimal(self, C: np.ndarray, level: float) -> dict:
+        """`compute_optimal` of a frontier law (N_opt(C), D_opt(C) or L_opt(C) fitted on C)."""
+        target, cov = self._frontier_target(), self.law.covariates[0]
+        flat = C.reshape(-1)
+        self._warn_range({cov: flat})
+        with jax.enable_x64(True):
+            y = np.asarray(self.law.fn({n: jnp.asarray(v) for n, v in self.params.items()}, {cov: jnp.asarray(flat)}))
+            draws, how = self._draws()
+            band = None
+            if draws is not None and len(next(iter(draws.values()))):
+                ys = np.asarray(self.law.fn({n: jnp.asarray(v)[:, None] for n, v in draws.items()},
+                                            {cov: jnp.asarray(flat)[None, :]}))
+                band = np.nanpercentile(ys, [50 * (1 - level), 50 * (1 + level)], axis=0)
+        other = {"N_opt": "D", "D_opt": "N"}.get(target)
+        key = {"N_opt": "N", "D_opt": "D", "loss_opt": "loss"}[target]
+        out = {k_: None for k_ in ("N", "D", "loss", "tokens_per_param", "N_interval", "D_interval", "loss_interval",
+                                   "tokens_per_param_interval")}
+        out[key] = _shaped(y, C.shape)
+        if band is not None:
+            out[f"{key}_interval"] = (_shaped(band[0], C.shape), _shaped(band[1], C.shape))
+        if other is not None:
+            out[other] = _shaped(flat / (self.k * y), C.shape)
+            if band is not None:   # D = C / (k N): the band maps with its ends swapped
+                out[f"{other}_interval"] = (_shaped(flat / (self.k * band[1]), C.shape),
+                                            _shaped(flat / (self.k * band[0]), C.shape))
+            n, d = (y, flat / (self.k * y)) if key == "N" else (flat / (self.k * y), y)
+            out["tokens_per_param"] = _shaped(d / n, C.shape)
+        out.update(C=_shaped(flat, C.shape), k=self.k, flop_convention=self.flop_convention, method="frontier_law",
+                   interval_method=how if band is not None else None)
+        return out
+
     def _budget_for_loss(self, params, target: np.ndarray, fixed) -> np.ndarray:
         """Compute C [S, M] at which the optimal loss equals target [M]; inf where unreachable."""
-        k = self.k
-        if self._closed_form():
-            p = {n: np.asarray(v, np.float64)[:, None] for n, v in params.items()}
-            al, be = p["alpha"], p["beta"]
-            g = (al * p["A"] / (be * p["B"])) ** (1.0 / (al + be))
-            coef = p["A"] * g ** -al + p["B"] * g ** be
-            gamma = al * be / (al + be)
-            excess = target[None, :] - p["E"]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                c = np.where(excess > 0, (excess / coef) ** (-1.0 / gamma), np.inf)
-            return k * c
-        n_name, d_name = self._allocation()
-        _, _, l_hi = self._optimum(params, np.array([_C_MAX]), fixed)
-        reachable = target[None, :] > l_hi
-        _, budget = _numeric_fns(self.law, n_name, d_name, tuple(sorted(fixed)))
-        with jax.enable_x64(True):
-            p = {n: jnp.asarray(v, jnp.float64)[:, None] for n, v in params.items()}
-            log_c = budget(p, jnp.asarray(target, jnp.float64)[None, :], 0.0, np.log(_C_MAX / k),
-                           {k_: jnp.asarray(v, jnp.float64) for k_, v in fixed.items()})
-            c = k * np.exp(np.asarray(log_c))
-        return np.where(reachable, c, np.inf)
+        return optimum_lib.budget_for_loss(self.law, self.k, params, target, fixed)
 
     def compute_for_loss(self, loss, level: float = 0.95, **fixed) -> dict:
         """The compute budget C whose optimal allocation reaches ``loss`` (vectorized), with interval.
@@ -420,8 +456,8 @@ class FittedLaw:
             if self._closed_form():
                 what, floor = "the irreducible loss E", self.params["E"]
             else:
-                what = f"the optimal loss at C = {_C_MAX:g} FLOPs"
-                floor = float(self._optimum(point, np.array([_C_MAX]), fixed)[2][0, 0])
+                what = f"the optimal loss at C = {optimum_lib.C_MAX:g} FLOPs"
+                floor = float(self._optimum(point, np.array([optimum_lib.C_MAX]), fixed)[2][0, 0])
             raise ValueError(f"loss {flat[~np.isfinite(c)].tolist()} is not reachable: it must exceed "
                              f"{what} = {floor:.6g}")
         n, d, _ = (a[0] for a in self._optimum(point, c, fixed))
@@ -457,8 +493,9 @@ class FittedLaw:
             "intervals": intervals,
             "acceleration": None if self.acceleration is None else dict(self.acceleration),
             "profile": None if self.profile is None else dict(self.profile),
+            "covariance": None if self.covariance is None else self.covariance.tolist(),
             "flop_convention": self.flop_convention,
-            "data": _jsonable(self.data), "fit": _jsonable(self.fit), "provenance": _jsonable(self.provenance),
+            "data": io.jsonable(self.data), "fit": io.jsonable(self.fit), "provenance": io.jsonable(self.provenance),
             "residuals": None if self.residuals is None else self.residuals.tolist(),
         }
 
@@ -485,6 +522,8 @@ class FittedLaw:
             raise ValueError("acceleration is not a field of schema_version 1 files (it is new in version 2)")
         if v < 3 and d.get("profile") is not None:
             raise ValueError(f"profile is not a field of schema_version {v} files (it is new in version 3)")
+        if v < 4 and d.get("covariance") is not None:
+            raise ValueError(f"covariance is not a field of schema_version {v} files (it is new in version 4)")
         if not isinstance(d["law"], str):
             raise ValueError(f"law must be a law name (string), got {d['law']!r}")
         if law is not None and law.name != d["law"]:
@@ -507,9 +546,9 @@ class FittedLaw:
                 if iv is not None and not (isinstance(iv, list) and len(iv) == 2
                                            and all(_is_number(x) and math.isfinite(x) for x in iv)):
                     raise ValueError(f"intervals[{n!r}] must be [lo, hi] of finite numbers or null, got {iv!r}")
-        conv = d.get("flop_convention", "6ND")
+        conv = d.get("flop_convention", "6N")
         if not isinstance(conv, str):
-            raise ValueError(f"flop_convention must be a string like '6ND', got {conv!r}")
+            raise ValueError(f"flop_convention must be a string (a name of scaling.flops.FIT_CONVENTIONS), got {conv!r}")
         params = d["params"]
         if not isinstance(params, Mapping):
             raise ValueError(f"params must be an object, got {type(params).__name__}")
@@ -518,27 +557,15 @@ class FittedLaw:
                 raise ValueError(f"params[{name!r}] must be a number, got {value!r}")
         try:
             return cls(the_law, params, samples=samples, standard_errors=d.get("standard_errors"),
-                       acceleration=d.get("acceleration"), profile=d.get("profile"), flop_convention=conv, data=d.get("data"), fit=d.get("fit"),
+                       acceleration=d.get("acceleration"), profile=d.get("profile"), covariance=d.get("covariance"),
+                       flop_convention=conv, data=d.get("data"), fit=d.get("fit"),
                        provenance=d.get("provenance"), residuals=residuals)
         except ValueError as e:
             raise ValueError(f"invalid fitted-law file: {e}") from None
 
     def save(self, path) -> None:
         """Write the JSON file atomically (temporary file in the same folder, then os.replace)."""
-        path = os.fspath(path)
-        text = json.dumps(self.to_dict(), indent=1, allow_nan=False)
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-        try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        io.write_text_atomic(path, json.dumps(self.to_dict(), indent=1, allow_nan=False))
 
     def __repr__(self) -> str:
         ps = ", ".join(f"{n}={v:.4g}" for n, v in self.params.items())
@@ -563,84 +590,3 @@ def _reject_constant(name):
 def _shaped(arr, shape):
     arr = np.asarray(arr, dtype=np.float64).reshape(shape)
     return float(arr) if arr.ndim == 0 else arr
-
-
-def _jsonable(obj):
-    """Convert numpy scalars/arrays inside dicts/lists to plain JSON types; non-finite -> None."""
-    if obj is None or isinstance(obj, (str, bool)):
-        return obj
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, np.ndarray)):
-        return [_jsonable(v) for v in (obj.tolist() if isinstance(obj, np.ndarray) else obj)]
-    if isinstance(obj, (np.bool_,)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    raise ValueError(f"cannot store a {type(obj).__name__} in a fitted-law file")
-
-
-# ---------------------------------------------------------------------- numeric optimum
-
-_GRID = 129
-_GOLDEN_ITERS = 64
-_BISECTION_ITERS = 100
-_NUMERIC: dict = {}
-
-
-def _numeric_fns(law: law_lib.Law, n_name: str, d_name: str, fixed_names: tuple[str, ...]):
-    """Jit-compiled ``optimum(p, log_c, fixed)`` and ``budget(p, target, lo, hi, fixed)``, cached per law."""
-    key = (id(law), n_name, d_name, fixed_names)
-    hit = _NUMERIC.get(key)
-    if hit is not None and hit[0] is law:
-        return hit[1]
-
-    def optimum(p, log_c, fixed):
-        """Minimize L(N, c/N) over log N in [0, log c] (N >= 1, D >= 1) for every element.
-
-        ``p`` maps names to arrays broadcastable with ``log_c`` (c = C/k): a `_GRID`-point grid in
-        log N, then golden-section search in the best cell. Returns (log N_opt, L_opt).
-        """
-        shape = jnp.broadcast_shapes(log_c.shape, *[v.shape for v in p.values()])
-        log_c = jnp.broadcast_to(log_c, shape)
-
-        def loss(log_n):
-            x = {n_name: jnp.exp(log_n), d_name: jnp.exp(log_c - log_n)}
-            x.update({c: jnp.full(log_n.shape, v) for c, v in fixed.items()})
-            out = law.fn(p, x)
-            return jnp.where(jnp.isfinite(out), out, jnp.inf)
-
-        grid = log_c[..., None] * jnp.linspace(0.0, 1.0, _GRID)
-        vals = jax.vmap(loss, in_axes=-1, out_axes=-1)(grid)
-        i = jnp.clip(jnp.argmin(vals, axis=-1), 1, _GRID - 2)
-        lo = jnp.take_along_axis(grid, (i - 1)[..., None], -1)[..., 0]
-        hi = jnp.take_along_axis(grid, (i + 1)[..., None], -1)[..., 0]
-        ratio = (math.sqrt(5) - 1) / 2
-
-        def golden(_, bracket):
-            lo, hi = bracket
-            x1, x2 = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
-            left = loss(x1) < loss(x2)
-            return jnp.where(left, lo, x1), jnp.where(left, x2, hi)
-
-        lo, hi = jax.lax.fori_loop(0, _GOLDEN_ITERS, golden, (lo, hi))
-        log_n = 0.5 * (lo + hi)
-        return log_n, loss(log_n)
-
-    def budget(p, target, log_c_lo, log_c_hi, fixed):
-        """Bisection in log c for L_opt(c) = target (L_opt decreases with c)."""
-        def step(_, bracket):
-            lo, hi = bracket
-            mid = 0.5 * (lo + hi)
-            above = optimum(p, mid, fixed)[1] > target
-            return jnp.where(above, mid, lo), jnp.where(above, hi, mid)
-
-        shape = jnp.broadcast_shapes(target.shape, *[v.shape for v in p.values()])
-        lo, hi = jax.lax.fori_loop(0, _BISECTION_ITERS, step, (jnp.full(shape, log_c_lo), jnp.full(shape, log_c_hi)))
-        return 0.5 * (lo + hi)
-
-    fns = (jax.jit(optimum), jax.jit(budget))
-    _NUMERIC[key] = (law, fns)
-    return fns

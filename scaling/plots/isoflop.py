@@ -1,4 +1,4 @@
-"""Figures of the isoFLOP analysis (`scaling.isoflop`), drawn with matplotlib's object API.
+"""Figures of the isoFLOP analysis (`scaling.analysis.isoflop`), drawn with matplotlib's object API.
 
 Every function returns a `matplotlib.figure.Figure` (no pyplot, nothing is displayed); save it
 with ``fig.savefig(path)``. The layouts follow Hoffmann et al. 2022, Figs. 2-4:
@@ -21,8 +21,9 @@ from matplotlib import colormaps
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-from scaling.fitted import FittedLaw
-from scaling.isoflop import ApproachResult, BudgetMinimum, predict_band
+from scaling.analysis.results import ApproachResult, BudgetMinimum, predict_band
+from scaling.fitting.fitted import FittedLaw
+from scaling.plots.laws import plot_isoloss
 
 STYLES = {1: ("tab:blue", "-", "o"), 2: ("tab:orange", "--", "s"), 3: ("tab:green", ":", "^")}
 
@@ -94,9 +95,19 @@ def _mappable(norm, cmap):
     return ScalarMappable(norm=norm, cmap=cmap)
 
 
+POINT_NAMES = {1: "envelope", 2: "parabola minima", 3: "L(N, D) optimum at each budget"}
+
+
 def plot_compute_optimal(results: Sequence[ApproachResult], *, C_range=None, level: float = 0.95,
-                         figsize=(11, 4.2)) -> Figure:
-    """N_opt(C) (left) and D_opt(C) (right) for every approach, with central ``level`` bands."""
+                         figsize=(11, 4.4)) -> Figure:
+    """N_opt(C) (left) and D_opt(C) (right) for every approach, with central ``level`` bands.
+
+    Per approach: its band (under everything), its power law (a line), and the points it was fitted
+    to (markers, drawn above every line, white-edged, so no approach's points hide behind another's
+    line). The legend has one entry per approach for its line and band and one for its points.
+    """
+    from matplotlib.patches import Patch
+
     results = [r for r in results if r is not None and r.n_opt_law is not None]
     if not results:
         raise ValueError("plot_compute_optimal: no result with fitted N_opt(C), D_opt(C)")
@@ -109,6 +120,7 @@ def plot_compute_optimal(results: Sequence[ApproachResult], *, C_range=None, lev
     axes = fig.subplots(1, 2)
     for ax, key, law_attr, ylabel in ((axes[0], "N_opt", "n_opt_law", "optimal parameters N_opt"),
                                       (axes[1], "D_opt", "d_opt_law", "optimal tokens D_opt")):
+        handles, labels = [], []
         for r in results:
             color, ls, marker = STYLES.get(r.approach, ("tab:gray", "-.", "x"))
             law: FittedLaw = getattr(r, law_attr)
@@ -116,33 +128,42 @@ def plot_compute_optimal(results: Sequence[ApproachResult], *, C_range=None, lev
             ex = r.exponents
             exp_name, exp_val, exp_iv = ("a", ex.a, ex.a_interval) if key == "N_opt" else ("b", ex.b, ex.b_interval)
             iv = "" if exp_iv is None else f" [{exp_iv[0]:.3f}, {exp_iv[1]:.3f}]"
-            ax.plot(C, y, color=color, ls=ls, lw=1.8, label=f"Approach {r.approach}: {exp_name} = {exp_val:.3f}{iv}")
+            label = f"Approach {r.approach}: {exp_name} = {exp_val:.3f}{iv}"
+            (line,) = ax.plot(C, y, color=color, ls=ls, lw=1.8, zorder=2, label=label)
+            handle = line
             if blo is not None:
-                ax.fill_between(C, blo, bhi, color=color, alpha=0.18, lw=0)
-            pts = r.points
-            px, py = np.asarray(pts["C"], float), np.asarray(pts[key], float)
+                ax.fill_between(C, blo, bhi, color=color, alpha=0.15, lw=0, zorder=1)
+                handle = (Patch(color=color, alpha=0.15, lw=0), line)
+            handles.append(handle)
+            labels.append(label)
+            px, py = np.asarray(r.points["C"], float), np.asarray(r.points[key], float)
             if px.size > 60:  # thin the envelope of Approach 1
                 keep = np.unique(np.linspace(0, px.size - 1, 60).astype(int))
                 px, py = px[keep], py[keep]
-            ax.scatter(px, py, color=color, marker=marker, s=16, zorder=3)
+            many = px.size > 20
+            points_label = f"Approach {r.approach} points: {POINT_NAMES.get(r.approach, 'fitted points')}"
+            dots = ax.scatter(px, py, color=color, marker=marker, s=14 if many else 36, zorder=5 + r.approach,
+                              edgecolors="white", linewidths=0.5, alpha=0.7 if many else 1.0, label=points_label)
+            handles.append(dots)
+            labels.append(points_label)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel(f"training FLOPs C ({results[0].flop_convention})")
         ax.set_ylabel(ylabel)
-        ax.legend(fontsize=8)
-    fig.suptitle(f"Compute-optimal allocation ({int(level * 100)}% bootstrap bands)", fontsize=10)
+        ax.legend(handles, labels, fontsize=7, loc="upper left")
+    fig.suptitle(f"Compute-optimal allocation (lines: power laws in C; shaded: {int(level * 100)}% bootstrap bands)",
+                 fontsize=10)
     return fig
 
 
 def plot_isoloss_frontier(fitted: FittedLaw | ApproachResult, *, budgets=None, N_range=None, D_range=None,
-                          levels: int = 12, figsize=(6.5, 4.8)) -> Figure:
+                          levels=None, figsize=(6.5, 4.8)) -> Figure:
     """Iso-loss contours of a fitted L(N, D), the efficient frontier and the isoFLOP lines.
 
     Draws with `scaling.plots.plot_isoloss` (contours in the (N, D) plane, the frontier from
     ``FittedLaw.compute_optimal`` and a dashed line D = C / (k N) with its optimum per budget).
     Given an Approach 3 result, its budgets are drawn unless ``budgets`` says otherwise.
     """
-    from scaling.plots import plot_isoloss
     if isinstance(fitted, ApproachResult):
         if fitted.parametric is None:
             raise ValueError("plot_isoloss_frontier needs an Approach 3 result (a parametric L(N, D))")

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scaling.law import Law, Param, register
+from scaling.laws.law import Law, Param, register
 
 
 def _log_uniform(rng: np.random.Generator, lo: float, hi: float, n: int) -> np.ndarray:
@@ -104,6 +104,31 @@ chinchilla = register(Law(
     reference={"E": 1.8172, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658},
     design=_chinchilla_design,
 ))
+
+
+def chinchilla_frontier(params, C=None, k: float = 6.0):
+    """Chinchilla's compute-optimal frontier under ``C = k N D`` (Hoffmann et al. 2022, Eq. 4).
+
+    Minimizing ``E + A N^-alpha + B D^-beta`` over N with ``D = (C/k) / N`` (set dL/dN = 0)::
+
+        G = (alpha A / (beta B))^(1/(alpha+beta)),  a = beta/(alpha+beta),  b = alpha/(alpha+beta),
+        N_opt = G (C/k)^a,  D_opt = G^-1 (C/k)^b,
+        L_opt = E + (A G^-alpha + B G^beta) (C/k)^-gamma,  gamma = alpha beta/(alpha+beta).
+
+    ``params`` maps E, A, B, alpha, beta to numbers or arrays (numpy or jnp; broadcast with C).
+    Returns ``{"G", "a", "b", "gamma", "loss_coefficient"}`` (``A G^-alpha + B G^beta``) and, when
+    ``C`` is given, ``"N", "D", "loss"`` at C. The one place the frontier is written.
+    """
+    al, be = params["alpha"], params["beta"]
+    g = (al * params["A"] / (be * params["B"])) ** (1.0 / (al + be))
+    out = {"G": g, "a": be / (al + be), "b": al / (al + be), "gamma": al * be / (al + be),
+           "loss_coefficient": params["A"] * g ** -al + params["B"] * g ** be}
+    if C is not None:
+        c = C / k
+        out["N"] = g * c ** out["a"]
+        out["D"] = c / out["N"]
+        out["loss"] = params["E"] + params["A"] * out["N"] ** -al + params["B"] * out["D"] ** -be
+    return out
 
 
 # --------------------------------------------------------------------------------------------

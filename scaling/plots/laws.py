@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from typing import Mapping
 
-import jax
-import jax.numpy as jnp
 import numpy as np
+
+from scaling.fitting.batched import evaluate
 
 _COMPUTE = "C"  # the virtual covariate C = k N D of laws with an allocation
 
@@ -62,12 +62,10 @@ def _columns(fitted, data, columns: Mapping[str, str] | None, target: str | None
 def _predict(law, params: Mapping[str, np.ndarray], x: Mapping[str, np.ndarray]) -> np.ndarray:
     """The law at every parameter draw: params arrays [S] (or scalars), x arrays [G] -> [S, G] (or [G])."""
     cov = {c: np.asarray(x[c], np.float64) for c in law.covariates}
-    with jax.enable_x64(True):
-        p = {n: jnp.asarray(v, jnp.float64) for n, v in params.items()}
-        xs = {c: jnp.asarray(v) for c, v in cov.items()}
-        if next(iter(p.values())).ndim == 0:
-            return np.asarray(jax.jit(law.fn)(p, xs))
-        return np.asarray(jax.jit(jax.vmap(law.fn, in_axes=(0, None)))(p, xs))
+    if np.ndim(next(iter(params.values()))) == 0:
+        return evaluate(law, params, cov)
+    return evaluate(law, {n: np.asarray(v, np.float64)[:, None] for n, v in params.items()},
+                    {c: v[None, :] for c, v in cov.items()})
 
 
 def _groups(values: np.ndarray, bins: int, max_groups: int) -> list[tuple[np.ndarray, float]]:
@@ -243,15 +241,38 @@ def plot_residuals(fitted, data, x: str | None = None, *, ax=None, target: str |
     return ax
 
 
-def plot_isoloss(fitted, *, ax=None, N_range=None, D_range=None, budgets=None, levels: int = 12,
+MARGIN = 1.6   # default axes of plot_isoloss: the fitted data's range widened by this factor each way
+
+
+def _short(value: float) -> str:
+    """``3.2e19`` rather than ``3.2e+19``."""
+    text = f"{value:.2g}"
+    if "e" not in text:
+        return text
+    mantissa, exponent = text.split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def _nice_levels(lo: float, hi: float, count: int) -> np.ndarray:
+    """About ``count`` round contour levels between lo and hi (steps of 1, 2 or 5 x 10^k)."""
+    raw = (hi - lo) / max(count, 1)
+    power = 10.0 ** np.floor(np.log10(raw))
+    step = min((m * power for m in (1, 2, 5, 10) if m * power >= raw), default=raw)
+    return np.arange(np.ceil(lo / step) * step, hi + 0.5 * step, step)
+
+
+def plot_isoloss(fitted, *, ax=None, N_range=None, D_range=None, budgets=None, levels=None,
                  n_grid: int = 120, n_frontier: int = 60, **fixed):
     """Contours of L(N, D) with the compute-efficient frontier and, optionally, iso-FLOP lines.
 
     The frontier is ``FittedLaw.compute_optimal`` over budgets spanning the plotted box (so it uses
     the fit's FLOP convention C = k N D). ``budgets`` adds a dashed iso-FLOP line D = C / (k N) per
-    budget and marks its optimum. Other covariates of the law are held fixed via keywords
-    (e.g. ``U=25e9`` for the data-constrained law). Ranges default to the fitted data range widened
-    by a decade each way.
+    budget, labelled with its C, and marks its optimum. Other covariates of the law are held fixed
+    via keywords (e.g. ``U=25e9`` for the data-constrained law). Ranges default to the fitted data
+    range widened by a factor `MARGIN` each way. Contour levels (``levels``: a count or the values)
+    default to the optimal loss at each budget (each contour then touches its iso-FLOP line at the
+    optimum), one step beyond at each end; without budgets, about 8 round levels spanning the
+    losses the law predicts over the data's box.
 
     Returns the Axes: contour lines, one frontier line, one dashed line and one marker per budget.
     """
@@ -265,7 +286,7 @@ def plot_isoloss(fitted, *, ax=None, N_range=None, D_range=None, budgets=None, l
         if given is not None:
             lo, hi = float(given[0]), float(given[1])
         elif name in ranges:
-            lo, hi = ranges[name][0] / 10, ranges[name][1] * 10
+            lo, hi = ranges[name][0] / MARGIN, ranges[name][1] * MARGIN
         else:
             lo, hi = default
         if not (0 < lo < hi and np.isfinite(hi)):
@@ -285,29 +306,45 @@ def plot_isoloss(fitted, *, ax=None, N_range=None, D_range=None, budgets=None, l
     loss = _predict(law, fitted.params, grid).reshape(nn.shape)
     ax = _new_ax(ax)
     finite = loss[np.isfinite(loss)]
-    lv = np.geomspace(finite.min(), np.quantile(finite, 0.9), levels) if finite.min() > 0 else levels
-    cs = ax.contour(nn, dd, loss, levels=lv, cmap="viridis", linewidths=0.8)
-    ax.clabel(cs, fontsize=6, fmt="%.3g")
     k = fitted.k
+    budgets = [] if budgets is None else [float(c) for c in np.atleast_1d(budgets)]
+    for c in budgets:
+        if not (np.isfinite(c) and c > 0):
+            raise ValueError(f"budgets must be positive and finite, got {c}")
+    optima = [fitted.compute_optimal(c, **fixed) for c in budgets]
+    if levels is None and len(optima) >= 2:
+        lv = np.unique([o["loss"] for o in optima])
+        step = np.median(np.diff(lv)) if len(lv) > 1 else 0.05 * lv[0]
+        lv = np.concatenate([[lv[0] - step], lv, [lv[-1] + step]])
+    elif levels is None or np.isscalar(levels):
+        lo, hi = np.quantile(finite, [0.02, 0.7])
+        lv = _nice_levels(lo, hi, 8 if levels is None else int(levels))
+    else:
+        lv = np.sort(np.asarray(levels, np.float64))
+    lv = lv[(lv > finite.min()) & (lv < finite.max())]
+    top = lv.max() + 0.35 * (lv.max() - lv.min()) if len(lv) > 1 else None   # no pale yellow top level
+    cs = ax.contour(nn, dd, loss, levels=lv, cmap="viridis", vmax=top, linewidths=0.9)
+    ax.clabel(cs, fontsize=7, fmt="%.3f", inline=True)
     c_all = np.geomspace(k * n_lo * d_lo, k * n_hi * d_hi, n_frontier)
     opt = fitted.compute_optimal(c_all, **fixed)
     inside = (opt["N"] >= n_lo) & (opt["N"] <= n_hi) & (opt["D"] >= d_lo) & (opt["D"] <= d_hi)
     ax.plot(opt["N"][inside], opt["D"][inside], color="crimson", lw=2,
             label=f"compute-optimal frontier (C = {fitted.flop_convention})")
-    for c in np.atleast_1d(budgets) if budgets is not None else []:
-        c = float(c)
-        if not (np.isfinite(c) and c > 0):
-            raise ValueError(f"budgets must be positive and finite, got {c}")
-        ax.plot(ns, c / (k * ns), ls="--", color="0.4", lw=1)
-        o = fitted.compute_optimal(c, **fixed)
+    for c, o in zip(budgets, optima):
+        ax.plot(ns, c / (k * ns), ls="--", color="0.45", lw=1)
         ax.scatter([o["N"]], [o["D"]], color="crimson", zorder=3, s=25)
-        ax.annotate(f"C={c:.2g}", (o["N"], o["D"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        # the label where the line enters the box from the top or the left
+        n_in = max(n_lo, c / (k * d_hi))
+        if n_in < n_hi:
+            ax.annotate(f"C = {_short(c)}", (n_in, c / (k * n_in)), fontsize=7, color="0.3", xytext=(3, -9),
+                        textcoords="offset points")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlim(n_lo, n_hi)
     ax.set_ylim(d_lo, d_hi)
     ax.set_xlabel(_label(n_name))
     ax.set_ylabel(_label(d_name))
-    ax.set_title(f"{law.name}: iso-loss contours of {law.target}", fontsize=10)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title(f"{law.name}: iso-loss contours of {law.target}"
+                 + (" (at each budget's optimal loss)" if levels is None and len(optima) >= 2 else ""), fontsize=10)
+    ax.legend(fontsize=7, loc="lower left")
     return ax

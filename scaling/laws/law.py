@@ -12,7 +12,7 @@ Starting grids are given in natural units; the multistart grid of a law is the C
 product of its parameters' grids (Epoch AI's 4,500-start protocol for Chinchilla is exactly such a
 product). A user-defined law is a few lines::
 
-    from scaling.law import Law, Param
+    from scaling.laws import Law, Param
     my_law = Law(
         name="my_power_law", target="loss", covariates=("N",),
         params=(Param("E", "log", grid=(1.0, 2.0)), Param("A", "log", grid=(10.0, 1e3)),
@@ -96,7 +96,7 @@ class Param:
         return x
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)   # a law is itself: hashed and compared by identity (jit caches)
 class Law:
     """A scaling law: ``target ≈ fn(params, covariates)``.
 
@@ -120,6 +120,10 @@ class Law:
         points for simulation studies (parameter recovery, interval coverage).
       simulate: ``simulate(rng, params, x) -> y``: draw noisy targets for covariates ``x``; when
         None, simulation multiplies the prediction by lognormal noise.
+      degeneracy: ``degeneracy(x, y) -> None | (kind, message)``, kind ``"error"`` or ``"warning"``:
+        data on which the law's fit does not exist or is barely identified (e.g. a pass@k table
+        where no problem was ever solved); `scaling.fit` raises the error, or warns and records the
+        message in ``fit["degeneracy"]``.
     """
 
     name: str
@@ -137,6 +141,7 @@ class Law:
     reference: Mapping[str, float] | None = None
     design: Callable[[np.random.Generator, int], dict] | None = None
     simulate: Callable[[np.random.Generator, Mapping, Mapping], np.ndarray] | None = None
+    degeneracy: Callable[[Mapping, np.ndarray], tuple[str, str] | None] | None = None
 
     def __post_init__(self):
         names = [p.name for p in self.params]

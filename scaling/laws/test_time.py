@@ -53,7 +53,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import gammaln
 
-from scaling.law import Law, Param, register
+from scaling.laws.beta_binomial import (beta_binomial_nll, beta_pass_at_k, pass_at_k_degeneracy,
+                                        zero_inflated_pass_at_k)
+from scaling.laws.law import Law, Param, register
 
 # ----------------------------------------------------------------------------- pass@k estimator
 
@@ -158,38 +160,6 @@ def pass_at_k_curve(n, c, ks) -> np.ndarray:
 # ----------------------------------------------------------------------------- Beta model (Schaeffer)
 
 
-_STIRLING_MIN = 30.0
-
-
-def _lgamma_shift(x, a):
-    """``log Γ(x + a) - log Γ(x)`` for x > 0, a >= 0, accurate also for huge x.
-
-    Differencing two `gammaln` values of size ~x log x loses ~eps x log x (3e-3 at x = 1e12); for
-    x >= 30 this uses the difference of Stirling series instead,
-    ``(x - 1/2) log1p(a/x) + a log(x + a) - a + Σ_j B_2j/(2j(2j-1)) ((x+a)^(1-2j) - x^(1-2j))``,
-    j = 1..3 (truncation error < 1e-13 there).
-    """
-    xs = jnp.maximum(x, _STIRLING_MIN)
-    xa = xs + a
-    series = ((xs - 0.5) * jnp.log1p(a / xs) + a * jnp.log(xa) - a
-              + (1.0 / xa - 1.0 / xs) / 12.0 - (xa ** -3 - xs ** -3) / 360.0 + (xa ** -5 - xs ** -5) / 1260.0)
-    return jnp.where(x >= _STIRLING_MIN, series, gammaln(x + a) - gammaln(x))
-
-
-@jax.jit
-def beta_pass_at_k(alpha, beta, k):
-    """pass@k when per-problem success probabilities are Beta(α, β) (Schaeffer et al. 2025, Eq. 27).
-
-    ``1 - E[(1-p)^k] = 1 - Γ(α+β) Γ(β+k) / (Γ(β) Γ(α+β+k)) = 1 - B(α, β + k) / B(α, β)``, computed
-    as ``-expm1`` of ``[log Γ(α+β) - log Γ(β)] - [log Γ(β+k+α) - log Γ(β+k)]`` with each difference
-    evaluated stably (`_lgamma_shift`), so it stays accurate for k up to 1e12 and beyond. Pure
-    jnp (jit-compiled: one compile per input shape instead of one per primitive); broadcasts over
-    α, β and k (k may be any real >= 0).
-    """
-    log_fail = _lgamma_shift(beta, alpha) - _lgamma_shift(beta + k, alpha)
-    return -jnp.expm1(log_fail)
-
-
 def beta_power_law_tail(alpha, beta):
     """Large-k tail of the Beta model: ``-log pass@k ≈ a k^-b`` with ``a = Γ(α+β)/Γ(β)``, ``b = α``.
 
@@ -200,39 +170,48 @@ def beta_power_law_tail(alpha, beta):
 
 
 def fitted_pass_at_k(fitted, ks, level: float = 0.95) -> dict:
-    """pass@k curve of a fitted ``pass_at_k_beta`` law (a `scaling.FittedLaw`), with an interval.
+    """pass@k curve of a fitted ``pass_at_k_beta`` or ``pass_at_k_zero_inflated_beta`` law, with its band.
 
-    Returns ``{"k", "pass_at_k", "interval"}``: the curve at the fitted (α, β) and, when the fit has
-    bootstrap samples (``scaling.fit(..., bootstrap=B)``), the central ``level`` percentile band of
-    the curve over the draws (``(low, high)`` arrays), else ``None``.
+    Returns ``{"k", "pass_at_k", "interval", "interval_method"}``: the curve at the fitted
+    parameters and the central ``level`` band of the curve over the parameter draws the fit carries
+    (`scaling.FittedLaw.draws`): its bootstrap draws when it has them (``"bootstrap_percentile"``),
+    else, for a maximum-likelihood fit, draws that follow its profile likelihoods (``"profile_t"``),
+    or standard errors; ``interval`` is None (and ``interval_method`` says why) only for a fit
+    that carries no uncertainty at all. Every value lies in [0, 1], the curve is non-decreasing in
+    k, and the band contains the point (its ends are widened to the point where the draws' skew
+    would leave it outside).
     """
-    if fitted.law.name != "pass_at_k_beta" and set(fitted.params) != {"alpha", "beta"}:
-        raise ValueError(f"fitted_pass_at_k needs a fit of 'pass_at_k_beta', got law {fitted.law.name!r}")
+    zero_inflated = fitted.law.name == "pass_at_k_zero_inflated_beta" or set(fitted.params) == {"pi", "alpha", "beta"}
+    if not zero_inflated and fitted.law.name != "pass_at_k_beta" and set(fitted.params) != {"alpha", "beta"}:
+        raise ValueError(f"fitted_pass_at_k needs a fit of 'pass_at_k_beta' or 'pass_at_k_zero_inflated_beta', "
+                         f"got law {fitted.law.name!r}")
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
     ks = np.atleast_1d(np.asarray(ks, dtype=np.float64))
     if ks.ndim != 1 or not np.all(np.isfinite(ks)) or (ks < 0).any():
         raise ValueError(f"ks must be a 1-D array of finite values >= 0, got {ks!r}")
+
+    def curve(p, k):
+        if zero_inflated:
+            return zero_inflated_pass_at_k(p["pi"], p["alpha"], p["beta"], k)
+        return beta_pass_at_k(p["alpha"], p["beta"], k)
+
     with jax.enable_x64(True):
-        curve = np.asarray(beta_pass_at_k(fitted.params["alpha"], fitted.params["beta"], ks))
+        point = np.clip(np.asarray(curve({n: np.float64(v) for n, v in fitted.params.items()}, ks)), 0.0, 1.0)
+        draws, method = fitted.draws()
         interval = None
-        if fitted.samples is not None:
-            a = np.asarray(fitted.samples["alpha"])[:, None]
-            b = np.asarray(fitted.samples["beta"])[:, None]
-            draws = np.asarray(beta_pass_at_k(a, b, ks[None, :]))
-            low, high = np.percentile(draws, [50 * (1 - level), 50 * (1 + level)], axis=0)
-            interval = (low, high)
-    return {"k": ks, "pass_at_k": curve, "interval": interval}
+        if draws is not None and len(next(iter(draws.values()))):
+            values = np.asarray(curve({n: np.asarray(v)[:, None] for n, v in draws.items()}, ks[None, :]))
+            low, high = np.nanpercentile(np.clip(values, 0.0, 1.0), [50 * (1 - level), 50 * (1 + level)], axis=0)
+            interval = (np.minimum(low, point), np.maximum(high, point))
+        else:
+            method = "none: the fit carries no draws, profile or standard errors"
+    return {"k": ks, "pass_at_k": point, "interval": interval, "interval_method": method}
 
 
 def _beta_binomial_nll(p, x, y):
-    """-log P(c | n, α, β) under the beta-binomial: -[log C(n,c) + log B(c+α, n-c+β) - log B(α, β)]."""
-    n, c, a, b = x["n"], y, p["alpha"], p["beta"]
-    # log-gamma sums (jax's betaln is ~100x less accurate here)
-    log_choose = gammaln(n + 1.0) - gammaln(c + 1.0) - gammaln(n - c + 1.0)
-    log_beta_ratio = (gammaln(c + a) + gammaln(n - c + b) - gammaln(n + a + b)
-                      - gammaln(a) - gammaln(b) + gammaln(a + b))
-    return -(log_choose + log_beta_ratio)
+    """-log P(c | n, α, β) under the beta-binomial (`scaling.laws.beta_binomial`: accurate, never negative)."""
+    return beta_binomial_nll(p["alpha"], p["beta"], x["n"], y)
 
 
 def _beta_design(rng, size):
@@ -268,6 +247,7 @@ pass_at_k_beta = register(Law(
     reference={"alpha": 0.3, "beta": 3.0},  # illustrative, not a published fit
     design=_beta_design,
     simulate=_beta_simulate,
+    degeneracy=pass_at_k_degeneracy,
 ))
 
 

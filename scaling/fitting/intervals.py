@@ -33,6 +33,10 @@ import statistics
 
 import numpy as np
 
+from scaling.fitting.data import data_sha256, point_weights, prepare_data
+from scaling.fitting.objectives import LOG_OBJECTIVES, natural_values
+from scaling.fitting.solver import run_solver
+
 METHODS = ("percentile", "bc", "bca")
 _NORMAL = statistics.NormalDist()
 
@@ -105,15 +109,13 @@ def jackknife(law, objective: str, delta: float, z_best, weights, x, y, *, max_g
     One refit per row of `jackknife_weights` (a point, or a group of points past ``max_groups``
     points); every refit starts from the full-data optimum ``z_best`` (internal units) and is
     solved at ``delta`` directly, as the bootstrap is. ``x``, ``y`` as for
-    `scaling.fitting.run_solver` (``y`` is the log of the target for the log objectives). A refit
+    `scaling.fitting.solver.run_solver` (``y`` is the log of the target for the log objectives). A refit
     that fails gives NaN.
     """
-    from scaling import fitting   # at call time: scaling.fitting imports scaling.fitted, which imports this
-
     loo = jackknife_weights(weights, max_groups)
     z0 = np.tile(np.asarray(z_best, np.float64), (len(loo), 1))
-    state = fitting.run_solver(law, objective, delta, z0, loo, x, y, **solver_args)
-    values = fitting.natural_values(law, state["z"])
+    state = run_solver(law, objective, delta, z0, loo, x, y, **solver_args)
+    values = natural_values(law, state["z"])
     bad = state["failed"] | ~np.isfinite(state["f"])
     return {k: np.where(bad, np.nan, v) for k, v in values.items()}
 
@@ -136,17 +138,15 @@ def add_acceleration(fitted, data, *, target: str | None = None, weights=None, c
     ``target``, ``weights`` and ``columns`` must be those given to `scaling.fit`; the data's hash is
     checked against the one recorded in the fit when there is one.
     """
-    from scaling import fitting
-
     if not fitted.fit or "objective" not in fitted.fit:
         raise ValueError("add_acceleration needs a FittedLaw made by scaling.fit (its fit info names the objective)")
     law, objective = fitted.law, fitted.fit["objective"]
-    x, y, target_col = fitting.prepare_data(law, data, target, columns, objective)
+    x, y, target_col = prepare_data(law, data, target, columns, objective)
     sha = (fitted.data or {}).get("sha256")
-    if sha is not None and fitting.data_sha256(x, y, target_col) != sha:
+    if sha is not None and data_sha256(x, y, target_col) != sha:
         raise ValueError("add_acceleration: data differ from the data this law was fitted on (sha256 mismatch)")
-    y_fit = np.log(y) if objective in fitting.LOG_OBJECTIVES else y
+    y_fit = np.log(y) if objective in LOG_OBJECTIVES else y
     jack = jackknife(law, objective, fitted.fit.get("delta") or 1e-3, law.internal(fitted.params),
-                     fitting._weights(weights, data, len(y)), x, y_fit, **solver_args)
+                     point_weights(weights, data, len(y)), x, y_fit, **solver_args)
     fitted.acceleration = accelerations(jack)
     return fitted

@@ -1,0 +1,162 @@
+"""Many small fits in one call of the engine's solver: `fit_many`, `fit_with_draws`, `evaluate`.
+
+The isoFLOP analysis fits hundreds of tiny problems (a parabola per budget and bootstrap draw, a
+power law per draw); one `run_solver` call each would compile and dispatch far too often. These
+entry points pack (dataset, start) pairs into calls of fixed shape (`ROWS` starts x at least
+`COLS` pooled points), so one law compiles once for every table whose pooled points fit, and a
+new table of another shape reuses the compiled solver.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from scaling.fitting.data import data_sha256
+from scaling.fitting.fitted import FittedLaw
+from scaling.fitting.objectives import LOG_OBJECTIVES
+from scaling.fitting.solver import describe_engine, engine_context, run_solver
+from scaling.laws.law import Law
+
+ROWS, COLS = 64, 2048  # shape of one batched solver call: starts x points
+
+
+def bucket(n: int) -> int:
+    """The next power of two >= n, at least 32: the padded sizes of `fit_many` and `evaluate`."""
+    return max(32, 1 << max(0, int(n) - 1).bit_length())
+
+
+def fit_many(law: Law, objective: str, x: Mapping[str, np.ndarray], y: np.ndarray, w: np.ndarray,
+                 z0: np.ndarray, *, max_iter: int = 1000):
+    """Fit ``law`` to R weighted datasets, each from its own starts, with the engine's solver.
+
+    ``x`` maps covariates to [n] (shared) or [R, n]; ``y`` [R, n] natural targets; ``w`` [R, n]
+    weights (0 = point absent, its values are ignored); ``z0`` internal starts, [R, P] (one per
+    dataset) or [R, S, P]. `run_solver` minimizes from many starts with per-start
+    weights over one shared set of points, so each call takes `ROWS` (dataset, start) pairs, pools
+    the distinct points of their datasets, and gives each start its dataset's weights on the pool
+    (bootstrap resamples and multistarts share most points, so the pool stays small). The pool is
+    padded to at least `COLS` points, so one law compiles once for every call whose pool fits.
+    Datasets without any positive weight are not fitted. Returns ``(z [R, P], objective [R],
+    ok [R], objective per start [R, S])``.
+    """
+    y = np.atleast_2d(np.asarray(y, np.float64))
+    w = np.atleast_2d(np.asarray(w, np.float64))
+    R, n = y.shape
+    P = len(law.params)
+    z0 = np.asarray(z0, np.float64).reshape(R, -1, P)
+    S = z0.shape[1]
+    present = w > 0
+    cols = [np.broadcast_to(np.asarray(x[c], np.float64), (R, n)) for c in law.covariates] + [y]
+    f_all = np.full((R, S), np.inf)
+    z_all = np.zeros((R, S, P))
+    pairs = [(i, s) for i in np.flatnonzero(present.any(axis=1)) for s in range(S)]
+    for c in range(0, len(pairs), ROWS):
+        call = pairs[c:c + ROWS]
+        call = call + [call[0]] * (ROWS - len(call))        # filled with copies (discarded)
+        reps = np.array([i for i, _ in call])
+        row, col = np.nonzero(present[reps])
+        keys = np.stack([v[reps[row], col] for v in cols], axis=1)
+        pool, inverse = np.unique(keys, axis=0, return_inverse=True)
+        size = max(COLS, bucket(len(pool)))
+        W = np.zeros((ROWS, size))
+        np.add.at(W, (row, inverse.reshape(-1)), w[reps[row], col])
+        padded = np.ones((size, len(cols)))
+        padded[:len(pool)] = pool
+        target = np.log(padded[:, -1]) if objective in LOG_OBJECTIVES else padded[:, -1]
+        out = run_solver(
+            law, objective, 1e-3, np.stack([z0[i, s] for i, s in call]), W,
+            {cv: padded[:, j] for j, cv in enumerate(law.covariates)}, target, max_iter=max_iter, chunk=ROWS)
+        f = np.where(out["failed"] | ~np.isfinite(out["f"]) | ~np.isfinite(out["z"]).all(axis=1), np.inf, out["f"])
+        for b, (i, s) in enumerate(call[:len(pairs[c:c + ROWS])]):
+            f_all[i, s], z_all[i, s] = f[b], out["z"][b]
+    best = np.argmin(f_all, axis=1)
+    f_best = f_all[np.arange(R), best]
+    ok = np.isfinite(f_best) & present.any(axis=1)
+    return z_all[np.arange(R), best], f_best, ok, f_all
+
+
+def natural_numpy(law: Law, z: np.ndarray) -> dict:
+    """Internal -> natural parameters in numpy (the transforms of `scaling.laws.Param`)."""
+    z = np.asarray(z, np.float64)
+    return {p.name: p.to_natural_numpy(z[..., i]) for i, p in enumerate(law.params)}
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _law_fn(law, p, x):
+    return law.fn(p, x)
+
+
+def evaluate(law: Law, params: Mapping[str, np.ndarray], x: Mapping[str, np.ndarray]) -> np.ndarray:
+    """``law.fn`` on broadcast numpy inputs, in float64, jit-compiled with the law static.
+
+    Inputs are flattened and padded to a power-of-two length so that few shapes get compiled.
+    """
+    names_p, names_x = list(params), list(x)
+    arrays = np.broadcast_arrays(*[np.asarray(params[k], np.float64) for k in names_p],
+                                 *[np.asarray(x[k], np.float64) for k in names_x])
+    shape, size = arrays[0].shape, arrays[0].size
+    m = bucket(size)
+    flat = [np.pad(a.reshape(-1), (0, m - size), constant_values=1.0) for a in arrays]
+    with engine_context():
+        out = _law_fn(law, {k: jnp.asarray(v) for k, v in zip(names_p, flat[:len(names_p)])},
+                     {k: jnp.asarray(v) for k, v in zip(names_x, flat[len(names_p):])})
+        out = np.asarray(out, np.float64)
+    return out[:size].reshape(shape)
+
+
+def fit_with_draws(law: Law, objective: str, x: Mapping[str, np.ndarray], y: np.ndarray, *,
+             weights: np.ndarray | None = None, y_draws: np.ndarray | None = None,
+             w_draws: np.ndarray | None = None, flop_convention: str | None = None, k: float | None = None,
+             bootstrap_info: Mapping | None = None, provenance: Mapping | None = None,
+             target: str | None = None):
+    """Multistart fit (the law's default grid) plus refits on given draws; returns a FittedLaw.
+
+    ``y_draws``/``w_draws`` [B, n] are bootstrap datasets on the same covariates (weights 0 leave
+    points out); each is refitted from the full-data optimum and gives one sample of the params.
+    ``target`` names what y is in the file's ``data.target`` (default: the law's target).
+    Returns ``(FittedLaw, ok)``: ``ok`` [B] marks the draws whose refit succeeded, in the order of
+    the samples (None without samples), so that draws of several laws can be paired.
+    """
+    y = np.asarray(y, np.float64)
+    n = len(y)
+    w = np.ones(n) if weights is None else np.asarray(weights, np.float64)
+    grid = law.default_grid()
+    S = len(grid)
+    z, f, ok, f_all = fit_many(law, objective, x, y[None], w[None], grid[None])
+    if not ok[0]:
+        raise ValueError(f"law {law.name!r}: the fit failed from every start (x = {dict(x)}, y = {y})")
+    z_best, f_best = z[0], float(f[0])
+    at_best = f_all[0] <= f_best + 1e-6 * abs(f_best)
+    params = {kk: float(v) for kk, v in natural_numpy(law, z_best).items()}
+    samples = None
+    boot = None
+    if y_draws is not None and len(y_draws):
+        B = len(y_draws)
+        zb, _, okb, _ = fit_many(law, objective, x, y_draws, w_draws, np.broadcast_to(z_best, (B, len(z_best))))
+        if okb.any():
+            samples = {kk: v for kk, v in natural_numpy(law, zb[okb]).items()}
+        boot = dict(bootstrap_info or {})
+        boot.update(draws=int(B), failed=int((~okb).sum()))
+    pred = evaluate(law, params, x)
+    residuals = (np.log(y) - np.log(pred)) if objective in LOG_OBJECTIVES else (y - pred)
+    fit_info = {
+        "objective": objective, "objective_value": f_best, "normalisation": "weighted sum over points",
+        "weighted": weights is not None, "n_starts": int(S), "n_failed": int((~np.isfinite(f_all[0])).sum()),
+        "n_starts_at_best": int(at_best.sum()), "bootstrap": boot,
+        "solver": "scaling.fitting.run_solver, batched (scaling.fitting.fit_many)", "device": describe_engine(),
+        "residual_space": "log" if objective in LOG_OBJECTIVES else "linear",
+    }
+    data_info = {"n_points": int(n), "sha256": data_sha256(dict(x), y, law.target), "target": target or law.target,
+                 "ranges": {c: [float(np.min(v)), float(np.max(v))] for c, v in x.items()}}
+    prov = {"citation": law.citation, "equation": law.formula}
+    prov.update(provenance or {})
+    fitted = FittedLaw(law, params, samples=samples, flop_convention=flop_convention, k=k, data=data_info,
+                       fit=fit_info, provenance=prov, residuals=residuals)
+    return fitted, (okb if samples is not None else None)
+
+

@@ -1,0 +1,24 @@
+"""The law library: ``scaling.laws.get(name)``, ``scaling.laws.names()``.
+
+Every shipped law (17; ``names()`` lists them sorted) is registered when this package is first
+imported, by importing its modules here, so ``names()`` is the same whatever else was imported:
+- loss laws (`scaling.laws.loss`): chinchilla, kaplan, power_law, pure_power_law, power_law_2d,
+  data_constrained, overtraining, lr_annealing;
+- isoflop_parabola (`scaling.laws.parabola`): loss as a parabola in log N along one isoFLOP curve
+  (Hoffmann et al. 2022, Approach 2);
+- quantization laws (`scaling.laws.quantization`): precision, precision_weights, ptq_precision,
+  ptq_degradation;
+- test-time compute laws (`scaling.laws.test_time`): coverage_power_law, pass_at_k_beta,
+  verifier_ceiling; and (`scaling.laws.beta_binomial`) pass_at_k_zero_inflated_beta.
+
+`scaling.laws.law` defines `Law` and `Param`; user laws are registered with `register`.
+"""
+
+from scaling.laws.law import Law, Param, get, names, register
+from scaling.laws import beta_binomial as _beta_binomial  # noqa: F401  (the shipped laws register themselves once)
+from scaling.laws import loss as _loss  # noqa: F401
+from scaling.laws import parabola as _parabola  # noqa: F401
+from scaling.laws import quantization as _quantization  # noqa: F401
+from scaling.laws import test_time as _test_time  # noqa: F401
+
+__all__ = ["Law", "Param", "get", "names", "register"]
