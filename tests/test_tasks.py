@@ -123,7 +123,7 @@ def test_grain_mixture_token_shares(data_dir):
         tasks.parse_mixture(["a:0.6", "b:0.5"])
 
 
-def test_mixture_in_the_run_config_trains_and_resumes(data_dir):
+def test_mixture_in_the_run_config_mixes_and_resumes(data_dir):
     """``data.mixture`` (the DataConfig hook): a --set override, the training iterator mixes the
     sources and its JSON state restores the exact next batch."""
     import json
@@ -151,3 +151,18 @@ def test_mixture_in_the_run_config_trains_and_resumes(data_dir):
     assert share == 0.5  # no row shuffle: Grain's mix alternates the two sources row by row
     with pytest.raises(ValueError, match="WEIGHT"):
         apply_overrides(cfg, ["data.mixture=verifiable_tasks/small:1.5"])
+
+
+@pytest.mark.parametrize("config", tasks.VerifiableTasks.BUILDER_CONFIGS, ids=lambda c: c.name)
+def test_every_config_computes_valid_train_documents(config):
+    source = tasks.TaskSource(config)
+    assert len(source) == config.train_examples
+    for i in range(0, 400):
+        record = source[i]
+        p = tasks.Problem(record["family"].decode(), int(record["difficulty"]), record["prompt"].decode(),
+                          record["answer"].decode())
+        assert p.family == config.family and p.difficulty == config.difficulties[i % len(config.difficulties)]
+        assert record["text"].decode() == p.text and tasks.exact_check(p, p.answer + "\n")
+        assert not tasks.is_held_out(p)
+    with pytest.raises(IndexError):
+        source[len(source)]

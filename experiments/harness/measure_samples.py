@@ -78,7 +78,9 @@ def iter_sample_counts(run_workdir, problems: Sequence[tasks.Problem], n_samples
       n_samples: samples per problem (n).
       temperature, top_p, seed: sampling settings; the counts are deterministic given seed,
         max_rows and the order of ``problems``.
-      max_new_tokens: per sample; default longest answer + 2 tokens of the run's tokenizer.
+      max_new_tokens: per sample; default (longest answer + newline + 1 tokens of the run's
+        tokenizer) rounded up to a multiple of 8 (a row stops at its newline; the loop exits
+        when every row has stopped).
       max_rows: sampled rows per compiled call (problems x samples in a chunk).
       run_id: default: the directory name.
       flops_convention: the training ("flops") and sampling FLOP convention name.
@@ -105,8 +107,8 @@ def iter_sample_counts(run_workdir, problems: Sequence[tasks.Problem], n_samples
     params = run.params if params is None else params
     tokenizer = make_tokenizer(cfg.data)
     prompts = [np.asarray(tokenizer.encode(p.prompt)) for p in problems]
-    if max_new_tokens is None:
-        max_new_tokens = max(len(tokenizer.encode(p.answer + tasks.TERMINATOR)) for p in problems) + 1
+    if max_new_tokens is None:  # rounded up to a multiple of 8, so problem subsets share a compile
+        max_new_tokens = bucket_length(max(len(tokenizer.encode(p.answer + tasks.TERMINATOR)) for p in problems) + 1)
     plen = bucket_length(max(len(p) for p in prompts))
     if plen + max_new_tokens > cfg.model.max_seq_len:
         raise ValueError(f"sample_counts: prompt bucket {plen} + {max_new_tokens} new tokens exceeds the "
