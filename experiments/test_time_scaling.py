@@ -76,7 +76,9 @@ class Study:
     bootstrap: int = 0
     base: Config = Config(
         model=ModelConfig(vocab_size=256, max_seq_len=64),
-        data=DataConfig(seq_len=64, eval_sequences=256),
+        # row shuffle in windows of 2^17 tokens: the default 4.2M would exceed a whole run of
+        # 10-token task documents and stall the first batch
+        data=DataConfig(seq_len=64, eval_sequences=256, shuffle_tokens=2**17),
         train=TrainConfig(warmup=0.05, schedule="cosine", min_lr_ratio=0.01, weight_decay=0.1,
                           divergence_ratio=10.0, log_every=50, checkpoint_every=500,
                           eval_batch_size=64),
