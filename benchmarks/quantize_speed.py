@@ -47,7 +47,7 @@ import jax
 from experiments.harness import corpus
 from experiments.harness.config import Config, TrainConfig
 from experiments.harness.data import DataConfig
-from experiments.harness.measure_ptq import ptq_measure
+from experiments.measures.ptq import ptq_measure
 from experiments.harness.train import train
 from models.quantization import QuantConfig
 from models.transformer import ModelConfig

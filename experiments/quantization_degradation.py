@@ -23,7 +23,7 @@ Kumar et al. 2024, "Scaling Laws for Precision", arXiv:2411.04330):
   stable-phase checkpoints and its post-cooldown one.
 - measure (`ptq.csv`, resumable): the float model and each format on the same held-out tokens;
   delta = loss_quantized - loss with a paired per-sequence standard error
-  (`experiments.harness.measure_ptq`).
+  (`experiments.measures.ptq`).
 - analyze: `ptq_degradation` (Ouyang Eq. 8, delta = k D^beta / (N^alpha P^gamma)) and
   `ptq_precision` (Kumar Eq. 2, delta = C_T D^gamma_D / N^gamma_N e^{-P/gamma_post}) fitted to the
   weight-only round-to-nearest integer formats, weighted by 1/delta_sem^2; `chinchilla` on the
@@ -162,7 +162,7 @@ def ptq_stage(study: Study) -> Measure:
                 for spec in ("float", *study.formats)]
 
     def measure(run, pending):
-        from experiments.harness.measure_ptq import ptq_measure
+        from experiments.measures.ptq import ptq_measure
 
         by_step: dict[int, list[str]] = {}
         for item in pending:

@@ -137,7 +137,7 @@ def counts_stage(study: Study) -> Measure:
     by_prompt = {p.prompt: p for p in chosen}
 
     def measure(run, items):
-        from experiments.harness import measure_samples
+        from experiments.measures import samples as measure_samples
 
         for row in measure_samples.iter_sample_counts(
                 run.run_dir, [by_prompt[i["problem"]] for i in items], study.samples,

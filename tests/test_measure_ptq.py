@@ -8,7 +8,7 @@ import pytest
 from experiments.harness import corpus
 from experiments.harness.config import Config, TrainConfig
 from experiments.harness.data import DataConfig
-from experiments.harness.measure_ptq import ROW_KEYS, ptq_measure, ratio_sem
+from experiments.measures.ptq import ROW_KEYS, ptq_measure, ratio_sem
 from experiments.harness.restore import checkpoint_steps, load_run
 from experiments.harness.train import train
 from models.quantization import QuantConfig

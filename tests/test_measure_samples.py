@@ -1,4 +1,4 @@
-"""experiments.harness.measure_samples on a tiny model trained a few steps on the task data:
+"""experiments.measures.samples on a tiny model trained a few steps on the task data:
 counts from the sampler agree with an independent greedy decoder (full forward passes) and the
 checkers; run metadata and sampling FLOPs come from result.json and scaling.flops."""
 
@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.harness import measure_samples, restore, tasks
+from experiments.harness import restore, tasks
+from experiments.measures import samples as measure_samples
 from experiments.harness.config import Config, TrainConfig
 from experiments.harness.data import DataConfig
 from experiments.harness.train import train

@@ -97,7 +97,7 @@ class DataConfig:
       mixture: extra training sources mixed with ``dataset``, each "NAME:WEIGHT" with WEIGHT the
         share of training tokens (e.g. "verifiable_tasks/reversed_addition:0.3"); ``dataset``
         gets 1 - sum. Sources are packed separately and their rows mixed by Grain
-        (``tasks.mixed_train_rows``); evaluation stays on ``dataset``'s eval split.
+        (`mixed_train_rows`); evaluation stays on ``dataset``'s eval split.
       download: let TFDS download and prepare a missing (non-embedded) dataset. Off by default:
         datasets are expected prepared as ArrayRecord in data_dir. Preparing needs the network,
         often TensorFlow for the builder's own code, and, with TFDS 4.9.10 on Python >= 3.9,
@@ -539,7 +539,7 @@ def shuffled_train_rows(
     if cfg.mixture:
         from experiments.harness import tasks
 
-        rows = tasks.mixed_train_rows(cfg, cfg.mixture, seed=seed, process_index=process_index,
+        rows = mixed_train_rows(cfg, cfg.mixture, seed=seed, process_index=process_index,
                                       process_count=process_count, tokenizer=tokenizer)
     else:
         rows = packed_train_rows(cfg, seed=seed, process_index=process_index,
@@ -709,3 +709,35 @@ def split_info(cfg: DataConfig, split: str | None = None) -> SplitInfo:
 def tokens_per_epoch(cfg: DataConfig) -> int:
     """Tokens in one pass over the train split, all processes together."""
     return split_info(cfg).tokens
+
+
+def mixed_train_rows(cfg, mixture: Sequence[str] | Sequence[tuple[str, float]], *, seed: int,
+                     process_index: int = 0, process_count: int = 1, tokenizer=None) -> grain.IterDataset:
+    """Packed training rows of ``cfg.dataset`` and the ``mixture`` datasets, mixed by token share.
+
+    Each source goes through `packed_train_rows` on its own (own document shuffle, seeded
+    ``seed + j`` for source j; own packing), so every row holds documents of one source and all
+    rows have seq_len + 1 tokens; ``grain.IterDataset.mix`` then interleaves the rows in the
+    proportions (1 - sum(w), w_1, ...), which are therefore the fractions of training tokens.
+    Task datasets are built on first use. Returns the rows before the row shuffle (pass them to
+    ``grain.experimental.WindowShuffleIterDataset`` as `shuffled_train_rows` does).
+    """
+    from experiments.harness import tasks
+
+    pairs = tasks.parse_mixture(mixture) if mixture and isinstance(mixture[0], str) else list(mixture)
+    if not pairs:
+        raise ValueError("mixed_train_rows: empty mixture")
+    sources = [(cfg.dataset, 1.0 - sum(w for _, w in pairs))] + pairs
+    tokenizer = make_tokenizer(cfg) if tokenizer is None else tokenizer
+    rows, weights = [], []
+    for j, (name, weight) in enumerate(sources):
+        if tasks.is_task_dataset(name):
+            tasks.prepare(name, cfg.data_dir)
+        fields = {"dataset": name, "train_split": tasks.TRAIN_SPLIT if j else cfg.train_split}
+        if hasattr(cfg, "mixture"):
+            fields["mixture"] = ()  # each part is one plain source
+        part = dataclasses.replace(cfg, **fields)
+        rows.append(packed_train_rows(part, seed=seed + j, process_index=process_index,
+                                            process_count=process_count, tokenizer=tokenizer))
+        weights.append(weight)
+    return grain.IterDataset.mix(rows, weights)

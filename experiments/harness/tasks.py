@@ -38,7 +38,7 @@ features text, prompt, answer, family, difficulty), configs:
   * ``small``: reversed_addition, difficulties 1-2, 20,000 train documents, 50 test per
     difficulty (tests).
 
-Training on a mixture with the text corpus: ``mixed_train_rows`` packs every source into rows
+Training on a mixture with the text corpus: ``data.mixed_train_rows`` packs every source into rows
 separately and mixes the ROWS with ``grain.IterDataset.mix`` (weights = fractions of training
 tokens, since rows have equal length), see ``parse_mixture``.
 """
@@ -136,7 +136,7 @@ def weak_check(problem: Problem, completion: str) -> bool:
 
 def weak_false_positive_rate(rows: Sequence[dict]) -> float:
     """Fraction of wrong samples that the weak checker accepts: sum(c_weak - c) / sum(n - c), from
-    rows with n, c, c_weak (``measure_samples.sample_counts``); NaN when no sample is wrong."""
+    rows with n, c, c_weak (``experiments.measures.samples.sample_counts``); NaN when no sample is wrong."""
     wrong = sum(r["n"] - r["c"] for r in rows)
     false_pos = sum(r["c_weak"] - r["c"] for r in rows)
     return float(false_pos / wrong) if wrong else float("nan")
@@ -353,35 +353,3 @@ def parse_mixture(entries: Sequence[str]) -> list[tuple[str, float]]:
     if not total < 1:
         raise ValueError(f"mixture weights sum to {total} >= 1; the base dataset needs a share")
     return out
-
-
-def mixed_train_rows(cfg, mixture: Sequence[str] | Sequence[tuple[str, float]], *, seed: int,
-                     process_index: int = 0, process_count: int = 1, tokenizer=None) -> grain.IterDataset:
-    """Packed training rows of ``cfg.dataset`` and the ``mixture`` datasets, mixed by token share.
-
-    Each source goes through ``data.packed_train_rows`` on its own (own document shuffle, seeded
-    ``seed + j`` for source j; own packing), so every row holds documents of one source and all
-    rows have seq_len + 1 tokens; ``grain.IterDataset.mix`` then interleaves the rows in the
-    proportions (1 - sum(w), w_1, ...), which are therefore the fractions of training tokens.
-    Task datasets are built on first use. Returns the rows before the row shuffle (pass them to
-    ``grain.experimental.WindowShuffleIterDataset`` as ``data.shuffled_train_rows`` does).
-    """
-    from experiments.harness import data as hdata
-
-    pairs = parse_mixture(mixture) if mixture and isinstance(mixture[0], str) else list(mixture)
-    if not pairs:
-        raise ValueError("mixed_train_rows: empty mixture")
-    sources = [(cfg.dataset, 1.0 - sum(w for _, w in pairs))] + pairs
-    tokenizer = hdata.make_tokenizer(cfg) if tokenizer is None else tokenizer
-    rows, weights = [], []
-    for j, (name, weight) in enumerate(sources):
-        if is_task_dataset(name):
-            prepare(name, cfg.data_dir)
-        fields = {"dataset": name, "train_split": TRAIN_SPLIT if j else cfg.train_split}
-        if hasattr(cfg, "mixture"):
-            fields["mixture"] = ()  # each part is one plain source
-        part = dataclasses.replace(cfg, **fields)
-        rows.append(hdata.packed_train_rows(part, seed=seed + j, process_index=process_index,
-                                            process_count=process_count, tokenizer=tokenizer))
-        weights.append(weight)
-    return grain.IterDataset.mix(rows, weights)

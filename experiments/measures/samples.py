@@ -1,6 +1,7 @@
 """Measure stage of a test-time-compute study: sample a trained run n times per problem, count passes.
 
-    from experiments.harness import measure_samples, tasks
+    from experiments.harness import tasks
+    from experiments.measures import samples as measure_samples
     problems = tasks.load_problems("verifiable_tasks/reversed_addition", "test", data_dir)
     rows = measure_samples.sample_counts("runs/d64-1e6-s0", problems, 256, temperature=1.0)
     # rows: [{"run_id", "n_params", "tokens", "flops", "problem", "family", "difficulty",
