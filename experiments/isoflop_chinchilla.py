@@ -3,10 +3,14 @@ embedded Python-stdlib corpus, from one command to fitted laws, plots and a repo
 
     python -m experiments.isoflop_chinchilla --workdir runs/demo --preset cpu      # the main job
     python -m experiments.isoflop_chinchilla --workdir runs/ci --preset smoke      # CI (tests)
-    python -m experiments.isoflop_chinchilla --workdir gs://bucket/iso --preset pod \
-        --mesh fsdp=64,tensor=4
-    python -m experiments.isoflop_chinchilla --workdir runs/demo --preset cpu \
-        --set budgets=1e11,3e11,1e12 --set sizes_per_budget=7 --set spread=12
+    python -m experiments.isoflop_chinchilla --workdir gs://bucket/iso --preset pod --mesh fsdp=64,tensor=4
+    python -m experiments.isoflop_chinchilla --workdir runs/wide --preset cpu --set budgets=1e11,3e11,1e12 --set sizes_per_budget=7 --set spread=12
+    python -m experiments.isoflop_chinchilla --workdir runs/rung2 --preset cpu --set prior=runs/demo/fits/approach3_parametric.json
+
+The last one is a ladder rung: its sizes are centred on the N_opt(C) that the first study fitted.
+Exit status: 0 when runs completed and laws were fitted (the last line says how many runs failed
+and the first reason, if any); 1 when every run failed or nothing could be fitted (one line on
+stderr naming the first cause); 2 for a bad flag, --set or workdir.
 
 Presets and expected cost (FLOPs under the "6N" convention, C = 6 N D with N counting every
 parameter, as Hoffmann et al.; CPU figures measured on the 2-core CI machine while other jobs
@@ -42,9 +46,13 @@ import logging
 import math
 from collections.abc import Iterator
 
-from experiments.harness import cli, grid
+from experiments.harness import cli
 from experiments.harness.config import Config, TrainConfig, deepseek_lr
 from experiments.harness.data import DataConfig
+from experiments.reports import isoflop as isoflop_report
+from experiments.runner.design import log_spaced, prior_optimal_params, steps_for_budget
+from experiments.runner.runs import Run
+from experiments.runner.study import Rung, fit_batch_to_mesh, run_study
 from models.shapes import config_for_params
 from models.transformer import ModelConfig, param_counts, shape_dict
 from scaling import flops as sflops
@@ -62,8 +70,10 @@ class Study:
     sizes_per_budget, spread: that many model sizes per budget, log-spaced with largest/smallest
       = ``spread``, centred (geometric mean) on ``center_scale`` x the prior law's N_opt(C).
     sizes: explicit target sizes (the same at every budget); when given, replaces the prior.
-    prior: `scaling.published` law whose N_opt(C) centres the sizes (C = 6 N D, N with embeddings,
-      converted to ``flop_convention`` by `grid.prior_optimal_params`).
+    prior: the law whose N_opt(C) centres the sizes: a `scaling.published` name (C = 6 N D, N with
+      embeddings) or a fitted-law file an earlier study wrote (the ladder: ``--set
+      prior=runs/demo/fits/approach2_n_opt.json``), converted to ``flop_convention`` by
+      `experiments.runner.design.prior_optimal_params`.
     flop_convention: how a budget turns into tokens (`scaling.flops.CONVENTIONS`); ``6N`` and
       ``exact`` count all parameters N, ``6N_nonembed`` counts non-embedding parameters.
     seeds: one run per size and seed; seed s initializes with ``train.seed = s`` and reads the
@@ -81,6 +91,9 @@ class Study:
     start_grid: starts of Approach 3's fit: "coarse" (243 starts, every other value of the
       law's grid) or "full" (the law's 4,500-start grid, Epoch AI's protocol; minutes on a CPU).
     analyze: fit, plot and report after the grid.
+    rung_budgets: the ladder's next rung: after the analysis, train at each of these budgets the
+      model that the fitted N_opt(C) (Approach 2) calls compute-optimal, and report its measured
+      loss against every fitted law's prediction (report.md, rung.json; runs in ``rung/``).
     """
 
     name: str = "isoflop_chinchilla"
@@ -111,6 +124,7 @@ class Study:
     bootstrap_curves: int = 100
     start_grid: str = "coarse"
     analyze: bool = True
+    rung_budgets: tuple[float, ...] = ()
 
     def __post_init__(self):
         if not self.budgets or any(not (b > 0 and math.isfinite(b)) for b in self.budgets):
@@ -124,6 +138,8 @@ class Study:
             raise ValueError("Study.seeds: give at least one seed")
         if self.start_grid not in ("coarse", "full"):
             raise ValueError(f"Study.start_grid={self.start_grid!r}: 'coarse' or 'full'")
+        if any(not (b > 0 and math.isfinite(b)) for b in self.rung_budgets):
+            raise ValueError(f"Study.rung_budgets must be positive FLOP counts, got {self.rung_budgets}")
         if self.batch_multiple < 1:
             raise ValueError(f"Study.batch_multiple must be >= 1, got {self.batch_multiple}")
 
@@ -171,7 +187,7 @@ def learning_rate(study: Study, n_params_nonembedding: int, tokens: float) -> fl
 def sizes_at(study: Study, budget: float) -> list[float]:
     """Target sizes at one budget: explicit ``sizes``, or log-spaced around the prior's optimum.
 
-    The prior's N counts every parameter and its C is 6 N D; `grid.prior_optimal_params` turns
+    The prior's N counts every parameter and its C is 6 N D; `design.prior_optimal_params` turns
     our budget into the prior's (``ratio``), and its N_opt is converted to the study's count
     through the shape the rule gives it.
     """
@@ -187,10 +203,10 @@ def sizes_at(study: Study, budget: float) -> list[float]:
         model = total_model(n_total)
         return flops_per_token(study, model) / (6.0 * param_counts(model)["total"])
 
-    center = grid.prior_optimal_params(budget, prior=study.prior, flops_ratio=ratio)
+    center = prior_optimal_params(budget, prior=study.prior, flops_ratio=ratio)
     if count_kind(study) != "total":
         center = param_counts(total_model(center))[count_kind(study)]
-    return list(grid.log_spaced(study.center_scale * center, study.sizes_per_budget, study.spread))
+    return list(log_spaced(study.center_scale * center, study.sizes_per_budget, study.spread))
 
 
 def run_config(study: Study, budget: float, model: ModelConfig, seed: int) -> Config:
@@ -199,7 +215,7 @@ def run_config(study: Study, budget: float, model: ModelConfig, seed: int) -> Co
     per_token = flops_per_token(study, model)
     seq_len = study.base.data.seq_len
     rows = batch_rows(study, counts["nonembedding"], budget / per_token)
-    steps = grid.steps_for_budget(budget, per_token, rows * seq_len)
+    steps = steps_for_budget(budget, per_token, rows * seq_len)
     tokens = steps * rows * seq_len
     train = dataclasses.replace(
         study.base.train, tokens=tokens, batch_size=rows,
@@ -225,7 +241,14 @@ def models_at(study: Study, budget: float) -> list[ModelConfig]:
     return models
 
 
-def sweep(study: Study) -> Iterator[grid.Run]:
+def rung_run(study: Study, budget: float, n_target: float) -> Run:
+    """The prediction rung's run at ``budget``: the shape rule's model nearest ``n_target``
+    (the fitted N_opt), trained with the grid's rules (seed 0)."""
+    return Run(budget=budget, config=run_config(study, budget, model_for(study, n_target), study.seeds[0]),
+               labels={"role": "rung"})
+
+
+def sweep(study: Study) -> Iterator[Run]:
     """The grid, budget by budget (small to large), sizes small to large, then seeds.
 
     Sizes whose run would take fewer than ``min_steps`` optimizer steps are left out (logged).
@@ -240,7 +263,7 @@ def sweep(study: Study) -> Iterator[grid.Run]:
                         "budget %.3g: %s params would train only %d steps (< min_steps %d); left out",
                         budget, param_counts(model)[count_kind(study)], steps, study.min_steps)
                     continue
-                yield grid.Run(budget=budget, config=cfg)
+                yield Run(budget=budget, config=cfg)
 
 
 # ----------------------------------------------------------------------------- presets
@@ -301,11 +324,16 @@ PRESETS = {"smoke": smoke, "cpu": cpu, "gpu": gpu, "pod": pod}
 
 
 def main(argv: list[str] | None = None, *, presets=PRESETS, description: str = __doc__) -> dict:
-    """Parse the command line, run the grid of the chosen preset, analyze it (`grid.run_study`)."""
+    """Parse the command line, train the chosen preset's grid, analyze it (`run_study`)."""
     study, args = cli.parse(argv, description=description, presets=presets, default_preset="cpu")
-    study = grid.fit_batch_to_mesh(study)
-    return grid.run_study(study, args.workdir, sweep(study), preset=args.preset)
+    study = fit_batch_to_mesh(study)
+    rung = Rung(runs=lambda workdir: isoflop_report.rung_runs(
+                    workdir, study.rung_budgets, lambda b, n: rung_run(study, b, n)),
+                report=isoflop_report.rung_report) if study.rung_budgets else None
+    return run_study(study.name, args.workdir, sweep(study), declaration=study, preset=args.preset,
+                     flop_convention=study.flop_convention,
+                     analyze=isoflop_report.analyze_stage if study.analyze else None, rung=rung)
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

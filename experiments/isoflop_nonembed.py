@@ -49,4 +49,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from experiments.harness import cli
+
+    cli.run(main)

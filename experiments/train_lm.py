@@ -1,16 +1,19 @@
 """Train one decoder-only language model on the embedded Python-stdlib corpus (byte tokens).
 
-    python -m experiments.train_lm --workdir /tmp/lm --preset smoke          # < 1 min on a CPU
-    python -m experiments.train_lm --workdir /tmp/lm8 --preset smoke --host_devices 8 \
-        --mesh data=2,fsdp=2,tensor=2          # 8 simulated CPU devices (or XLA_FLAGS=...=8)
-    python -m experiments.train_lm --workdir /tmp/lm256 \
-        --set model.d_model=256 --set train.tokens=2e7   # smoke, wider and longer: ~2 h on CPU
+    python -m experiments.train_lm --workdir runs/lm --preset smoke       # ~20 s on a CPU
+    python -m experiments.train_lm --workdir runs/lm8 --preset smoke --host_devices 8 --mesh data=2,fsdp=2,tensor=2
+    python -m experiments.train_lm --workdir runs/lm256 --set model.d_model=256 --set train.tokens=2e7
     python -m experiments.train_lm --workdir gs://bucket/lm300m --preset gpu
 
-Presets and expected cost (CPU figures measured on a shared 2-core x86 machine; the GPU figure
-is an estimate, no GPU was available when this was written):
-  smoke  d_model 64, 2 layers, seq 128, batch 16: 130k parameters, 0.33M tokens (160 steps),
-         ~25 s of CPU time, most of it start-up and compilation; final eval loss ~2.85 nats/byte
+The second runs on 8 simulated CPU devices (or set XLA_FLAGS=--xla_force_host_platform_device_count=8);
+the third is the smoke preset made wider and longer (~2 h on a CPU). Workdirs may be relative
+(to the current directory), absolute or gs:// URLs.
+
+Presets and cost (CPU figures measured on the 2-core x86 CI machine; the GPU figure is an
+estimate, no GPU was available when this was written):
+  smoke  d_model 64, 2 layers, seq 128, batch 16: 130k parameters, 0.33M tokens (160 steps);
+         20 s wall, 24 CPU-s (2026-12-04, machine shared with other jobs), most of it start-up
+         and compilation; final eval loss 2.460 ± 0.035 nats/byte
   cpu    d_model 128, 4 layers, seq 256, batch 32: 857k parameters, 2.5M tokens (305 steps),
          4.7e10 FLOP per step ("exact"); ~6 min at the ~8k tokens/s of 2 idle cores (17 min
          measured on 2 cores shared with other jobs); final eval loss ~2.40 nats/byte
@@ -24,8 +27,11 @@ the run has completed. Outputs: config.json, metrics.jsonl, result.json, checkpo
 ``train.*``, ``mesh``); e.g. ``--set train.lr=deepseek --set train.batch_size=deepseek``.
 
 Multi-process (one process per host, or several on one CPU host; start both, ids 0 and 1):
-    python -m experiments.train_lm --workdir /tmp/lm2 --preset smoke --host_devices 2 \
-        --coordinator_address localhost:12355 --num_processes 2 --process_id 0
+    python -m experiments.train_lm --workdir runs/lm2 --preset smoke --host_devices 2 --coordinator_address localhost:12355 --num_processes 2 --process_id 0
+    python -m experiments.train_lm --workdir runs/lm2 --preset smoke --host_devices 2 --coordinator_address localhost:12355 --num_processes 2 --process_id 1
+
+A run that fails or diverges exits with status 1 and one line naming the reason (result.json
+records it); a bad flag, --set or workdir exits with status 2.
 """
 
 from __future__ import annotations
@@ -82,11 +88,21 @@ def main(argv: list[str] | None = None) -> dict:
                         stream=sys.stderr, force=True)
     for noisy in ("absl", "orbax", "jax._src", "tensorflow_datasets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    result = train(cfg, args.workdir)
-    print(f"{result['status']}: step {result.get('step')} eval_loss {result.get('eval_loss')} "
+    try:
+        result = train(cfg, args.workdir)
+    except Exception as err:  # noqa: BLE001  (train logged the traceback and wrote result.json)
+        logging.getLogger(__name__).exception("training failed")
+        raise cli.CommandFailed(f"run failed: {type(err).__name__}: {err} "
+                                f"(see {args.workdir}/result.json)") from err
+    if result["status"] != "completed":
+        raise cli.CommandFailed(f"run {result['status']} at step {result.get('step')}: "
+                                f"{result.get('reason') or 'no reason recorded'} "
+                                f"(see {args.workdir}/result.json)")
+    loss, sem = result.get("eval_loss"), result.get("eval_loss_sem")
+    print(f"completed: step {result.get('step')}, eval_loss {loss:.4f} ± {sem:.4f} nats/token "
           f"({args.workdir}/result.json)")
     return result
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -7,7 +7,7 @@ is a change of mesh spec (and, rarely, of rules), never of model code.
 
     mesh = make_mesh("fsdp=4,tensor=2")
     params, shardings = init_params(Transformer(cfg), rng, (batch, seq_len), mesh, DEFAULT_RULES)
-    check_sharding(params, shardings)                 # logs; fail=True raises
+    check_sharding(params, shardings)                 # ValueError above 1.02x the ideal bytes
     with sharding_context(mesh, DEFAULT_RULES):       # activation constraints take effect
         loss = jax.jit(loss_fn)(params, batch)
 
@@ -105,22 +105,17 @@ def parse_mesh_spec(spec: str | Mapping | None, n_devices: int) -> dict:
 
 
 def make_mesh(spec: str | Mapping | None = None, devices: Sequence | None = None) -> Mesh:
-    """A Mesh with axes ("data", "fsdp", "tensor") (Auto axis types) over ``devices``.
+    """``jax.make_mesh`` with axes ("data", "fsdp", "tensor") (Auto axis types) over ``devices``.
 
-    ``devices`` defaults to ``jax.devices()``. The physical order comes from
-    ``mesh_utils.create_device_mesh`` (topology-aware on TPU/GPU), falling back to the given
-    order when it cannot place the shape.
+    ``devices`` defaults to ``jax.devices()``; the physical order is jax's (topology-aware on
+    TPU). A spec that does not parse or does not multiply to the device count is a ValueError
+    (``parse_mesh_spec``); a shape jax cannot place on the devices raises jax's error.
     """
     devices = list(jax.devices() if devices is None else devices)
     sizes = parse_mesh_spec(spec, len(devices))
     shape = tuple(sizes[a] for a in MESH_AXES)
-    try:
-        from jax.experimental import mesh_utils
-
-        grid = mesh_utils.create_device_mesh(shape, devices=devices, allow_split_physical_axes=True)
-    except Exception:  # non-standard device subsets: keep the caller's order
-        grid = np.asarray(devices, dtype=object).reshape(shape)
-    return Mesh(grid, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
+    return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
+                         devices=devices)
 
 
 @contextlib.contextmanager
@@ -223,67 +218,73 @@ def init_params(model: nn.Module, rng, example_batch_shape, mesh: Mesh, rules=DE
     return params, shardings
 
 
-def _is_model_parallel(sharding, mesh_shape) -> bool:
-    """True when the leaf is split over at least one fsdp/tensor axis of size > 1."""
-    spec = getattr(sharding, "spec", None)
-    if spec is None:
-        return False
-    for entry in spec:
-        axes = () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
-        if any(a in MODEL_PARALLEL_AXES and mesh_shape.get(a, 1) > 1 for a in axes):
-            return True
-    return False
+def model_parallel_size(mesh_shape: Mapping[str, int]) -> int:
+    """Devices over which parameters are meant to be split: the mesh without its pure
+    data-parallel axis (``data``), i.e. fsdp x tensor."""
+    return math.prod(int(mesh_shape.get(a, 1)) for a in MODEL_PARALLEL_AXES)
 
 
-def unsharded_report(params, shardings, top: int = 10) -> dict:
-    """How much of ``params`` is replicated on every model-parallel (fsdp x tensor) shard.
+def sharding_report(params, shardings, top: int = 10) -> dict:
+    """Parameter bytes one device holds, against the ideal of a perfect split (MaxText's check).
 
-    Returns {"total_params", "unsharded_params", "unsharded_fraction", "model_parallel_size",
-    "largest_unsharded": [(path, shape, size), ...]}. With no model-parallel axis (e.g.
-    data=8) every parameter is replicated by design and the fraction is 1.0.
+    per_device_bytes = sum over leaves of the bytes of one shard (``sharding.shard_shape``);
+    ideal_bytes = total_bytes / P with P = fsdp x tensor (:func:`model_parallel_size`);
+    ratio = per_device_bytes / ideal_bytes (1.0 = perfectly split; >= 1 always). ``params``
+    may be arrays or ShapeDtypeStructs. Returns {"total_bytes", "per_device_bytes",
+    "ideal_bytes", "ratio", "model_parallel_size", "largest_excess": [(path, shape, spec,
+    excess_bytes), ...]}, excess = shard bytes - leaf bytes / P, largest first.
     """
     leaves = jax.tree_util.tree_flatten_with_path(strip_boxes(params))[0]
     shard_leaves = jax.tree.leaves(shardings, is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))
     if len(leaves) != len(shard_leaves):
         raise ValueError(f"params has {len(leaves)} leaves but shardings has {len(shard_leaves)}")
-    mesh_shape = {}
-    for s in shard_leaves:
-        mesh_shape = dict(getattr(s, "mesh").shape) if hasattr(s, "mesh") else {}
-        break
-    total, unsharded, rows = 0, 0, []
+    if not leaves:
+        raise ValueError("sharding_report: params has no leaves")
+    mesh_shape = dict(getattr(shard_leaves[0], "mesh").shape) if hasattr(shard_leaves[0], "mesh") else {}
+    parts = model_parallel_size(mesh_shape)
+    total = per_device = 0
+    rows = []
     for (path, leaf), sharding in zip(leaves, shard_leaves):
-        size = int(np.prod(np.shape(leaf)))
-        total += size
-        if not _is_model_parallel(sharding, mesh_shape):
-            unsharded += size
-            rows.append((jax.tree_util.keystr(path), tuple(np.shape(leaf)), size))
-    rows.sort(key=lambda r: -r[2])
-    return {
-        "total_params": total,
-        "unsharded_params": unsharded,
-        "unsharded_fraction": unsharded / total if total else 0.0,
-        "model_parallel_size": math.prod(mesh_shape.get(a, 1) for a in MODEL_PARALLEL_AXES),
-        "largest_unsharded": rows[:top],
-    }
+        shape = tuple(np.shape(leaf))
+        itemsize = np.dtype(leaf.dtype).itemsize
+        nbytes = math.prod(shape) * itemsize
+        shard = math.prod(sharding.shard_shape(shape)) * itemsize
+        total += nbytes
+        per_device += shard
+        excess = shard - nbytes / parts
+        if excess > 0:
+            rows.append((jax.tree_util.keystr(path), shape, str(getattr(sharding, "spec", "")), excess))
+    rows.sort(key=lambda r: -r[3])
+    ideal = total / parts
+    return {"total_bytes": total, "per_device_bytes": per_device, "ideal_bytes": ideal,
+            "ratio": per_device / ideal if ideal else 1.0, "model_parallel_size": parts,
+            "largest_excess": rows[:top]}
 
 
-def check_sharding(params, shardings, max_unsharded_fraction: float = 0.02, fail: bool = False) -> dict:
-    """MaxText-style check: at most ``max_unsharded_fraction`` of parameters may be unsharded
-    over the model-parallel axes. Logs a warning (or raises ValueError when ``fail``) otherwise.
+def check_sharding(params, shardings, tolerance: float | None = 0.02) -> dict:
+    """Fail when a device holds more than (1 + tolerance) x the ideal parameter bytes.
 
-    Skipped (logged at info) when the mesh has no model-parallel axis larger than 1.
+    The ideal is total bytes / (fsdp x tensor) (:func:`sharding_report`), as in MaxText's
+    ``assert_params_sufficiently_sharded`` (used / perfectly_sharded - 1 < tolerance, default
+    0.02). Above it: ValueError naming the largest replicated weights, or, with
+    ``tolerance=None`` (the user opted out), a warning with the same text. Pure data
+    parallelism (fsdp = tensor = 1) passes by construction (ratio 1).
     """
-    report = unsharded_report(params, shardings)
-    if report["model_parallel_size"] == 1:
-        log.info("sharding check skipped: no fsdp/tensor axis > 1 (pure data parallelism)")
-        return report
-    frac = report["unsharded_fraction"]
-    if frac > max_unsharded_fraction:
-        msg = (f"{frac:.1%} of parameters are replicated across the fsdp x tensor shards "
-               f"(limit {max_unsharded_fraction:.1%}); largest: {report['largest_unsharded'][:5]}")
-        if fail:
+    report = sharding_report(params, shardings)
+    limit = 0.02 if tolerance is None else float(tolerance)
+    if report["ratio"] > 1 + limit:
+        largest = ", ".join(f"{path} {shape} spec {spec} +{excess / 2**20:.3g} MiB"
+                            for path, shape, spec, excess in report["largest_excess"][:5])
+        msg = (f"each device holds {report['ratio']:.3g}x the ideal parameter bytes "
+               f"({report['per_device_bytes'] / 2**20:.4g} MiB vs "
+               f"{report['ideal_bytes'] / 2**20:.4g} MiB = total / {report['model_parallel_size']} "
+               f"fsdp x tensor devices; tolerance {limit:.0%}): weights replicated across the "
+               f"model-parallel axes, largest: {largest}. Choose a mesh whose axes divide these "
+               "dimensions, or set sharding_tolerance=none to train anyway")
+        if tolerance is not None:
             raise ValueError(msg)
-        log.warning(msg)
+        log.warning("sharding check (opted out): %s", msg)
     else:
-        log.info("sharding check: %.2f%% of parameters unsharded", 100 * frac)
+        log.info("sharding check: each device holds %.4gx the ideal parameter bytes",
+                 report["ratio"])
     return report

@@ -55,7 +55,7 @@ is initialized N(0, init_std^2) and every learning-rate multiplier is 1.
 from __future__ import annotations
 
 import dataclasses
-import logging
+import functools
 import math
 from typing import Any
 
@@ -68,7 +68,7 @@ from scaling import flops as _flops
 
 ACTIVATIONS = ("swiglu", "gelu", "relu")
 REMAT_POLICIES = ("none", "full", "dots_saveable")
-ATTENTION_IMPLS = (None, "xla", "cudnn")
+ATTENTION_IMPLS = (None, "xla", "cudnn", "splash")
 DTYPES = ("float32", "bfloat16")
 HIDDEN_MATRICES = ("query", "key", "value", "out", "gate", "up", "down")
 
@@ -86,8 +86,10 @@ class ModelConfig:
     8/3*d_model rounded to a multiple of 8 for "swiglu" (same MLP parameter count as 4*d ungated).
     dtype: compute dtype of matmuls and activations; parameters stay float32, logits float32.
     remat: "none", "full" (recompute each block in the backward pass) or "dots_saveable" (keep
-    matmul outputs, recompute elementwise ops). attention_impl: None = "cudnn" on GPU with
-    bfloat16 compute, else "xla".
+    matmul outputs, recompute elementwise ops). attention_impl: "xla" (dense, materialized
+    [B, 1, L, L] mask), "cudnn" (GPU fused kernel), "splash" (TPU Pallas kernel, no dense mask;
+    runs in Pallas interpret mode elsewhere), or None = chosen per platform by
+    :func:`resolve_attention` (splash on TPU, cuDNN on GPU where it applies, else xla).
     """
 
     vocab_size: int = 256
@@ -258,17 +260,47 @@ class Embedder(nn.Module):
         )
 
     def __call__(self, tokens):
-        # Gather from a replicated copy of the table: a gather from a vocab/embed-sharded table
-        # into batch-sharded activations makes XLA's SPMD partitioner fall back to full
-        # rematerialization. The all-gather is the same one FSDP does for every weight.
-        table = nn.with_logical_constraint(self.embedding, (None, None))
-        return jnp.take(table, tokens, axis=0).astype(self.dtype)
+        # Gather from a replicated copy of the table, cast to the compute dtype first: a gather
+        # from a vocab/embed-sharded table into batch-sharded activations makes XLA's SPMD
+        # partitioner fall back to full rematerialization, and the all-gather (the one FSDP does
+        # for every weight) then moves and holds the table in bfloat16, half the float32 bytes.
+        # The cast commutes with the gather, and the gradient is accumulated in float32 as
+        # before (embed_lookup), so the numbers do not change.
+        if jnp.dtype(self.dtype) == jnp.float32:
+            return jnp.take(_replicated(self.embedding), tokens, axis=0)
+        return embed_lookup(self.embedding, tokens, jnp.dtype(self.dtype))
 
     def attend(self, x):
         table = self.embedding.astype(self.dtype)
         return jax.lax.dot_general(
             x.astype(self.dtype), table, (((x.ndim - 1,), (1,)), ((), ())), preferred_element_type=jnp.float32
         )
+
+
+def _replicated(table):
+    return nn.with_logical_constraint(table, (None, None))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def embed_lookup(table, tokens, dtype):
+    """``table.astype(dtype)[tokens]`` from a replicated copy made after the cast (so the
+    all-gather moves ``dtype`` bytes), with the float32 gradient of the float32 table
+    (scatter-added in float32, as the gather-then-cast it replaces: a bfloat16 scatter-add
+    would round the sum over every occurrence of a token)."""
+    return jnp.take(_replicated(table.astype(dtype)), tokens, axis=0)
+
+
+def _embed_lookup_fwd(table, tokens, dtype):
+    return embed_lookup(table, tokens, dtype), (tokens, table)  # the table is a live param
+
+
+def _embed_lookup_bwd(dtype, residual, g):
+    tokens, table = residual
+    grad = jnp.zeros(table.shape, jnp.float32).at[tokens].add(g.astype(jnp.float32))
+    return grad.astype(table.dtype), None
+
+
+embed_lookup.defvjp(_embed_lookup_fwd, _embed_lookup_bwd)
 
 
 def apply_rotary(x, positions, theta):
@@ -294,25 +326,111 @@ def attention_mask(segment_ids_q, segment_ids_k, q_index, k_index):
     return (causal & same)[:, None, :, :]
 
 
-def _attention_impl(cfg: ModelConfig) -> str:
+def attention_impl_name(cfg: ModelConfig, platform: str | None = None, seq_len: int | None = None) -> str:
+    """The attention implementation ``cfg`` uses on ``platform`` ("tpu", "gpu", "cpu"; default
+    ``jax.default_backend()``). An explicit ``cfg.attention_impl`` wins. Auto: "splash" on TPU
+    when the sequence (``seq_len``, default max_seq_len) tiles into the kernel's 128-blocks;
+    "cudnn" on GPU for
+    bfloat16 with head_dim a multiple of 8 and at most 128 (what cuDNN's fused kernel takes in
+    jax.nn.dot_product_attention); "xla" otherwise."""
     if cfg.attention_impl is not None:
         return cfg.attention_impl
-    on_gpu = jax.default_backend() == "gpu"
-    return "cudnn" if on_gpu and cfg.dtype == "bfloat16" else "xla"
+    platform = platform or jax.default_backend()
+    if platform == "tpu" and (seq_len or cfg.max_seq_len) % SPLASH_BLOCK == 0:
+        return "splash"
+    if platform == "gpu" and cfg.dtype == "bfloat16" and cfg.head_dim % 8 == 0 and cfg.head_dim <= 128:
+        return "cudnn"
+    return "xla"
 
 
-def _dot_product_attention(cfg: ModelConfig, q, k, v, mask, scale):
-    """jax.nn.dot_product_attention with the configured implementation. In auto mode a cuDNN
-    call that jax rejects while tracing (unsupported shape/dtype) falls back to XLA."""
-    impl = _attention_impl(cfg)
-    if impl == "cudnn":
-        try:  # cuDNN skips the masked-out upper triangle when told the mask is causal
-            return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, is_causal=True,
-                                                implementation="cudnn")
-        except (ValueError, NotImplementedError, RuntimeError) as err:
-            if cfg.attention_impl == "cudnn":
-                raise
-            logging.getLogger(__name__).warning("cuDNN attention unavailable (%s); using XLA", err)
+def resolve_attention(cfg: ModelConfig, platform: str | None = None, seq_len: int | None = None) -> ModelConfig:
+    """``cfg`` with ``attention_impl`` fixed to :func:`attention_impl_name`."""
+    return cfg.replace(attention_impl=attention_impl_name(cfg, platform, seq_len))
+
+
+SPLASH_BLOCK = 128
+
+
+def _splash_kernel(n_heads: int, length: int, interpret: bool):
+    """Pallas splash-attention kernel (jax.experimental.pallas.ops.tpu.splash_attention) for
+    causal attention over ``length`` tokens; segment ids are passed per call. The causal mask is
+    a lazy ``CausalMask``: only per-block metadata is built, never an L x L array."""
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as sm
+
+    if length % SPLASH_BLOCK:
+        raise ValueError(f"splash attention needs a sequence length that is a multiple of "
+                         f"{SPLASH_BLOCK}, got {length}; use attention_impl='xla'")
+    block = SPLASH_BLOCK
+    mask = sm.MultiHeadMask([sm.CausalMask((length, length)) for _ in range(n_heads)])
+    sizes = sk.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block,
+                          block_q_dkv=block, block_kv_dkv=block, block_kv_dkv_compute=block,
+                          block_q_dq=block, block_kv_dq=block)
+    return sk.make_splash_mha(mask, block_sizes=sizes, head_shards=1, q_seq_shards=1,
+                              interpret=interpret)
+
+
+def splash_attention(q, k, v, segment_ids, scale, interpret: bool | None = None):
+    """Causal, segment-restricted attention with the splash kernel. q: [B, L, H, Dh]; k, v:
+    [B, L, K, Dh] (H a multiple of K); segment_ids [B, L]. Returns [B, L, H, Dh] in q.dtype.
+
+    Under an active mesh (``models.sharding.sharding_context``) the kernel runs per shard in
+    ``jax.shard_map``: batch split like the activations' "batch" axis, heads like "heads" (kv
+    heads repeated to H when the tensor axis does not divide them); XLA cannot partition a
+    Pallas call by itself. ``interpret`` defaults to True off TPU (Pallas interpret mode).
+    """
+    if interpret is None:
+        interpret = jax.default_backend() != "tpu"
+    batch, length, n_heads, _ = q.shape
+    q = (q * jnp.asarray(scale, q.dtype)).transpose(0, 2, 1, 3)  # the kernel does not scale
+    k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
+
+    def attend(q, k, v, seg):
+        kernel = _splash_kernel(q.shape[1], length, interpret)
+        from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
+
+        one = lambda q1, k1, v1, s1: kernel(q1, k1, v1, segment_ids=sk.SegmentIds(q=s1, kv=s1))
+        return jax.vmap(one)(q, k, v, seg)
+
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        out = attend(q, k, v, segment_ids)
+    else:
+        spec = nn.logical_to_mesh_axes(("batch", "heads", "length", "head_dim"))
+        batch_axes, head_axes = spec[0], spec[1]
+        head_size = _axes_size(mesh, head_axes)
+        if n_heads % head_size:
+            head_axes = None
+        elif k.shape[1] % head_size:
+            k = jnp.repeat(k, n_heads // k.shape[1], axis=1)
+            v = jnp.repeat(v, n_heads // v.shape[1], axis=1)
+        if batch % _axes_size(mesh, batch_axes):
+            batch_axes = None
+        qkv_spec = jax.sharding.PartitionSpec(batch_axes, head_axes, None, None)
+        seg_spec = jax.sharding.PartitionSpec(batch_axes, None)
+        out = jax.shard_map(attend, mesh=mesh, in_specs=(qkv_spec, qkv_spec, qkv_spec, seg_spec),
+                            out_specs=qkv_spec, check_vma=False)(q, k, v, segment_ids)
+    return out.transpose(0, 2, 1, 3)
+
+
+def _axes_size(mesh, axes) -> int:
+    if axes is None:
+        return 1
+    axes = (axes,) if isinstance(axes, str) else tuple(axes)
+    return math.prod(mesh.shape[a] for a in axes)
+
+
+def _dot_product_attention(cfg: ModelConfig, q, k, v, segment_ids, scale):
+    """Training/prefill attention with the configured implementation (:func:`attention_impl_name`).
+    Only the "xla" and "cudnn" paths build the dense [B, 1, L, L] mask."""
+    impl = attention_impl_name(cfg)
+    if impl == "splash":
+        return splash_attention(q, k, v, segment_ids, scale)
+    index = jnp.broadcast_to(jnp.arange(q.shape[1], dtype=jnp.int32), segment_ids.shape)
+    mask = attention_mask(segment_ids, segment_ids, index, index)
+    if impl == "cudnn":  # cuDNN skips the masked-out upper triangle when told the mask is causal
+        return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, is_causal=True,
+                                            implementation="cudnn")
     return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, implementation="xla")
 
 
@@ -337,9 +455,7 @@ class Attention(nn.Module):
         length = x.shape[1]
         new_cache = None
         if cache is None:
-            index = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), segment_ids.shape)
-            mask = attention_mask(segment_ids, segment_ids, index, index)
-            out = _dot_product_attention(cfg, q, kx, vx, mask, scale)
+            out = _dot_product_attention(cfg, q, kx, vx, segment_ids, scale)
         else:
             # Decoding: write this chunk's keys/values at [index, index + length) and attend over
             # the whole cache; the mask hides unwritten slots (slot index > query index) and
@@ -498,8 +614,7 @@ def mup_lr_scales(cfg: ModelConfig, params=None):
     ``1 / m`` (m = d_model / mup_base_width) for the hidden matrices (query, key, value, out,
     gate, up, down kernels) when ``cfg.mup``; 1.0 for everything else (embedding, unembedding,
     norm scales) and for every parameter when muP is off. ``params`` defaults to the abstract
-    params of ``cfg``. Use with ``scale_by_tree``:
-    ``optax.chain(optax.adamw(lr, ...), scale_by_tree(mup_lr_scales(cfg, params)))``.
+    params of ``cfg``. ``experiments.harness.optimizer.scale_by_tree`` applies them after AdamW.
     """
     if params is None:
         params = init_abstract(cfg)
@@ -512,21 +627,6 @@ def mup_lr_scales(cfg: ModelConfig, params=None):
         return hidden_scale if is_hidden else 1.0
 
     return jax.tree_util.tree_map_with_path(scale, params)
-
-
-def scale_by_tree(scales):
-    """optax GradientTransformation multiplying each update by the matching leaf of ``scales``."""
-    import optax
-
-    def init_fn(params):
-        del params
-        return optax.EmptyState()
-
-    def update_fn(updates, state, params=None):
-        del params
-        return jax.tree.map(lambda u, s: u * jnp.asarray(s, u.dtype), updates, scales), state
-
-    return optax.GradientTransformation(init_fn, update_fn)
 
 
 def unstack_layers(params, n_layers: int):

@@ -220,3 +220,69 @@ def mfu(tokens_per_s: float, flops_per_token: float, n_devices: int, device_kind
         raise ValueError(f"mfu needs tokens_per_s >= 0, flops_per_token > 0, n_devices >= 1; got "
                          f"{tokens_per_s!r}, {flops_per_token!r}, {n_devices!r}")
     return tokens_per_s * flops_per_token / (n_devices * peak_flops(device_kind, dtype))
+
+
+# --------------------------------------------------------------------------- inference (sampling) FLOPs
+
+INFERENCE_CONVENTIONS = ("2N", "2N_nonembed", "exact")
+
+
+def inference_flops_per_token(shape: Mapping, context_len: int, convention: str = "exact") -> float:
+    """Forward FLOPs to process ONE token (prefilled or generated) that attends to ``context_len``
+    tokens (itself included), under ``convention``:
+
+    * ``"2N"``: 2 x total parameters (one multiply-accumulate per weight; the inference
+      counterpart of Kaplan et al. 2020's C_forward ~ 2N, arXiv:2001.08361 Sec. 2.1, with the
+      embedding counted as Hoffmann et al. 2022 do). No attention term.
+    * ``"2N_nonembed"``: 2 x non-embedding parameters (Kaplan et al. 2020, Eq. 2.2 / Table 1 without
+      the 2 n_layer n_ctx d_attn context term).
+    * ``"exact"``: the forward matmul FLOPs of ``forward_flops_breakdown`` for one token: Q/K/V/O,
+      MLP and LM head, plus attention over the context: QK^T and the weighted values,
+      2 x 2 n_layers H Dh context_len (the training "exact" convention's attention term with the
+      actual context instead of L/2). Embedding lookup, norms, softmax, rotary count 0.
+
+    A KV-cache sampler that attends over a fixed-size cache (``models.sampling``) executes
+    attention over the whole cache; "exact" counts only the ``context_len`` keys that matter.
+    """
+    if isinstance(context_len, bool) or int(context_len) != context_len or context_len <= 0:
+        raise ValueError(f"context_len must be a positive integer, got {context_len!r}")
+    if convention == "2N":
+        return 2.0 * param_counts(shape)["total"]
+    if convention == "2N_nonembed":
+        return 2.0 * param_counts(shape)["nonembedding"]
+    if convention == "exact":
+        parts = forward_flops_breakdown(shape, int(context_len), causal=False)
+        return float(sum(parts.values()))
+    raise ValueError(f"unknown inference FLOP convention {convention!r}; choose one of {INFERENCE_CONVENTIONS}")
+
+
+def sampling_flops(shape: Mapping, prompt_len: int, new_tokens: float, n_samples: int = 1,
+                   convention: str = "exact", shared_prefill: bool = True) -> float:
+    """Forward FLOPs to draw ``n_samples`` completions of ``new_tokens`` tokens after one prompt
+    of ``prompt_len`` tokens, counted as a KV-cache sampler runs them:
+
+      prefill:  the P prompt tokens, token t at context t (t = 1..P), once when
+                ``shared_prefill`` (one prefill, cache copied to every sample, as
+                ``models.sampling.Sampler`` does) else once per sample;
+      decode:   per sample, the first T - 1 generated tokens are fed back, token i at context
+                P + i + 1 (i = 0..T-2); the last token's logits are never needed.
+
+    So C = m_pre * sum_t f(t) + n_samples * sum_i f(P + i + 1), f = ``inference_flops_per_token``
+    (under "2N"/"2N_nonembed" this is 2N x (m_pre P + n_samples (T - 1))). ``new_tokens`` may be a
+    mean length (a float >= 1); the attention sum is then linear-interpolated, exact for integers.
+    """
+    if isinstance(prompt_len, bool) or int(prompt_len) != prompt_len or prompt_len <= 0:
+        raise ValueError(f"prompt_len must be a positive integer, got {prompt_len!r}")
+    if not (math.isfinite(new_tokens) and new_tokens >= 1):
+        raise ValueError(f"new_tokens must be a finite number >= 1, got {new_tokens!r}")
+    if isinstance(n_samples, bool) or int(n_samples) != n_samples or n_samples < 1:
+        raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
+    base = inference_flops_per_token(shape, 1, convention)
+    slope = inference_flops_per_token(shape, 2, convention) - base  # attention FLOPs per context token
+    p, fed = int(prompt_len), float(new_tokens) - 1.0
+
+    def summed(first_context, count):  # sum of f(c) for c = first_context .. first_context + count - 1
+        return count * base + slope * (count * (first_context - 1) + count * (count - 1) / 2.0)
+
+    prefill = summed(1, p) * (1 if shared_prefill else int(n_samples))
+    return prefill + int(n_samples) * summed(p + 1, fed)

@@ -27,6 +27,11 @@ Verification (by search of the papers, their reference code, and independent tra
   transcriptions agree on 0.3118 (some secondary tables print 0.3188). With M from Eq. 2 the law
   reproduces the learning rates of the paper's Table 2 (4.2e-4 for 7B, 3.2e-4 for 67B) to 3% and its
   batch sizes in tokens (2304 and 4608 sequences of 4096 tokens) to 10%.
+- kumar2024_precision: NOT VERIFIED. The form (Eq. 4 and Finding 2) is verified (see
+  ``scaling.quantization_laws``); the constants come from one secondary source. The paper prints
+  them only in Appendix K; the search tool holds the full text (arxiv.org/html/2411.04330v2 and
+  an ICLR 2025 text copy) but serves only its opening, and searches for the constants' digits in
+  code, pages and issues found no other copy.
 - predictable_scale2025_lr / _batch: Li et al. 2025 (Step Law); the constants agree across several
   independent transcriptions of the paper, the token-wise batch size and the 0.25% near-optimality
   filter are confirmed by the authors' code (github.com/step-law/steplaw, code/fit_tool.py); the
@@ -54,6 +59,8 @@ _DEEPSEEK = ("DeepSeek-AI (Bi et al.) 2024, 'DeepSeek LLM: Scaling Open-Source L
              "Longtermism', arXiv:2401.02954")
 _STEP = ("Li et al. 2025, 'Predictable Scale: Part I -- Optimal Hyperparameter Scaling Law in Large "
          "Language Model Pretraining' (Step Law), arXiv:2503.04715")
+_KUMAR = ("Kumar, Ankner, Spector, Bordelon, Muennighoff, Paul, Pehlevan, Re, Raghunathan 2024, 'Scaling Laws "
+          "for Precision', arXiv:2411.04330 (ICLR 2025)")
 _DEEPSEEK_COMPUTE = ("x is DeepSeek's compute C = M * D in FLOPs (Sec. 3.2), with M the non-embedding FLOPs per "
                      "token of their Eq. 2, M = 72 n_layer d_model^2 + 12 n_layer d_model l_seq (roughly "
                      "6 N_non-embedding plus attention), not 6 N D with N including embeddings")
@@ -168,6 +175,30 @@ _SPECS = {
                      "to this one-covariate law: see 'compute'.",
             "verified": "yes: against a full-text transcription of the paper (Eq. 1, Eq. 2, Table 2) and "
                         "several independent transcriptions of Eq. 1",
+        }),
+    "kumar2024_precision": dict(
+        law="precision",
+        params={"A": 4299.0, "alpha": 0.4965, "B": 18060.0, "beta": 0.5, "E": 2.7648,
+                "gamma_w": 2.6745, "gamma_a": 2.2102, "gamma_kv": 0.9578},
+        ranges={"N": [3e7, 2.2e8], "D": [1.5e9, 2.6e10], "P_w": [3, 12], "P_a": [3, 12], "P_kv": [3, 12]},
+        provenance={
+            "citation": _KUMAR,
+            "equation": "Finding 2 (Sec. 4.2): L = A N_eff^-alpha + B D^-beta + E, N_eff = N (1 - e^(-P_w/gamma_w)) "
+                        "(1 - e^(-P_a/gamma_a)) (1 - e^(-P_kv/gamma_kv)) (Eq. 4); fitted values in Appendix K",
+            "compute": "Kumar et al. count training compute as C = (6/16) N D P (Eq. 5, P the training "
+                       "precision in bits), not 6 N D; flop_convention 6ND applies only at 16 bits",
+            "notes": "Quantization-aware training (integer fake quantization of the forward pass) of weights, "
+                     "activations and KV cache at 3-12 bits; N = 30, 60, 110, 220M NON-embedding parameters, "
+                     "D = 1.5-26B tokens of Dolma (Sec. 2.3); validated up to 1.7B parameters. Two checks "
+                     "against the paper's text raise doubts about these constants: with these gammas the "
+                     "compute-optimal training precision of Eq. 5 is ~3.5 bits while the paper reports 7-8 "
+                     "bits (Finding 3); and the PTQ exponents quoted by the same source (gamma_D = 0.51, "
+                     "gamma_N = 0.34, see scaling.quantization_laws.KUMAR_PTQ_REFERENCE) are hardly 'similar' "
+                     "as the paper calls them (Sec. 3.1). No standard errors published. The PTQ law "
+                     "(ptq_precision) has no entry: its gamma_post was found in no source.",
+            "verified": "no: constants from ONE secondary source (a 2026 explanatory blog post attributing them "
+                        "to Appendix K), not checked against the paper; the functional form is verified "
+                        "(Eqs. 1-5, 8, 9, 11 against a full-text transcription)",
         }),
     "predictable_scale2025_lr": dict(
         law="power_law_2d",

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from experiments.harness.optimizer import scale_by_tree
 from models.transformer import (
     Embedder,
     ModelConfig,
@@ -16,7 +17,6 @@ from models.transformer import (
     init_abstract,
     mup_lr_scales,
     param_counts,
-    scale_by_tree,
     unstack_layers,
 )
 
@@ -173,8 +173,10 @@ def test_mup_parameterization():
     assert scales["layers"]["mlp_norm"]["scale"] == 1.0
     assert all(s == 1.0 for s in jax.tree.leaves(mup_lr_scales(wide.replace(mup=False))))
     updates = jax.tree.map(jnp.ones_like, p_wide)
-    scaled, _ = scale_by_tree(scales).update(updates, None)
+    tx = scale_by_tree(scales)
+    scaled, _ = tx.update(updates, tx.init(p_wide))
     assert float(scaled["layers"]["mlp"]["gate"]["kernel"][0, 0, 0]) == 0.25
+    assert float(scaled["embed"]["embedding"][0, 0]) == 1.0
 
 
 @pytest.mark.parametrize(
@@ -350,3 +352,48 @@ def test_qat_gradients_flow(params):
     for _ in range(5):
         p, state = apply_adam(qat_step(p)[1], state, p)
     assert qat_step(p)[0] < qat_loss - 0.1
+
+
+def test_splash_attention_equals_dense_attention_without_a_dense_mask():
+    """The TPU Pallas splash kernel (run here in Pallas interpret mode), sharded with
+    shard_map on fsdp=2,tensor=4 (2 kv heads repeated over 4 tensor shards), gives the dense
+    path's loss and gradients on packed rows with padding, and builds no [B, 1, L, L] mask."""
+    from models import sharding as S
+    from models.transformer import attention_impl_name
+
+    cfg = ModelConfig(d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64, max_seq_len=128,
+                      vocab_size=64)
+    batch, length = 4, 128  # the kernel's blocks are 128 long
+    rng = np.random.default_rng(0)
+    tokens = jnp.asarray(rng.integers(0, 64, (batch, length)), jnp.int32)
+    seg = np.ones((batch, length), np.int32)
+    seg[0, 20:], seg[1, 40:], seg[3, 100:] = 2, 2, 0  # packed documents; padding in row 3
+    pos = np.tile(np.arange(length), (batch, 1))
+    pos[0, 20:] -= 20
+    pos[1, 40:] -= 40
+    segment_ids, positions = jnp.asarray(seg), jnp.asarray(pos, jnp.int32)
+    mesh = S.make_mesh("fsdp=2,tensor=4")
+    results, jaxprs = {}, {}
+    for impl in ("xla", "splash"):
+        model = Transformer(cfg.replace(attention_impl=impl))
+        params, _ = S.init_params(model, jax.random.key(0), (batch, length), mesh)
+
+        def loss(p, model=model):
+            logits = model.apply({"params": p}, tokens, segment_ids, positions)
+            return jnp.mean(jax.nn.logsumexp(logits, -1) - logits[..., 0])
+
+        with S.sharding_context(mesh):
+            results[impl] = jax.jit(jax.value_and_grad(loss))(params)
+            jaxprs[impl] = str(jax.make_jaxpr(loss)(params))
+    (loss_xla, grads_xla), (loss_splash, grads_splash) = results["xla"], results["splash"]
+    np.testing.assert_allclose(loss_splash, loss_xla, rtol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+                 grads_splash, grads_xla)
+    dense_mask = f"bool[{batch},1,{length},{length}]"
+    assert dense_mask in jaxprs["xla"] and dense_mask not in jaxprs["splash"]
+    assert "pallas_call" in jaxprs["splash"]
+    # auto choice: splash on TPU (sequence in 128-blocks), cuDNN on GPU in bf16, else XLA
+    assert attention_impl_name(cfg.replace(max_seq_len=2048), "tpu") == "splash"
+    assert attention_impl_name(cfg, "tpu", seq_len=192) == "xla"  # not in 128-blocks
+    assert attention_impl_name(cfg.replace(dtype="bfloat16"), "gpu") == "cudnn"
+    assert attention_impl_name(cfg, "gpu") == "xla" and attention_impl_name(cfg, "cpu") == "xla"

@@ -160,3 +160,19 @@ def test_bundled_datasets_load_as_float64_and_are_self_consistent():
     assert len(dc) == 296
     np.testing.assert_allclose(dc["epochs"], dc["D_tokens"] / dc["U_unique_tokens"], rtol=1e-6)
     assert (dc["U_unique_tokens"] <= dc["D_tokens"]).all()
+
+
+def test_kumar_precision_entry_is_marked_unverified_and_matches_the_law_module():
+    from scaling.quantization_laws import KUMAR_PRECISION_REFERENCE, effective_params
+
+    f = published.get("kumar2024_precision")
+    assert f.params == KUMAR_PRECISION_REFERENCE
+    assert f.provenance["verified"].startswith("no:") and "(6/16) N D P" in f.provenance["compute"]
+    # L = A N_eff^-alpha + B D^-beta + E with N_eff of Eq. 4, by hand at N = 1e8, D = 1e10, 4/8/12 bits
+    n, d, p = 1e8, 1e10, {"P_w": 4.0, "P_a": 8.0, "P_kv": 12.0}
+    q = KUMAR_PRECISION_REFERENCE
+    n_eff = n * np.prod([1 - np.exp(-p[k] / q[g]) for k, g in
+                         (("P_w", "gamma_w"), ("P_a", "gamma_a"), ("P_kv", "gamma_kv"))])
+    assert float(effective_params(n, 4.0, 8.0, 12.0)) == pytest.approx(n_eff, rel=1e-6)
+    expect = q["A"] * n_eff ** -q["alpha"] + q["B"] * d ** -q["beta"] + q["E"]
+    assert float(f.predict(N=n, D=d, **p)) == pytest.approx(expect, rel=1e-6)

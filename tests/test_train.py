@@ -28,6 +28,7 @@ from experiments.harness import train as train_module
 from experiments.harness.config import (Config, TrainConfig, deepseek_batch_tokens, deepseek_lr,
                                         from_dict)
 from experiments.harness.data import DataConfig, make_train_iterator
+from experiments.harness.optimizer import set_learning_rate
 from experiments.harness.train import (DivergenceMonitor, build, global_batch, init_state,
                                        lr_schedule, make_optimizer, make_plan, train)
 from models import sharding as msharding
@@ -217,8 +218,8 @@ def test_step_time_includes_the_device_work(data_dir, tmp_path, monkeypatch):
         setup = real_build(*args, **kwargs)
         step = setup.compiled_train_step
 
-        def slowed(state, batch, schedule):
-            state, values = step(state, batch, schedule)
+        def slowed(state, batch):
+            state, values = step(state, batch)
             return state, burn(values)
 
         return dataclasses.replace(setup, compiled_train_step=slowed)
@@ -257,8 +258,9 @@ def test_runs_of_other_lengths_and_rates_share_the_compiled_step(single_device):
         setup = build(other, plan, ref["setup"].mesh, compile_eval=False)
         assert compiles == [] and setup.compiled_fresh == 0
         assert setup.compiled_train_step is ref["setup"].compiled_train_step
-        # The shared executable follows each run's own schedule.
-        state = jax.device_put(ref["state0"], setup.state_shardings)
+        # The shared executable follows each run's own schedule (carried by the state).
+        state = train_module.with_schedule(
+            jax.device_put(ref["state0"], setup.state_shardings), other, plan)
         schedule = lr_schedule(other, plan, np)
         for step in range(3):
             state, values = setup.train_step(
@@ -317,8 +319,8 @@ def test_mup_scales_hidden_matrix_updates_by_the_width_multiplier(data_dir):
         params = jax.tree.map(lambda x: np.ones(x.shape, x.dtype), params)
         tx = make_optimizer(cfg, params)
         grads = jax.tree.map(lambda p: np.full(p.shape, 0.5, p.dtype), params)
-        return jax.jit(lambda g, p: tx.update(g, tx.init(p), p, learning_rate=1e-2)[0])(
-            grads, params)
+        return jax.jit(lambda g, p: tx.update(
+            g, set_learning_rate(tx.init(p), 1e-2), p)[0])(grads, params)
 
     standard, mup = first_update(False), first_update(True)
     query = ("layers", "attention", "query", "kernel")
@@ -374,8 +376,8 @@ def resume_argv(data_dir, workdir):
     return argv
 
 
-def launch(argv, env):
-    return subprocess.Popen([sys.executable, "-m", "experiments.train_lm", *argv], cwd=REPO,
+def launch(argv, env, cwd=REPO):
+    return subprocess.Popen([sys.executable, "-m", "experiments.train_lm", *argv], cwd=cwd,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -392,12 +394,14 @@ def train_losses(workdir):
 
 def test_kill_and_resume_equals_an_uninterrupted_run(data_dir, tmp_path, compile_cache):
     env = subprocess_env(compile_cache)
-    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    straight, killed = tmp_path / "straight", tmp_path / "runs" / "killed"
     finish(launch(resume_argv(data_dir, straight), env))
     reference = io.read_json(straight / "result.json")
     assert reference["status"] == "completed" and reference["step"] == RESUME_STEPS
 
-    proc = launch(resume_argv(data_dir, killed), env)
+    # the killed run uses a RELATIVE workdir, as the README's commands do (Orbax needs absolute
+    # paths: the command resolves it once, where it enters)
+    proc = launch(resume_argv(data_dir, "runs/killed"), env, cwd=tmp_path)
     checkpoints = killed / "checkpoints"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -411,8 +415,10 @@ def test_kill_and_resume_equals_an_uninterrupted_run(data_dir, tmp_path, compile
     saved = sorted(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())
     assert saved and saved[0] < RESUME_STEPS
 
-    _, err = finish(launch(resume_argv(data_dir, killed), env))
+    out, err = finish(launch(resume_argv(data_dir, "runs/killed"), env, cwd=tmp_path))
     assert "resumed from step" in err
+    assert out.strip().splitlines()[-1].startswith(f"completed: step {RESUME_STEPS}, eval_loss ")
+    assert str(killed / "result.json") in out
     result = io.read_json(killed / "result.json")
     assert result["status"] == "completed" and result["step"] == RESUME_STEPS
     assert result["eval_loss"] == reference["eval_loss"]  # exactly
@@ -515,3 +521,83 @@ def test_two_process_run_matches_one_process(data_dir, tmp_path, compile_cache, 
     np.testing.assert_allclose([losses_two[s] for s in sorted(losses_two)],
                                [losses_one[s] for s in sorted(losses_one)], rtol=1e-5)
     assert two["eval_loss"] == pytest.approx(one["eval_loss"], rel=1e-5)
+
+
+TENSOR_ACROSS_PROCESSES = """
+import sys
+import jax
+jax.config.update("jax_num_cpu_devices", 2)
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+port, pid, workdir, data_dir = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processes=2,
+                           process_id=pid)
+sys.path.insert(0, {tests!r})
+from test_train import tiny
+from experiments.harness.train import train
+# [p0 d0, p1 d0, p0 d1, p1 d1] as data=2 x tensor=2: the tensor axis runs across the two
+# processes, so both hold every row of the batch (one data group, two replicas)
+local = {p: [d for d in jax.devices() if d.process_index == p] for p in (0, 1)}
+devices = [local[0][0], local[1][0], local[0][1], local[1][1]]
+cfg = tiny(data_dir, steps=4, batch_size=16)
+import dataclasses
+train(dataclasses.replace(cfg, mesh="data=2,tensor=2"), workdir, devices=devices)
+"""
+
+
+def test_processes_load_the_rows_their_devices_hold(data_dir, tmp_path, compile_cache):
+    """A tensor axis that spans two processes replicates the batch across them: both must load
+    the same rows (one data stream), and the run equals a 1-process run on the same mesh.
+    The former rule (batch / process count disjoint rows each) fed the replicas different rows."""
+    from experiments.harness import batches
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+    devs = jax.devices()[:4]
+    fake_process = {d: i % 2 for i, d in enumerate(devs)}  # devices alternate between processes
+    mesh = Mesh(np.array(devs).reshape(2, 1, 2), ("data", "fsdp", "tensor"))
+    sharding = NamedSharding(mesh, P(("data", "fsdp"), None))
+    layouts = [batches.row_layout(sharding, 8, process=p, process_of=fake_process.get)
+               for p in (0, 1)]
+    assert [(lay.group, lay.groups, lay.rows) for lay in layouts] == [(0, 1, tuple(range(8)))] * 2
+    # data=4 laid out p0, p1, p0, p1: two groups holding interleaved row blocks
+    mesh4 = Mesh(np.array(devs).reshape(4, 1, 1), ("data", "fsdp", "tensor"))
+    sharding4 = NamedSharding(mesh4, P(("data", "fsdp"), None))
+    layouts = [batches.row_layout(sharding4, 8, process=p, process_of=fake_process.get)
+               for p in (0, 1)]
+    assert [(lay.group, lay.groups, lay.rows) for lay in layouts] == [
+        (0, 2, (0, 1, 4, 5)), (1, 2, (2, 3, 6, 7))]
+
+    script = TENSOR_ACROSS_PROCESSES.replace("{tests!r}", repr(str(REPO / "tests")))
+    env = subprocess_env(compile_cache)
+    port = free_port()
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(port), str(pid),
+                               str(tmp_path / "two"), data_dir], cwd=REPO, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for pid in range(2)]
+    for proc in procs:
+        finish(proc)
+    two = io.read_json(tmp_path / "two" / "result.json")
+    assert two["process_count"] == 2 and two["mesh_shape"] == {"data": 2, "fsdp": 1, "tensor": 2}
+    cfg = dataclasses.replace(tiny(data_dir, steps=4, batch_size=16), mesh="data=2,tensor=2")
+    one = train(cfg, tmp_path / "one", devices=jax.devices()[:4])
+    losses_two, losses_one = train_losses(tmp_path / "two"), train_losses(tmp_path / "one")
+    assert sorted(losses_two) == [1, 2, 3, 4]
+    np.testing.assert_allclose([losses_two[s] for s in sorted(losses_two)],
+                               [losses_one[s] for s in sorted(losses_one)], rtol=1e-5)
+    assert two["eval_loss"] == pytest.approx(one["eval_loss"], rel=1e-5)
+
+
+def test_sharding_check_fails_the_run_on_resume_too_unless_opted_out(data_dir, tmp_path, caplog):
+    """4 heads on tensor=8 cannot be split: each device would hold several times the ideal
+    parameter bytes. The check runs before the checkpoint is restored, so a resume onto such a
+    mesh fails; sharding_tolerance=None trains anyway, with a warning."""
+    cfg = tiny(data_dir, steps=2)
+    assert train(cfg, tmp_path, devices=jax.devices()[:1])["status"] == "completed"
+    (tmp_path / "result.json").unlink()  # as if killed after its last checkpoint
+    bad = dataclasses.replace(cfg, mesh="tensor=8")
+    with pytest.raises(ValueError, match=r"x the ideal parameter bytes.*attention"):
+        train(bad, tmp_path)
+    assert io.read_json(tmp_path / "result.json")["status"] == "failed"
+    with caplog.at_level("WARNING", logger="models.sharding"):
+        result = train(dataclasses.replace(bad, sharding_tolerance=None), tmp_path)
+    assert result["status"] == "completed" and "opted out" in caplog.text
+    assert result["step"] == 2

@@ -15,6 +15,11 @@ arguments after JAX has been set up:
   (``$JAX_COORDINATOR_ADDRESS``) and ``--process_id`` (``$JAX_PROCESS_ID``); on CPU the
   cross-process collectives use gloo (``jax_cpu_collectives_implementation``). On TPU pods and
   SLURM clusters, ``--distributed auto`` lets JAX detect all three.
+
+Errors: a bad flag, preset, ``--set`` or workdir (a regular file, under one, read-only, no
+permission) is one line on stderr, ``<command>: error: <what and where>``, and exit status 2;
+no traceback. ``--workdir`` is resolved once here (`io.check_workdir`: relative paths become
+absolute, ``gs://`` stays) so every later step sees the same absolute path.
 """
 
 from __future__ import annotations
@@ -22,17 +27,54 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from experiments.harness import io
 from experiments.harness.config import apply_overrides
 
 Presets = Mapping[str, Callable[[], Any]]
 
 
+class CommandFailed(RuntimeError):
+    """The command ran but produced nothing useful; its message is one line naming the cause."""
+
+
+def run(main: Callable[[], Any]) -> None:
+    """Call an experiment's ``main()``; a `CommandFailed` becomes ``<command>: error: <message>``
+    on stderr and exit status 1 (the traceback, if any, was logged where it happened)."""
+    try:
+        main()
+    except CommandFailed as err:
+        fail(command_name(), str(err), status=1)
+
+
+class _OneLineErrors(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``prog: error: message``), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {' '.join(str(message).split())}\n")
+
+
+def command_name() -> str:
+    """How the user ran this: ``python -m experiments.NAME`` for an experiment file."""
+    path = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    parent, stem = os.path.basename(os.path.dirname(path)), os.path.splitext(os.path.basename(path))[0]
+    if parent == "experiments" and stem:
+        return f"python -m experiments.{stem}"
+    return os.path.basename(path) or "experiment"
+
+
+def fail(prog: str, message: str, status: int = 2):
+    """Print ``prog: error: message`` as one line on stderr and exit with ``status``."""
+    print(f"{prog}: error: {' '.join(str(message).split())}", file=sys.stderr)
+    raise SystemExit(status)
+
+
 def make_parser(description: str, presets: Presets, default_preset: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _OneLineErrors(
+        prog=command_name(), description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", required=True,
                         help="where the run writes config, metrics, results and checkpoints "
                              "(local path or gs://); rerunning resumes")
@@ -113,6 +155,7 @@ def parse(argv: Sequence[str] | None, *, description: str, presets: Presets,
     args = parser.parse_args(argv)
     try:
         cfg = config_from_args(args, presets)
+        args.workdir = io.check_workdir(args.workdir)
         setup_jax(args)
     except ValueError as err:
         parser.error(str(err))

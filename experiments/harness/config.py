@@ -151,12 +151,24 @@ class TrainConfig:
 @dataclasses.dataclass(frozen=True)
 class Config:
     """One run: the model, the data, the optimization, and the mesh ("data=2,fsdp=2,tensor=2";
-    "" puts every device on the data axis)."""
+    "" puts every device on the data axis).
+
+    sharding_tolerance: the run fails before training when a device would hold more than
+    (1 + tolerance) x the ideal parameter bytes, total / (fsdp x tensor) (MaxText's check,
+    ``models.sharding.check_sharding``); None opts out (a warning instead). Like the mesh, it
+    does not change the numbers, so ``config_hash`` leaves it out.
+    """
 
     model: ModelConfig
     data: DataConfig
     train: TrainConfig = TrainConfig()
     mesh: str = ""
+    sharding_tolerance: float | None = 0.02
+
+    def __post_init__(self):
+        tol = self.sharding_tolerance
+        if tol is not None and not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol >= 0):
+            raise ValueError(f"sharding_tolerance={tol!r}: must be a number >= 0, or None to opt out")
 
 
 # ----------------------------------------------------------------------------- typed values
@@ -321,9 +333,14 @@ def from_dict(data: Mapping[str, Any], cls=Config):
     return _from_dict(cls, data, "")
 
 
+NOT_HASHED = ("sharding_tolerance",)  # top-level fields that never change a run's numbers
+
+
 def config_hash(cfg) -> str:
-    """First 12 hex digits of the SHA-256 of the canonical (sorted-key) JSON of the config."""
-    text = json.dumps(to_dict(cfg), sort_keys=True, separators=(",", ":"))
+    """First 12 hex digits of the SHA-256 of the canonical (sorted-key) JSON of the config,
+    without the fields of ``NOT_HASHED`` (so adding them kept every earlier hash)."""
+    data = {k: v for k, v in to_dict(cfg).items() if k not in NOT_HASHED}
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

@@ -38,12 +38,14 @@ when a cached build came from a different standard library.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import hashlib
 import logging
 import os
 import platform
+import sys
 import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
@@ -144,6 +146,18 @@ class PythonStdlib(tfds.core.GeneratorBasedBuilder):
     # declares for Python < 3.9, so the lookup fails on 3.11 without it; this file is the code.
     code_path = epath.Path(__file__)
 
+    # TFDS announces every build as a download ("Downloading and preparing dataset Unknown
+    # size ..."); nothing is downloaded here, so say what happens instead (stderr: stdout is the
+    # command's result).
+    def _log_download_bytes(self) -> None:
+        print(f"Building the embedded corpus {self.name}/{self.builder_config.name} from this "
+              f"interpreter's standard library ({stdlib_root()}) into {self.data_dir} "
+              "(once; a few seconds)", file=sys.stderr, flush=True)
+
+    def _log_download_done(self) -> None:
+        print(f"Built {self.name}/{self.builder_config.name} in {self.data_dir}", file=sys.stderr,
+              flush=True)
+
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
             builder=self,
@@ -200,6 +214,30 @@ def is_embedded(name: str) -> bool:
     return name.partition("/")[0] == DATASET_NAME
 
 
+class _DropIncompleteVariantWarnings(logging.Filter):
+    """TFDS warns "Variant folder ... has no dataset_info.json" while it looks for a finished
+    build; before the first build that is expected, not a problem."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Variant folder")
+
+
+@contextlib.contextmanager
+def _quiet_tfds():
+    """No TFDS progress bars or variant-folder warnings while the corpus is checked or built."""
+    loggers = [logging.getLogger("absl"), logging.getLogger()]
+    drop = _DropIncompleteVariantWarnings()
+    for logger in loggers:
+        logger.addFilter(drop)
+    tfds.display_progress_bar(False)
+    try:
+        yield
+    finally:
+        tfds.display_progress_bar(True)
+        for logger in loggers:
+            logger.removeFilter(drop)
+
+
 def prepare(name: str = DATASET_NAME, data_dir: str | os.PathLike | None = None) -> PythonStdlib:
     """Builds the corpus into the cache once (process-safe) and returns the prepared builder."""
     config = _config_name(name)
@@ -207,7 +245,7 @@ def prepare(name: str = DATASET_NAME, data_dir: str | os.PathLike | None = None)
     root.mkdir(parents=True, exist_ok=True)
     builder = PythonStdlib(config=config, data_dir=str(root), file_format="array_record")
     lock_path = root / f".{DATASET_NAME}-{config}.lock"
-    with open(lock_path, "w") as lock:
+    with open(lock_path, "w") as lock, _quiet_tfds():
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         if not builder.is_prepared():
             builder.download_and_prepare(

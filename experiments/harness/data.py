@@ -94,6 +94,10 @@ class DataConfig:
       eval_sequences: packed rows of the held-out split used for evaluation.
       read_threads: Grain threads that read and tokenize documents.
       prefetch_batches: batches prepared ahead in a background thread (0: none).
+      mixture: extra training sources mixed with ``dataset``, each "NAME:WEIGHT" with WEIGHT the
+        share of training tokens (e.g. "verifiable_tasks/reversed_addition:0.3"); ``dataset``
+        gets 1 - sum. Sources are packed separately and their rows mixed by Grain
+        (``tasks.mixed_train_rows``); evaluation stays on ``dataset``'s eval split.
       download: let TFDS download and prepare a missing (non-embedded) dataset. Off by default:
         datasets are expected prepared as ArrayRecord in data_dir. Preparing needs the network,
         often TensorFlow for the builder's own code, and, with TFDS 4.9.10 on Python >= 3.9,
@@ -115,6 +119,7 @@ class DataConfig:
     read_threads: int = 2
     prefetch_batches: int = 2
     download: bool = False
+    mixture: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.tokenizer not in TOKENIZERS:
@@ -134,6 +139,10 @@ class DataConfig:
                              f"{self.shuffle_tokens}")
         if self.read_threads < 1 or self.prefetch_batches < 0:
             raise ValueError("DataConfig.read_threads must be >= 1 and prefetch_batches >= 0")
+        if self.mixture:
+            from experiments.harness import tasks
+
+            tasks.parse_mixture(self.mixture)  # ValueError naming the bad entry
 
 
 # --------------------------------------------------------------------------------------------
@@ -287,6 +296,10 @@ def _tokenizer_fingerprint(tokenizer) -> str:
 def load_source(cfg: DataConfig, split: str):
     """The random-access TFDS data source of one split (builds the embedded corpus if needed)."""
     data_dir = corpus.default_data_dir(cfg.data_dir)
+    from experiments.harness import tasks
+
+    if tasks.is_task_dataset(cfg.dataset):  # generated locally; train records computed, not read
+        return tasks.load_source(cfg.dataset, split, data_dir)
     if corpus.is_embedded(cfg.dataset):
         corpus.prepare(cfg.dataset, data_dir)  # build once, under a lock
         name = cfg.dataset if "/" in cfg.dataset else f"{cfg.dataset}/full"
@@ -523,8 +536,14 @@ def shuffled_train_rows(
     tokenizer=None,
 ) -> grain.IterDataset:
     """:func:`packed_train_rows` in window-shuffled order (see the module docstring, step 6)."""
-    rows = packed_train_rows(cfg, seed=seed, process_index=process_index,
-                             process_count=process_count, tokenizer=tokenizer)
+    if cfg.mixture:
+        from experiments.harness import tasks
+
+        rows = tasks.mixed_train_rows(cfg, cfg.mixture, seed=seed, process_index=process_index,
+                                      process_count=process_count, tokenizer=tokenizer)
+    else:
+        rows = packed_train_rows(cfg, seed=seed, process_index=process_index,
+                                 process_count=process_count, tokenizer=tokenizer)
     window = shuffle_window_rows(cfg)
     if window <= 1:
         return rows
@@ -585,6 +604,7 @@ def make_train_iterator(
         "global_batch_size": global_batch_size,
         "process_index": process_index,
         "process_count": process_count,
+        **({"mixture": list(cfg.mixture)} if cfg.mixture else {}),
     }
     share = len(range(process_index, num_documents, process_count))
     return TrainIterator(batches, pipeline, local_batch_size, tokenizer, share)

@@ -8,6 +8,10 @@ old or the new object, never a torn one.
 
 JSON is parsed with ``json`` only (no pickle, no eval); a malformed file is a ``ValueError``
 naming the file and the line.
+
+Workdirs enter through `resolve_workdir` once (the command line, ``train``, the study runner):
+a local path becomes absolute (Orbax refuses relative checkpoint paths), a URL such as
+``gs://bucket/run`` stays as it is; `check_workdir` then proves it writable with a probe file.
 """
 
 from __future__ import annotations
@@ -20,6 +24,49 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from etils import epath
+
+
+def is_url(path: epath.PathLike) -> bool:
+    """True for ``scheme://...`` paths (gs://, s3://, ...), which stay as written."""
+    return "://" in os.fspath(path)
+
+
+def resolve_workdir(path: epath.PathLike) -> epath.Path:
+    """A workdir as every later step needs it: local paths absolute (``~`` expanded, relative to
+    the current directory), URLs unchanged. ``ValueError`` on an empty path."""
+    text = os.fspath(path)
+    if not text.strip():
+        raise ValueError("workdir: empty path")
+    if is_url(text):
+        return epath.Path(text)
+    return epath.Path(os.path.abspath(os.path.expanduser(text)))
+
+
+def check_workdir(path: epath.PathLike) -> epath.Path:
+    """`resolve_workdir`, then create it and write and remove a probe file.
+
+    ``ValueError`` naming the path and the cause when it is a regular file, lies under one, or
+    cannot be created or written (read-only folder, no permission, read-only file system).
+    """
+    workdir = resolve_workdir(path)
+    if not is_url(workdir):
+        local = os.fspath(workdir)
+        if os.path.exists(local) and not os.path.isdir(local):
+            raise ValueError(f"workdir {local}: exists and is not a directory")
+        parent = local
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent):
+            raise ValueError(f"workdir {local}: {parent} is a file, not a directory")
+    probe = workdir / f".write-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        cause = err.strerror or type(err).__name__
+        raise ValueError(f"workdir {workdir}: not writable ({cause})") from None
+    return workdir
 
 
 def _jsonable(value: Any) -> Any:

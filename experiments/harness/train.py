@@ -3,19 +3,24 @@
     from experiments.harness.train import train
     result = train(cfg, "/tmp/lm")      # rerun: resumes, or returns the stored result
 
-The loop: a sharded ``TrainState`` {step, params, opt_state} on a ``data x fsdp x tensor`` mesh
-(``models.sharding``); an ahead-of-time compiled ``jax.jit`` train step with explicit in/out
-shardings and the state donated; AdamW (optax) with a cosine / warmup-stable-decay / constant
-schedule, global-norm clipping, optional z-loss and muP per-parameter learning rates; batches
-from ``experiments.harness.data`` turned into global arrays with
-``jax.make_array_from_process_local_data`` (each process feeds its own rows; ``device_put``
-when there is one process).
+The loop: a sharded train state {step, params, opt_state, schedule} on a ``data x fsdp x
+tensor`` mesh (``models.sharding``); an ahead-of-time compiled ``jax.jit`` train step with
+explicit in/out shardings and the state donated; AdamW (``experiments.harness.optimizer``) with a
+cosine / warmup-stable-decay / constant schedule, global-norm clipping, optional z-loss and muP
+per-parameter learning rates; batches from ``experiments.harness.data``, each process loading
+exactly the rows its devices hold (``experiments.harness.batches``, derived from the batch
+sharding). Before anything is allocated, fresh start or resume, ``models.sharding.check_sharding``
+refuses a mesh on which a device would hold more than (1 + ``cfg.sharding_tolerance``) x the
+ideal parameter bytes.
 
-The schedule's numbers (peak and final rate, warmup, decay and total steps) are arguments of
-the compiled step, not constants in it: the step computes the rate from ``state["step"]``. The
-compiled steps are kept in a process-wide cache keyed by their lowered program, so the runs of a
-grid that share shapes (the seeds of one grid point, or budgets that give one model the same
-batch) compile once whatever their length or learning rate.
+The schedule's numbers (peak and final rate, warmup, decay and total steps) are data in the
+train state, not constants in the step: the step computes the rate from ``state["step"]`` and
+writes it into AdamW's injected hyperparameter. The compiled steps are cached by what they
+depend on (:class:`StepKey`: model, optimizer settings, mesh, rules, batch shape), so the runs
+of a grid that share shapes (the seeds of one grid point, or budgets that give one model the
+same batch) compile once whatever their length or learning rate. The attention implementation
+is resolved per platform (``models.transformer.attention_impl_name``), logged, and stored in
+result.json as ``attention_impl``.
 
 Loss (per step): the weighted mean token cross-entropy
     L = sum_t w_t CE_t / sum_t w_t,   CE_t = logsumexp(z_t) - z_t[y_t]
@@ -57,12 +62,12 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import hashlib
+import functools
 import logging
 import math
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -71,14 +76,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from etils import epath
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
-from experiments.harness import checkpoint, io
-from experiments.harness.config import (BATCH_RULES, LR_RULES, Config, config_hash, to_dict)
+from experiments.harness import batches, checkpoint, io
+from experiments.harness.config import (BATCH_RULES, LR_RULES, Config, TrainConfig, config_hash,
+                                        to_dict)
 from experiments.harness.data import make_eval_batches, make_tokenizer, make_train_iterator
+from experiments.harness.optimizer import (SCHEDULE_KEYS, learning_rate, lr_schedule,  # noqa: F401
+                                          make_optimizer, schedule_args, set_learning_rate)
 from models import sharding as msharding
-from models.transformer import Transformer, mup_lr_scales, param_counts, scale_by_tree, shape_dict
+from models.transformer import (ModelConfig, Transformer, param_counts, resolve_attention,
+                                shape_dict)
 from scaling import flops as sflops
 
 log = logging.getLogger(__name__)
@@ -144,100 +153,6 @@ def make_plan(cfg: Config, batch_multiple: int = 1) -> Plan:
                 flops_per_token=per_token)
 
 
-SCHEDULE_KEYS = ("peak", "floor", "warmup", "total", "decay")
-
-
-def schedule_args(cfg: Config, plan: Plan) -> dict[str, float]:
-    """The run's schedule numbers, fed to the compiled step as traced float32 scalars:
-    peak = lr, floor = min_lr_ratio x lr, warmup = W, total = T (steps), decay = D (wsd)."""
-    return {"peak": float(plan.peak_lr), "floor": float(plan.peak_lr * cfg.train.min_lr_ratio),
-            "warmup": float(plan.warmup_steps), "total": float(plan.steps),
-            "decay": float(plan.decay_steps)}
-
-
-def learning_rate(step, args: Mapping[str, Any], kind: str, xp=jnp):
-    """Learning rate of the update at 0-based step s (the (s+1)-th update), in float32.
-
-    Warmup: lr (s+1)/W for s < W (the first update is not wasted at 0). Then
-      cosine:   lr_min + (lr - lr_min) (1 + cos(pi p)) / 2,  p = (s + 1 - W) / (T - W)
-      wsd:      lr until the last D steps, then linearly to lr_min:  p = (s + 1 - (T - D)) / D
-      constant: lr
-    with lr_min = floor, T = total, and p clipped to [0, 1], so the last update uses exactly
-    lr_min. ``args`` holds :data:`SCHEDULE_KEYS` (numbers, or traced scalars in the step);
-    ``kind`` ("cosine", "wsd", "constant") picks the formula. ``xp``: jnp or np.
-    """
-    def f32(v):
-        return xp.asarray(v, xp.float32)
-
-    s = f32(step)
-    peak, floor, warmup, total, decay = (f32(args[k]) for k in SCHEDULE_KEYS)
-    one = f32(1.0)
-    warm = peak * xp.minimum(one, (s + one) / xp.maximum(warmup, one))
-    if kind == "constant":
-        after = peak + xp.zeros_like(s)
-    elif kind == "cosine":
-        p = xp.clip((s + one - warmup) / xp.maximum(total - warmup, one), 0.0, 1.0)
-        after = floor + (peak - floor) * 0.5 * (1.0 + xp.cos(xp.pi * p))
-    elif kind == "wsd":
-        p = xp.clip((s + one - (total - decay)) / xp.maximum(decay, one), 0.0, 1.0)
-        after = peak + (floor - peak) * p
-    else:
-        raise ValueError(f"unknown schedule {kind!r}; expected cosine, wsd or constant")
-    return xp.where(s < warmup, warm, after).astype(xp.float32)
-
-
-def lr_schedule(cfg: Config, plan: Plan, xp=jnp) -> Callable:
-    """step -> learning rate of ``cfg``'s schedule (:func:`learning_rate` with its numbers).
-    ``xp``: jnp, or np for logging without dispatching to a device."""
-    args, kind = schedule_args(cfg, plan), cfg.train.schedule
-    return lambda step: learning_rate(step, args, kind, xp)
-
-
-def scale_by_learning_rate_arg() -> optax.GradientTransformationExtraArgs:
-    """updates -> -learning_rate x updates, the rate given to ``update`` as the keyword
-    argument ``learning_rate`` (a traced scalar), like ``optax.scale_by_learning_rate`` but
-    with the rate an input of the step rather than a constant compiled into it."""
-
-    def init_fn(params):
-        del params
-        return optax.EmptyState()
-
-    def update_fn(updates, state, params=None, *, learning_rate=None, **extra_args):
-        del params, extra_args
-        if learning_rate is None:
-            raise ValueError("this optimizer takes the learning rate as an argument: "
-                             "tx.update(grads, opt_state, params, learning_rate=lr)")
-        updates = jax.tree.map(lambda g: jnp.asarray(-learning_rate, g.dtype) * g, updates)
-        return updates, state
-
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
-
-
-def make_optimizer(cfg: Config, params) -> optax.GradientTransformationExtraArgs:
-    """clip_by_global_norm -> AdamW (decay on kernels and embeddings) -> muP scales.
-
-    AdamW is optax.adamw's chain (scale_by_adam, add_decayed_weights, scale by -lr) with the
-    rate taken from ``update(..., learning_rate=lr)`` (:func:`scale_by_learning_rate_arg`),
-    so the decoupled decay is multiplied by the rate, as in optax.adamw.
-    """
-    tc = cfg.train
-
-    def decays(path, _):
-        name = str(getattr(path[-1], "key", path[-1]))
-        return name in ("kernel", "embedding")
-
-    mask = jax.tree_util.tree_map_with_path(decays, params)
-    parts = []
-    if tc.grad_clip > 0:
-        parts.append(optax.clip_by_global_norm(tc.grad_clip))
-    parts += [optax.scale_by_adam(b1=tc.b1, b2=tc.b2, eps=tc.eps),
-              optax.add_decayed_weights(tc.weight_decay, mask),
-              scale_by_learning_rate_arg()]
-    if cfg.model.mup:
-        parts.append(scale_by_tree(mup_lr_scales(cfg.model, params)))
-    return optax.chain(*parts)
-
-
 # ----------------------------------------------------------------------------- steps
 
 
@@ -263,12 +178,151 @@ def loss_fn(model, params, batch, z_loss: float):
     return total, loss
 
 
+@dataclasses.dataclass(frozen=True)
+class StepKey:
+    """What a compiled train step depends on, and nothing else: the model, the optimizer's
+    compiled-in settings, the loss, the schedule's formula, the mesh, the rules and the batch
+    shape. The schedule's numbers (rate, warmup, length) are not in it: they are data."""
+
+    model: ModelConfig
+    optimizer: tuple  # (b1, b2, eps, weight_decay, grad_clip)
+    z_loss: float
+    schedule: str
+    mesh: Mesh
+    rules: tuple
+    batch: int
+    seq_len: int
+
+    @classmethod
+    def of(cls, cfg: Config, plan: Plan, mesh: Mesh, rules=msharding.DEFAULT_RULES) -> "StepKey":
+        tc = cfg.train
+        platform = mesh.devices.flat[0].platform
+        return cls(model=resolve_attention(cfg.model, platform, plan.seq_len), optimizer=(tc.b1, tc.b2, tc.eps, tc.weight_decay, tc.grad_clip),
+                   z_loss=tc.z_loss, schedule=tc.schedule, mesh=mesh,
+                   rules=tuple((k, v) for k, v in rules), batch=plan.global_batch_size,
+                   seq_len=plan.seq_len)
+
+    def train_config(self) -> Config:
+        """A Config carrying exactly the fields of this key (for ``make_optimizer``)."""
+        b1, b2, eps, weight_decay, grad_clip = self.optimizer
+        return Config(model=self.model, data=None, train=TrainConfig(
+            b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, grad_clip=grad_clip,
+            z_loss=self.z_loss, schedule=self.schedule))
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Model, optimizer, shardings and abstract train state of a :class:`StepKey`.
+
+    The train state is {"step": int32, "params", "opt_state", "schedule": {SCHEDULE_KEYS:
+    float32}}: the schedule's numbers travel with the state (and its checkpoints)."""
+
+    model: nn.Module
+    tx: optax.GradientTransformationExtraArgs
+    state_shardings: Any
+    batch_sharding: NamedSharding
+    abstract_state: Any
+
+
+@functools.lru_cache(maxsize=64)
+def layout(key: StepKey) -> Layout:
+    """The :class:`Layout` of ``key`` (shapes only: nothing is allocated or placed)."""
+    model = Transformer(key.model)
+    mesh, rules = key.mesh, key.rules
+    with msharding.sharding_context(mesh, rules):
+        abstract_boxed = jax.eval_shape(lambda: model.init(  # traced key: no device array
+            jax.random.key(0), jnp.zeros((key.batch, key.seq_len), jnp.int32))["params"])
+    param_shardings = msharding.logical_shardings(abstract_boxed, mesh, rules)
+    abstract_params = nn.unbox(abstract_boxed)
+    tx = make_optimizer(key.train_config(), abstract_params)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    abstract_opt = jax.eval_shape(tx.init, abstract_params)
+    opt_shardings = optax.tree_map_params(
+        tx, lambda _, s: s, abstract_opt, param_shardings,
+        transform_non_params=lambda _: replicated)
+    state_shardings = {"step": replicated, "params": param_shardings, "opt_state": opt_shardings,
+                       "schedule": {k: replicated for k in SCHEDULE_KEYS}}
+    abstract_state = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+        {"step": jax.ShapeDtypeStruct((), jnp.int32), "params": abstract_params,
+         "opt_state": abstract_opt,
+         "schedule": {k: jax.ShapeDtypeStruct((), jnp.float32) for k in SCHEDULE_KEYS}},
+        state_shardings)
+    return Layout(model=model, tx=tx, state_shardings=state_shardings,
+                  batch_sharding=msharding.batch_sharding(mesh, rules),
+                  abstract_state=abstract_state)
+
+
+def _abstract_batch(rows: int, seq_len: int, sharding) -> dict:
+    return {k: jax.ShapeDtypeStruct((rows, seq_len), jnp.float32 if k == "weights" else jnp.int32,
+                                    sharding=sharding) for k in BATCH_KEYS}
+
+
+def lower_train_step(key: StepKey):
+    """``jax.jit(train_step).lower(...)`` for ``key``, from abstract values only (no device
+    buffer is touched, so it works on compile-only devices: ``experiments.harness.aot``).
+
+    train_step(state, batch) -> (state, {loss, grad_norm, learning_rate}); the state is
+    donated. The rate of step s is ``learning_rate(s, state["schedule"], key.schedule)``,
+    written into the optimizer's injected hyperparameter before the AdamW update.
+    """
+    lay = layout(key)
+    model, tx, z_loss, kind = lay.model, lay.tx, key.z_loss, key.schedule
+    replicated = NamedSharding(key.mesh, PartitionSpec())
+
+    def train_step(state, batch):
+        (_, loss), grads = jax.value_and_grad(
+            lambda p: loss_fn(model, p, batch, z_loss), has_aux=True)(state["params"])
+        grad_norm = optax.tree.norm(grads)
+        lr = learning_rate(state["step"], state["schedule"], kind)
+        updates, opt_state = tx.update(grads, set_learning_rate(state["opt_state"], lr),
+                                       state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        new_state = {**state, "step": state["step"] + 1, "params": params, "opt_state": opt_state}
+        return new_state, {"loss": loss, "grad_norm": grad_norm, "learning_rate": lr}
+
+    with msharding.sharding_context(key.mesh, key.rules):
+        return jax.jit(
+            train_step, in_shardings=(lay.state_shardings, lay.batch_sharding),
+            out_shardings=(lay.state_shardings, replicated), donate_argnums=0,
+        ).lower(lay.abstract_state, _abstract_batch(key.batch, key.seq_len, lay.batch_sharding))
+
+
+@functools.lru_cache(maxsize=32)
+def compiled_train_step(key: StepKey):
+    """The compiled train step of ``key``, compiled once per process (least recently used out)."""
+    with msharding.sharding_context(key.mesh, key.rules):
+        return lower_train_step(key).compile()
+
+
+@functools.lru_cache(maxsize=32)
+def compiled_eval_step(model_cfg: ModelConfig, mesh: Mesh, rules: tuple, rows: int, seq_len: int):
+    """Compiled eval_step(params, batch) -> (loss_sum [B], weight_sum [B]) for that shape."""
+    key = StepKey(model=model_cfg, optimizer=(0.9, 0.95, 1e-8, 0.0, 0.0), z_loss=0.0,
+                  schedule="constant", mesh=mesh, rules=rules, batch=rows, seq_len=seq_len)
+    lay = layout(key)
+    model = lay.model
+    replicated = NamedSharding(mesh, PartitionSpec())
+
+    def eval_step(params, batch):
+        ce, _ = token_losses(model, params, batch)
+        w = batch["weights"]
+        return jnp.sum(ce * w, axis=-1), jnp.sum(w, axis=-1)
+
+    with msharding.sharding_context(mesh, rules):
+        return jax.jit(
+            eval_step, in_shardings=(lay.state_shardings["params"], lay.batch_sharding),
+            out_shardings=(replicated, replicated),
+        ).lower(lay.abstract_state["params"], _abstract_batch(rows, seq_len, lay.batch_sharding)
+                ).compile()
+
+
 @dataclasses.dataclass
 class Setup:
     """Everything the loop needs besides the data: mesh, model, optimizer, compiled steps.
 
-    ``train_step(state, batch)`` runs ``compiled_train_step(state, batch, schedule)`` with this
-    run's schedule numbers; the compiled steps may be shared with other runs (compile cache).
+    ``train_step(state, batch)`` is ``compiled_train_step``, shared by every run with the same
+    :class:`StepKey` (the run's schedule numbers are in its state).
     """
 
     mesh: Any
@@ -277,124 +331,46 @@ class Setup:
     state_shardings: Any
     batch_sharding: NamedSharding
     abstract_state: Any
-    schedule: dict  # SCHEDULE_KEYS -> replicated float32 scalar arrays
-    compiled_train_step: Any  # (state, batch, schedule) -> (state, {loss, grad_norm, learning_rate})
+    schedule: dict  # SCHEDULE_KEYS -> this run's numbers (Python floats)
+    compiled_train_step: Any  # (state, batch) -> (state, {loss, grad_norm, learning_rate})
     eval_step: Any  # compiled: (params, batch) -> (loss_sum [B], weight_sum [B]), or None
     compile_s: float
     compiled_fresh: int  # how many of the steps were compiled here, not found in the cache
 
     def train_step(self, state, batch):
-        return self.compiled_train_step(state, batch, self.schedule)
+        return self.compiled_train_step(state, batch)
 
 
-# Compiled executables by (lowered program, argument trees, devices); least recently used out.
-COMPILE_CACHE_SIZE = 32
-_compiled: collections.OrderedDict[str, Any] = collections.OrderedDict()
-
-
-def compile_cached(lowered, mesh) -> tuple[Any, bool]:
-    """(executable, fresh): ``lowered.compile()``, or the executable of an identical program.
-
-    Two lowerings are the same program when their StableHLO text (which holds the shapes,
-    dtypes, shardings, donation and every constant), their argument and result trees and the
-    mesh's devices are equal. jit's own cache cannot serve here: every ``build`` traces a new
-    closure, so jit would compile again.
-    """
-    key = hashlib.sha256("\n".join([
-        lowered.as_text(), str(lowered.in_tree), str(lowered.out_tree),
-        repr(mesh.axis_names), repr([d.id for d in mesh.devices.flat]),
-    ]).encode()).hexdigest()
-    if key in _compiled:
-        _compiled.move_to_end(key)
-        return _compiled[key], False
-    executable = lowered.compile()
-    _compiled[key] = executable
-    while len(_compiled) > COMPILE_CACHE_SIZE:
-        _compiled.popitem(last=False)
-    return executable, True
+def _misses() -> int:
+    return compiled_train_step.cache_info().misses + compiled_eval_step.cache_info().misses
 
 
 def build(cfg: Config, plan: Plan, mesh, rules=msharding.DEFAULT_RULES, *,
           compile_eval: bool = True) -> Setup:
     """Model, optimizer, shardings and the AOT-compiled train (and eval) steps for ``mesh``.
 
-    The train step takes the schedule numbers as arguments (:func:`schedule_args`), so configs
-    that differ only in their length, learning rate or schedule numbers share one executable.
+    Compiled steps are cached by their :class:`StepKey`, so configs that differ only in their
+    length, learning rate or schedule numbers share one executable. Touches no device buffer.
     """
-    model = Transformer(cfg.model)
-    rng = jax.random.key(cfg.train.seed)
-    batch_shape = (plan.global_batch_size, plan.seq_len)
-
-    with msharding.sharding_context(mesh, rules):
-        abstract_boxed = jax.eval_shape(
-            lambda k: model.init(k, jnp.zeros(batch_shape, jnp.int32))["params"], rng)
-    param_shardings = msharding.logical_shardings(abstract_boxed, mesh, rules)
-    abstract_params = nn.unbox(abstract_boxed)
-    tx = make_optimizer(cfg, abstract_params)
-    replicated = NamedSharding(mesh, PartitionSpec())
-    abstract_opt = jax.eval_shape(tx.init, abstract_params)
-    opt_shardings = optax.tree_map_params(
-        tx, lambda _, s: s, abstract_opt, param_shardings,
-        transform_non_params=lambda _: replicated)
-    state_shardings = {"step": replicated, "params": param_shardings, "opt_state": opt_shardings}
-    abstract_state = jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-        {"step": jax.ShapeDtypeStruct((), jnp.int32), "params": abstract_params,
-         "opt_state": abstract_opt},
-        state_shardings)
-    batch_sharding = msharding.batch_sharding(mesh, rules)
-    z_loss = cfg.train.z_loss
-    kind = cfg.train.schedule
-    schedule_shardings = {k: replicated for k in SCHEDULE_KEYS}
-    abstract_schedule = {k: jax.ShapeDtypeStruct((), jnp.float32, sharding=replicated)
-                         for k in SCHEDULE_KEYS}
-
-    def train_step(state, batch, schedule):
-        (_, loss), grads = jax.value_and_grad(
-            lambda p: loss_fn(model, p, batch, z_loss), has_aux=True)(state["params"])
-        grad_norm = optax.tree.norm(grads)
-        lr = learning_rate(state["step"], schedule, kind)
-        updates, opt_state = tx.update(grads, state["opt_state"], state["params"],
-                                       learning_rate=lr)
-        params = optax.apply_updates(state["params"], updates)
-        new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state}
-        return new_state, {"loss": loss, "grad_norm": grad_norm, "learning_rate": lr}
-
-    def eval_step(params, batch):
-        ce, _ = token_losses(model, params, batch)
-        w = batch["weights"]
-        return jnp.sum(ce * w, axis=-1), jnp.sum(w, axis=-1)
-
-    def abstract_batch(rows):
-        return {k: jax.ShapeDtypeStruct((rows, plan.seq_len),
-                                        jnp.float32 if k == "weights" else jnp.int32,
-                                        sharding=batch_sharding) for k in BATCH_KEYS}
-
-    start = time.perf_counter()
-    with msharding.sharding_context(mesh, rules):
-        compiled_train, fresh_train = compile_cached(jax.jit(
-            train_step, in_shardings=(state_shardings, batch_sharding, schedule_shardings),
-            out_shardings=(state_shardings, replicated), donate_argnums=0,
-        ).lower(abstract_state, abstract_batch(plan.global_batch_size), abstract_schedule), mesh)
-        compiled_eval, fresh_eval = compile_cached(jax.jit(
-            eval_step, in_shardings=(param_shardings, batch_sharding),
-            out_shardings=(replicated, replicated),
-        ).lower(abstract_state["params"], abstract_batch(cfg.train.eval_batch_size)),
-            mesh) if compile_eval else (None, False)
-    schedule = {k: jax.make_array_from_callback((), replicated,
-                                                lambda _, v=v: np.asarray(v, np.float32))
-                for k, v in schedule_args(cfg, plan).items()}
-    return Setup(mesh=mesh, model=model, tx=tx, state_shardings=state_shardings,
-                 batch_sharding=batch_sharding, abstract_state=abstract_state,
-                 schedule=schedule, compiled_train_step=compiled_train,
+    key = StepKey.of(cfg, plan, mesh, rules)
+    lay = layout(key)
+    start, misses = time.perf_counter(), _misses()
+    compiled_train = compiled_train_step(key)
+    compiled_eval = (compiled_eval_step(cfg.model, mesh, key.rules, cfg.train.eval_batch_size,
+                                        plan.seq_len) if compile_eval else None)
+    return Setup(mesh=mesh, model=lay.model, tx=lay.tx, state_shardings=lay.state_shardings,
+                 batch_sharding=lay.batch_sharding, abstract_state=lay.abstract_state,
+                 schedule=schedule_args(cfg, plan), compiled_train_step=compiled_train,
                  eval_step=compiled_eval, compile_s=time.perf_counter() - start,
-                 compiled_fresh=int(fresh_train) + int(fresh_eval))
+                 compiled_fresh=_misses() - misses)
 
 
 def init_state(cfg: Config, plan: Plan, setup: Setup, rules=msharding.DEFAULT_RULES):
     """A fresh state, created sharded in one jit: params from ``cfg.train.seed`` (the same
-    values as ``models.sharding.init_params``), zero optimizer moments, step 0."""
+    values as ``models.sharding.init_params``), zero optimizer moments, step 0, and this run's
+    schedule numbers (float32)."""
     batch, length = plan.global_batch_size, plan.seq_len
+    numbers = schedule_args(cfg, plan)
 
     def init(key):
         tokens = jnp.zeros((batch, length), jnp.int32)
@@ -402,23 +378,26 @@ def init_state(cfg: Config, plan: Plan, setup: Setup, rules=msharding.DEFAULT_RU
         positions = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
         params = nn.unbox(setup.model.init(key, tokens, segment_ids, positions)["params"])
         return {"step": jnp.zeros((), jnp.int32), "params": params,
-                "opt_state": setup.tx.init(params)}
+                "opt_state": setup.tx.init(params),
+                "schedule": {k: jnp.asarray(numbers[k], jnp.float32) for k in SCHEDULE_KEYS}}
 
     with msharding.sharding_context(setup.mesh, rules):
         return jax.jit(init, out_shardings=setup.state_shardings)(jax.random.key(cfg.train.seed))
 
 
-def global_batch(batch: dict, sharding: NamedSharding, global_rows: int) -> dict:
-    """This process's rows -> global arrays laid out by ``sharding``.
+def with_schedule(state, cfg: Config, plan: Plan):
+    """``state`` with its schedule numbers replaced by ``cfg``'s (same shardings)."""
+    numbers = schedule_args(cfg, plan)
+    schedule = {k: jax.device_put(np.float32(numbers[k]), v.sharding)
+                for k, v in state["schedule"].items()}
+    return {**state, "schedule": schedule}
 
-    One process holds every row, so ``device_put`` does it (~4x less host time than
-    ``make_array_from_process_local_data``, which several processes need).
-    """
-    if jax.process_count() == 1:
-        return jax.device_put({k: batch[k] for k in BATCH_KEYS}, sharding)
-    return {k: jax.make_array_from_process_local_data(
-        sharding, np.asarray(batch[k]), (global_rows,) + np.shape(batch[k])[1:])
-        for k in BATCH_KEYS}
+
+def global_batch(batch: dict, sharding: NamedSharding, global_rows: int, layout=None) -> dict:
+    """This process's rows -> global arrays laid out by ``sharding``
+    (``experiments.harness.batches.global_batch``; the rows a process loads come from
+    ``batches.row_layout``)."""
+    return batches.global_batch(batch, sharding, global_rows, layout, keys=BATCH_KEYS)
 
 
 def host_value(x) -> np.ndarray:
@@ -516,8 +495,9 @@ def _peak_flops(device_kind: str, dtype: str) -> float | None:
 
 
 def _comparable(config_dict: dict) -> dict:
-    """What must match for a rerun to resume: everything but the mesh (restores reshard)."""
-    return {k: v for k, v in config_dict.items() if k != "mesh"}
+    """What must match for a rerun to resume: everything but the mesh (restores reshard) and
+    the sharding check's tolerance (neither changes the numbers)."""
+    return {k: v for k, v in config_dict.items() if k not in ("mesh", "sharding_tolerance")}
 
 
 def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -555,7 +535,7 @@ def train(cfg: Config, workdir, *, devices: Sequence | None = None) -> dict:
     workdir whose result.json says "completed" or "diverged" is left untouched and its result
     returned. Exceptions after set-up write status "failed" (with the reason) and re-raise.
     """
-    workdir = epath.Path(workdir)
+    workdir = io.resolve_workdir(workdir)  # Orbax needs absolute paths; gs:// stays
     writer = jax.process_index() == 0
     _check_workdir_config(cfg, workdir)
     previous = read_result(workdir)
@@ -601,18 +581,25 @@ def _run(cfg: Config, plan: Plan, mesh, workdir: epath.Path, writer: bool, start
     tc = cfg.train
     pid, pcount = jax.process_index(), jax.process_count()
     setup = build(cfg, plan, mesh)
-    log.info("train and eval steps ready in %.1f s (%d compiled, the rest from the cache)",
-             setup.compile_s, setup.compiled_fresh)
+    log.info("train and eval steps ready in %.1f s (%d compiled, the rest from the cache); "
+             "attention implementation: %s", setup.compile_s, setup.compiled_fresh,
+             setup.model.cfg.attention_impl)
+    # each process loads exactly the rows its devices hold (derived from the batch sharding)
+    layout = batches.row_layout(setup.batch_sharding, plan.global_batch_size)
     data_iter = make_train_iterator(cfg.data, global_batch_size=plan.global_batch_size,
-                                    process_index=pid, process_count=pcount)
-    eval_batches = [global_batch(b, setup.batch_sharding, tc.eval_batch_size)
-                    for b in make_eval_batches(cfg.data, batch_size=tc.eval_batch_size,
-                                               process_index=pid, process_count=pcount)]
+                                    process_index=layout.group, process_count=layout.groups)
+    eval_layout = batches.row_layout(setup.batch_sharding, tc.eval_batch_size)
+    eval_batches = [global_batch(b if pcount == 1 else batches.select_rows(b, eval_layout),
+                                 setup.batch_sharding, tc.eval_batch_size, eval_layout)
+                    for b in make_eval_batches(cfg.data, batch_size=tc.eval_batch_size)]
     manager = checkpoint.make_manager(workdir / "checkpoints", tc.max_checkpoints)
     metrics_path = workdir / "metrics.jsonl"
     monitor = DivergenceMonitor(tc.divergence_ratio, tc.divergence_window)
     wall_offset = 0.0
 
+    # before any state exists, on a fresh start and on resume alike (shapes suffice)
+    msharding.check_sharding(setup.abstract_state["params"], setup.state_shardings["params"],
+                             cfg.sharding_tolerance)
     latest = manager.latest_step()
     if latest is not None:
         state, saved_meta = checkpoint.restore(manager, latest, setup.abstract_state)
@@ -633,7 +620,6 @@ def _run(cfg: Config, plan: Plan, mesh, workdir: epath.Path, writer: bool, start
         state = init_state(cfg, plan, setup)
         if writer and metrics_path.exists():
             metrics_path.unlink()
-        msharding.check_sharding(state["params"], setup.state_shardings["params"])
 
     start_step = int(host_value(state["step"]))
     n_devices = mesh.devices.size
@@ -713,7 +699,7 @@ def _run(cfg: Config, plan: Plan, mesh, workdir: epath.Path, writer: bool, start
                 raise RuntimeError(
                     f"the training data ran out at step {step} of {plan.steps} "
                     f"(data.num_epochs={cfg.data.num_epochs})") from None
-            batch = global_batch(local, setup.batch_sharding, plan.global_batch_size)
+            batch = global_batch(local, setup.batch_sharding, plan.global_batch_size, layout)
             state, values = setup.train_step(state, batch)
             step += 1
             pending.append((step, values))
@@ -779,6 +765,7 @@ def _run(cfg: Config, plan: Plan, mesh, workdir: epath.Path, writer: bool, start
         "mesh_shape": dict(mesh.shape),
         "process_count": jax.process_count(),
         "device_kind": mesh.devices.flat[0].device_kind,
+        "attention_impl": setup.model.cfg.attention_impl,
         "wall_time_s": wall_offset + time.perf_counter() - started,
     })
     if writer:

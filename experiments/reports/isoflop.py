@@ -1,7 +1,9 @@
-"""After an isoFLOP grid: the analysis, fitted laws, figures and a Markdown report.
+"""The analyze stage of an isoFLOP study: Hoffmann et al.'s three approaches, fitted laws,
+figures and a Markdown report.
 
-    analysis, curves = report.analyze(workdir, results, flop_convention="6N", bootstrap=400)
-    paths = report.write_outputs(workdir, results, flop_convention="6N", title="my study")
+    run_study(..., analyze=isoflop.analyze_stage)          # in an experiment file
+    analysis, curves = isoflop.analyze(workdir, results, flop_convention="6N", bootstrap=400)
+    paths = isoflop.write_outputs(workdir, results, flop_convention="6N", title="my study")
 
 Writes, under the grid's workdir (local or ``gs://``, atomically):
 
@@ -42,7 +44,8 @@ import numpy as np
 import pandas as pd
 from etils import epath
 
-from experiments.harness import grid, io
+from experiments.harness import io
+from experiments.runner import runs as runs_lib
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +118,7 @@ def analyze(workdir, results: pd.DataFrame, *, flop_convention: str = "6N", boot
     from scaling import isoflop
 
     runs, conv = analysis_inputs(results, flop_convention)
-    curves = grid.training_curves(workdir, results, flop_convention, params_column(flop_convention))
+    curves = runs_lib.training_curves(workdir, results, flop_convention, params_column(flop_convention))
     b1 = min(bootstrap, 200) if bootstrap_approach1 is None else bootstrap_approach1
     notes, approaches = [], {}
     calls = {
@@ -360,9 +363,10 @@ def write_outputs(workdir, results: pd.DataFrame | None = None, *, flop_conventi
     """Analyze a finished (or partial) grid and write curves.csv, fits, plots, analysis.json and
     report.md. ``approach3_starts``: "coarse", "full" (`start_grid`) or a DataFrame of starts.
     ``analyzed``: the ``(analysis, curves)`` of an earlier `analyze` call, to write without refitting.
-    Returns ``{"analysis", "fits", "plots", "report"}``."""
+    Returns ``{"analysis", "fits", "plots", "report", "fitted", "notes"}``; ``fitted`` names the
+    laws written to fits/ (empty when no approach could be fitted)."""
     workdir = epath.Path(workdir)
-    results = grid.read_results(workdir) if results is None else results
+    results = runs_lib.read_results(workdir) if results is None else results
     started = time.perf_counter()
     if isinstance(approach3_starts, str):
         approach3_starts = start_grid(approach3_starts)
@@ -385,4 +389,110 @@ def write_outputs(workdir, results: pd.DataFrame | None = None, *, flop_conventi
                          study=study, files=files, wall_time_s=wall_time_s)
     io.write_text_atomic(workdir / "report.md", text)
     log.info("analysis and report written in %.1f s", time.perf_counter() - started)
-    return {"analysis": analysis, "fits": fits, "plots": plots, "report": workdir / "report.md"}
+    return {"analysis": analysis, "fits": fits, "plots": plots, "report": workdir / "report.md",
+            "fitted": [p.stem for p in fits], "notes": list(analysis.notes)}
+
+
+def analyze_stage(context) -> dict:
+    """`write_outputs` as a study's analyze stage (`experiments.runner.study.StudyContext`): reads
+    ``bootstrap``, ``bootstrap_curves`` and ``start_grid`` from the study's declaration."""
+    study = context.declaration
+    description = io.read_json(context.workdir / "study.json")["study"] if (
+        context.workdir / "study.json").exists() else None
+    return write_outputs(
+        context.workdir, context.results, flop_convention=context.flop_convention,
+        title=context.title, study=description, bootstrap=getattr(study, "bootstrap", 400),
+        bootstrap_curves=getattr(study, "bootstrap_curves", None),
+        approach3_starts=getattr(study, "start_grid", "coarse"), wall_time_s=context.elapsed_s())
+
+
+# ----------------------------------------------------------------------------- prediction rung
+
+
+def _band(law, level: float = 0.95, **covariates) -> tuple[float, tuple[float, float] | None]:
+    """A fitted law's point prediction at one point and the central ``level`` band over its
+    bootstrap samples (None without samples)."""
+    import jax
+    import jax.numpy as jnp
+
+    with warnings.catch_warnings():  # the rung lies beyond the fitted budgets by design
+        warnings.simplefilter("ignore", UserWarning)
+        point = float(np.asarray(law.predict(**covariates)).reshape(-1)[0])
+    if law.samples is None:
+        return point, None
+    with jax.enable_x64(True):
+        params = {k: jnp.asarray(v) for k, v in law.samples.items()}
+        x = {k: jnp.full((1,), float(v), jnp.float64) for k, v in covariates.items()}
+        draws = np.asarray(law.law.fn(params, x), np.float64).reshape(-1)
+    draws = draws[np.isfinite(draws)]
+    if draws.size == 0:
+        return point, None
+    lo, hi = np.percentile(draws, [50 * (1 - level), 50 * (1 + level)])
+    return point, (float(lo), float(hi))
+
+
+def rung_runs(workdir, budgets, make_run, *, approach: int = 2) -> list:
+    """The ladder's next rung: at each budget (beyond the grid), the model that the study's fitted
+    N_opt(C) of ``approach`` (``fits/approach<i>_n_opt.json``) calls compute-optimal, built by
+    ``make_run(budget, n_target) -> Run``. No rung when that law was not fitted."""
+    from experiments.runner.design import prior_optimal_params
+
+    path = epath.Path(workdir) / "fits" / f"approach{approach}_n_opt.json"
+    if not budgets:
+        return []
+    if not path.exists():
+        log.warning("no prediction rung: %s was not fitted", path.name)
+        return []
+    return [make_run(float(b), prior_optimal_params(float(b), prior=str(path))) for b in budgets]
+
+
+def rung_report(context, rung_results: pd.DataFrame, *, approach: int = 2) -> dict:
+    """Predicted against measured loss of the rung's runs: every approach's L_opt(C) and the
+    parametric L(N, D) at the trained N and D, with 95% bootstrap bands; writes rung.json and
+    adds a "Prediction rung" section to report.md. Returns ``{"rung": rows}``."""
+    workdir = context.workdir
+    pcol = params_column(context.flop_convention)
+    fits = {}
+    for name in [f"approach{i}_loss_opt" for i in (1, 2, 3)] + ["approach3_parametric"]:
+        path = workdir / "fits" / f"{name}.json"
+        if path.exists():
+            import scaling
+
+            fits[name] = scaling.load(path)
+    rows = []
+    for r in rung_results.to_dict("records"):
+        row = {"run_id": r["run_id"], "budget": float(r["budget"]), "n_params": float(r[pcol]),
+               "tokens": float(r["tokens"]), "status": r["status"], "reason": r["reason"],
+               "eval_loss": r["eval_loss"], "eval_loss_sem": r["eval_loss_sem"], "predictions": {}}
+        for name, law in fits.items():
+            if name == "approach3_parametric":
+                point, band = _band(law, N=row["n_params"], D=row["tokens"])
+            else:
+                point, band = _band(law, x=row["budget"])
+            measured = row["eval_loss"]
+            error = point / measured - 1 if r["status"] == "completed" and math.isfinite(measured) else None
+            covered = None if band is None or error is None else bool(band[0] <= measured <= band[1])
+            row["predictions"][name] = {"loss": point, "interval": band, "rel_error": error,
+                                        "interval_covers": covered}
+        rows.append(row)
+    io.write_json(workdir / "rung.json", {"approach_for_n_opt": approach, "rows": rows})
+
+    lines = ["## Prediction rung", "",
+             f"The study's fitted N_opt(C) (Approach {approach}) chose the model for each budget beyond "
+             "the grid; it was trained like the grid's runs (`rung/`), and each fitted law predicted its "
+             "loss before it was trained: L_opt(C) of every approach, and the parametric L(N, D) at the "
+             "trained N and D. Bands are central 95% bootstrap percentiles.", "",
+             "| budget C | N | D | measured loss | law | predicted | 95% | error | band covers |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        measured = (f"{row['eval_loss']:.4f} ± {row['eval_loss_sem']:.4f}" if row["status"] == "completed"
+                    else f"{row['status']}: {row['reason']}")
+        for name, p in row["predictions"].items():
+            covers = "n/a" if p["interval_covers"] is None else ("yes" if p["interval_covers"] else "no")
+            lines.append(f"| {_g(row['budget'])} | {_g(row['n_params'])} | {_g(row['tokens'])} | {measured} | "
+                         f"{name} | {_g(p['loss'], 5)} | {_iv(p['interval'], 4)} | "
+                         f"{_pct(p['rel_error']) if p['rel_error'] is not None else 'n/a'} | {covers} |")
+    report = workdir / "report.md"
+    text = report.read_text() if report.exists() else ""
+    io.write_text_atomic(report, text.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n")
+    return {"rung": rows}

@@ -1,0 +1,226 @@
+"""Post-training quantization (PTQ) degradation laws fitted from the project's own runs: byte-level
+transformers on the embedded Python-stdlib corpus, trained to several token counts per size, then
+quantized in many formats and evaluated on one fixed held-out token set.
+
+    python -m experiments.quantization_degradation --workdir runs/ptq --preset cpu      # the study
+    python -m experiments.quantization_degradation --workdir runs/ptq_ci --preset smoke # CI (tests)
+    python -m experiments.quantization_degradation --workdir runs/ptq --preset cpu --set formats=int8,int4,int2
+
+Presets and cost (2-core CPU machine; FLOPs "6N", C = 6 N D with N counting every parameter):
+  smoke  2 sizes (5k, 11k params) x 3 lengths (8-32 tokens/param) + a WSD control run;
+         4 formats; measured COST_SMOKE
+  cpu    3 sizes (10k-60k params) x 3 lengths (8-128 tokens/param) + a WSD control run with 4
+         stable-phase checkpoints; 11 formats (int8, fp8, int6, int5, int4, nf4, int3, int2
+         weight-only round-to-nearest, int4 GPTQ, W4A8, W4A4); measured COST_CPU
+  gpu    3 sizes (2M-20M params) x 4 lengths at seq 512, bf16 (estimate, not measured)
+
+The study (Ouyang et al. 2024, "Low-Bit Quantization Favors Undertrained LLMs", arXiv:2411.17691;
+Kumar et al. 2024, "Scaling Laws for Precision", arXiv:2411.04330):
+- train: every (size, tokens per parameter) is its own run with a cosine schedule decayed to 1%
+  (so no run is an intermediate checkpoint of another: Catalan-Tatjer, Ajroldi & Geiping 2025 find
+  that PTQ degradation stays flat while the learning rate is constant and rises as it decays, so
+  checkpoints of one run would mix training length with decay). One WSD control run keeps its
+  stable-phase checkpoints and its post-cooldown one.
+- measure (`ptq.csv`, resumable): the float model and each format on the same held-out tokens;
+  delta = loss_quantized - loss with a paired per-sequence standard error
+  (`experiments.harness.measure_ptq`).
+- analyze: `ptq_degradation` (Ouyang Eq. 8, delta = k D^beta / (N^alpha P^gamma)) and
+  `ptq_precision` (Kumar Eq. 2, delta = C_T D^gamma_D / N^gamma_N e^{-P/gamma_post}) fitted to the
+  weight-only round-to-nearest integer formats, weighted by 1/delta_sem^2; `chinchilla` on the
+  float runs; from them the token count beyond which more pretraining makes the post-PTQ loss
+  worse, per size and precision; a held-out check (refit without each size's most-trained run
+  and predict its delta at every precision); the WSD control's delta against tokens. Writes
+  fits/*.json, plots/*.png, report.md (`experiments.reports.quantization`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator
+
+from experiments.harness import cli
+from experiments.harness.config import Config, TrainConfig, deepseek_lr
+from experiments.harness.data import DataConfig
+from experiments.reports import quantization as report
+from experiments.runner.measure import Measure
+from experiments.runner.runs import Run
+from experiments.runner.study import fit_batch_to_mesh, run_study
+from models.shapes import config_for_params
+from models.transformer import ModelConfig, param_counts, shape_dict
+from scaling import flops as sflops
+
+CPU_FORMATS = ("int8", "fp8", "int6", "int5", "int4", "nf4", "int3", "int2", "int4:gptq", "int4/int8",
+               "int4/int4")
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+    """A PTQ study: sizes x training lengths, a WSD control run, formats to measure.
+
+    sizes: target total parameter counts (the shape rule `models.shapes.config_for_params`).
+    tokens_per_param: training tokens D = tokens_per_param x N (each length its own run).
+    formats: "int4" (weights, round to nearest), "int4:gptq" (GPTQ), "int4/int8" (weights int4,
+      activations int8); any `models.quantization.FORMATS` name.
+    wsd_size / wsd_tokens_per_param / wsd_checkpoints: the control run (constant rate, then a
+      linear decay over the last ``wsd_decay`` of steps), quantized at ``wsd_checkpoints`` evenly
+      spaced stable-phase checkpoints and after the decay.
+    eval_tokens: held-out tokens of every evaluation (the same set for every format and run).
+    rows_per_step, lr_scale: batch (sequences per step) and learning rate (lr_scale x DeepSeek's
+      rule, Bi et al. 2024 Eq. 1).
+    """
+
+    name: str = "quantization_degradation"
+    sizes: tuple[float, ...] = (1e4, 2.5e4, 6e4)
+    tokens_per_param: tuple[float, ...] = (8.0, 32.0, 128.0)
+    formats: tuple[str, ...] = CPU_FORMATS
+    wsd_size: float = 2.5e4
+    wsd_tokens_per_param: float = 128.0
+    wsd_checkpoints: int = 4
+    wsd_decay: float = 0.2
+    eval_tokens: int = 2**16
+    rows_per_step: int = 16
+    batch_multiple: int = 1
+    lr_scale: float = 0.5
+    bootstrap: int = 200
+    base: Config = Config(
+        model=ModelConfig(vocab_size=256, max_seq_len=64),
+        data=DataConfig(seq_len=64, eval_sequences=1024),
+        train=TrainConfig(warmup=0.05, schedule="cosine", min_lr_ratio=0.01, weight_decay=0.1,
+                          divergence_ratio=10.0, log_every=50, checkpoint_every=0,
+                          eval_batch_size=64),
+    )
+    mesh: str = ""
+    analyze: bool = True
+
+    def __post_init__(self):
+        if not self.sizes or any(not (s > 0) for s in self.sizes):
+            raise ValueError(f"Study.sizes must be positive parameter counts, got {self.sizes}")
+        if not self.tokens_per_param or any(not (t > 0) for t in self.tokens_per_param):
+            raise ValueError(f"Study.tokens_per_param must be positive, got {self.tokens_per_param}")
+        if not self.formats:
+            raise ValueError("Study.formats: give at least one format")
+        for spec in self.formats:
+            report.parse_format(spec)  # a clear ValueError naming a bad format
+        if self.wsd_checkpoints < 0 or not 0 < self.wsd_decay < 1:
+            raise ValueError("Study: need wsd_checkpoints >= 0 and 0 < wsd_decay < 1")
+        if self.eval_tokens < self.base.data.seq_len:
+            raise ValueError(f"Study.eval_tokens={self.eval_tokens} is less than one sequence")
+
+
+def model_for(study: Study, n_target: float) -> ModelConfig:
+    base = study.base.model
+    return config_for_params(n_target, vocab_size=base.vocab_size, count="total", min_heads=2,
+                             max_seq_len=study.base.data.seq_len, dtype=base.dtype)
+
+
+def run_config(study: Study, n_target: float, tokens_per_param: float, *, wsd: bool = False) -> Config:
+    """One run: the shape for ``n_target``, D = tokens_per_param x N, the batch and LR rules."""
+    model = model_for(study, n_target)
+    counts = param_counts(model)
+    seq_len = study.base.data.seq_len
+    rows = -(-study.rows_per_step // study.batch_multiple) * study.batch_multiple
+    steps = max(20, round(tokens_per_param * counts["total"] / (rows * seq_len)))
+    tokens = steps * rows * seq_len
+    train = dataclasses.replace(study.base.train, tokens=tokens, batch_size=rows,
+                                lr=study.lr_scale * deepseek_lr(counts["nonembedding"], tokens))
+    if wsd:  # keep every stable-phase checkpoint and the final one
+        stable = int(steps * (1 - study.wsd_decay))
+        every = max(1, stable // max(1, study.wsd_checkpoints))
+        train = dataclasses.replace(train, schedule="wsd", decay_fraction=study.wsd_decay,
+                                    checkpoint_every=every, max_checkpoints=study.wsd_checkpoints + 3)
+    return dataclasses.replace(study.base, model=model, train=train, mesh=study.mesh)
+
+
+def sweep(study: Study) -> Iterator[Run]:
+    """Sizes small to large, lengths short to long, then the WSD control run."""
+    for n in sorted(study.sizes):
+        for tpp in sorted(study.tokens_per_param):
+            cfg = run_config(study, n, tpp)
+            budget = sflops.flops_per_token(shape_dict(cfg.model), cfg.data.seq_len, "6N") * cfg.train.tokens
+            yield Run(budget=budget, config=cfg, labels={"role": "grid", "tokens_per_param": tpp})
+    if study.wsd_checkpoints:
+        cfg = run_config(study, study.wsd_size, study.wsd_tokens_per_param, wsd=True)
+        budget = sflops.flops_per_token(shape_dict(cfg.model), cfg.data.seq_len, "6N") * cfg.train.tokens
+        yield Run(budget=budget, config=cfg, labels={"role": "wsd_control",
+                                                     "tokens_per_param": study.wsd_tokens_per_param})
+
+
+def ptq_stage(study: Study) -> Measure:
+    """ptq.csv: every format at the final checkpoint of each run (every kept checkpoint of the
+    WSD control run), one item per (checkpoint_step, format)."""
+    from experiments.harness import restore
+
+    def steps_of(run) -> list[int]:
+        steps = restore.checkpoint_steps(run.run_dir)
+        if run.run.labels.get("role") == "wsd_control":
+            return steps
+        return steps[-1:]
+
+    def items(run):
+        return [{"checkpoint_step": step, "format": spec} for step in steps_of(run)
+                for spec in ("float", *study.formats)]
+
+    def measure(run, pending):
+        from experiments.harness.measure_ptq import ptq_measure
+
+        by_step: dict[int, list[str]] = {}
+        for item in pending:
+            by_step.setdefault(int(item["checkpoint_step"]), []).append(item["format"])
+        for step, specs in sorted(by_step.items()):
+            formats = [report.parse_format(s) for s in specs if s != "float"]
+            rows = ptq_measure(run.run_dir, formats, eval_tokens=study.eval_tokens, checkpoint_step=step,
+                               batch_size=study.base.train.eval_batch_size)
+            labelled = {"float": rows[0], **{spec: row for spec, row in zip(
+                [s for s in specs if s != "float"], rows[1:])}}
+            for spec in specs:
+                yield {"checkpoint_step": step, "format": spec, **{
+                    k: v for k, v in labelled[spec].items() if k != "checkpoint_step"},
+                       "role": run.run.labels.get("role", "grid"),
+                       "tokens_per_param": run.run.labels.get("tokens_per_param")}
+
+    return Measure(name="ptq", key=("checkpoint_step", "format"), items=items, measure=measure)
+
+
+# ----------------------------------------------------------------------------- presets
+
+
+def smoke() -> Study:
+    """CI: 2 sizes x 3 lengths + a WSD control with 2 stable checkpoints, 4 formats."""
+    return dataclasses.replace(
+        Study(), name="quantization_degradation_smoke", sizes=(4e3, 1e4), tokens_per_param=(8.0, 16.0, 32.0),
+        formats=("int8", "int4", "int2", "int4/int8"), wsd_size=4e3, wsd_tokens_per_param=32.0,
+        wsd_checkpoints=2, eval_tokens=2**13, bootstrap=50)
+
+
+def cpu() -> Study:
+    return Study()
+
+
+def gpu() -> Study:
+    """One accelerator: 2M-20M parameter models at seq 512 in bfloat16 (estimate, not measured)."""
+    base = Study().base
+    return dataclasses.replace(
+        Study(), name="quantization_degradation_gpu", sizes=(2e6, 6e6, 2e7),
+        tokens_per_param=(10.0, 40.0, 160.0, 640.0), wsd_size=6e6, wsd_tokens_per_param=160.0,
+        wsd_checkpoints=6, eval_tokens=2**20, rows_per_step=64, bootstrap=400,
+        base=dataclasses.replace(
+            base, model=dataclasses.replace(base.model, dtype="bfloat16", max_seq_len=512),
+            data=dataclasses.replace(base.data, seq_len=512, eval_sequences=2048),
+            train=dataclasses.replace(base.train, eval_batch_size=64)))
+
+
+PRESETS = {"smoke": smoke, "cpu": cpu, "gpu": gpu}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Parse the command line, train, quantize and measure, fit and report (`run_study`)."""
+    study, args = cli.parse(argv, description=__doc__, presets=PRESETS, default_preset="cpu")
+    study = fit_batch_to_mesh(study)
+    return run_study(study.name, args.workdir, sweep(study), declaration=study, preset=args.preset,
+                     flop_convention="6N", measures=[ptq_stage(study)],
+                     analyze=report.analyze_stage if study.analyze else None)
+
+
+if __name__ == "__main__":
+    cli.run(main)

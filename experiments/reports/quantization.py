@@ -1,0 +1,324 @@
+"""The analyze stage of a PTQ study: degradation laws fitted to ptq.csv, the turning point, a
+held-out check, the WSD control, figures and a Markdown report.
+
+    run_study(..., measures=[ptq], analyze=quantization.analyze_stage)     # in an experiment file
+    out = quantization.analyze(ptq_table, results)                          # on any such table
+
+Fits (`scaling.fit`, one engine; every law saved in fits/ with bootstrap intervals):
+- ``ptq_degradation`` (Ouyang et al. 2024, arXiv:2411.17691, Eq. 8): delta = k D^beta / (N^alpha P^gamma)
+- ``ptq_precision`` (Kumar et al. 2024, arXiv:2411.04330, Eq. 2): delta = C_T D^gamma_D / N^gamma_N e^{-P/gamma_post}
+  both on the weight-only round-to-nearest integer formats of the grid runs (N = non-embedding
+  parameters, D = training tokens, P = bits), least squares on log delta weighted by
+  (delta / delta_sem)^2 (the delta method: var(log delta) ~ (sem / delta)^2); rows whose delta is
+  not resolved (delta < 2 delta_sem) are left out of the fits and listed.
+- ``chinchilla`` (Hoffmann et al. 2022, Eq. 2) on the float losses of the grid runs, when there
+  are at least 6 of them.
+
+The turning point (Ouyang et al. Fig. 7: the quantized loss is L_16bit + delta): with
+L(N, D) = E + A/N^a + B/D^b and delta = k D^beta / (N^alpha P^gamma), the post-PTQ loss
+L + delta is smallest at D* = [b B N^alpha P^gamma / (beta k)]^(1 / (b + beta)); beyond D* more
+pretraining makes the quantized model worse.
+
+Held-out check: each law is refitted without the most-trained run of every size and predicts
+that run's delta at every precision; the report gives the relative errors.
+"""
+
+from __future__ import annotations
+
+import io as _io
+import json
+import logging
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+from etils import epath
+
+from experiments.harness import io
+
+log = logging.getLogger(__name__)
+
+PTQ_LAWS = ("ptq_degradation", "ptq_precision")
+COLUMNS = {"N": "n_params_nonembedding", "D": "tokens", "P": "bits", "P_post": "bits"}
+
+
+def parse_format(spec: str):
+    """A study's format string -> `models.quantization.QuantConfig`.
+
+    "int4" (weights, round to nearest), "int4:gptq", "int4/int8" (weights int4, activations int8),
+    "kv:int4" (keys and values only). ValueError naming the format when it is not understood.
+    """
+    from models.quantization import QuantConfig
+
+    text = str(spec).strip()
+    try:
+        if text.startswith("kv:"):
+            return QuantConfig(kv=text[3:])
+        method = "rtn"
+        if ":" in text:
+            text, method = text.split(":", 1)
+        weights, _, activations = text.partition("/")
+        return QuantConfig(weights=weights, activations=activations or None, method=method)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"format {spec!r}: {err}") from None
+
+
+def fit_rows(ptq: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rows the PTQ laws are fitted to, resolved-but-excluded rows): completed grid runs,
+    weight-only round-to-nearest integer formats with delta >= 2 delta_sem."""
+    done = ptq[(ptq["status"] == "completed") & (ptq["role"] == "grid")]
+    weight_only = done[done["format"].astype(str).str.fullmatch(r"int[2-8]")]
+    resolved = weight_only["delta"] >= 2 * weight_only["delta_sem"]
+    return weight_only[resolved].reset_index(drop=True), weight_only[~resolved].reset_index(drop=True)
+
+
+def _fit_ptq(name: str, rows: pd.DataFrame, bootstrap: int, seed: int = 0):
+    import scaling
+
+    law = scaling.laws.get(name)
+    data = rows.assign(log_weight=(rows["delta"] / rows["delta_sem"].clip(lower=1e-12)) ** 2)
+    weights = data["log_weight"] / data["log_weight"].mean()
+    return scaling.fit(law, data, target="delta", objective="mse_log", weights=weights.to_numpy(),
+                       bootstrap=bootstrap, seed=seed, columns={c: COLUMNS[c] for c in law.covariates})
+
+
+def turning_tokens(loss_law, ptq_law, n_nonembed: float, n_total: float, bits: float) -> float:
+    """D* where the post-PTQ loss L(N, D) + delta(N, D, P) is smallest (module docstring).
+
+    ``loss_law``: a fitted chinchilla (N = all parameters, as the grid's runs); ``ptq_law``: a fitted
+    ``ptq_degradation`` (N = non-embedding parameters). inf when delta does not grow with D.
+    """
+    p, q = loss_law.params, ptq_law.params
+    if q["beta"] <= 0:
+        return math.inf
+    delta_coeff = q["k"] * n_nonembed ** -q["alpha"] * bits ** -q["gamma"]
+    return (p["beta"] * p["B"] / (q["beta"] * delta_coeff)) ** (1.0 / (p["beta"] + q["beta"]))
+
+
+def held_out_check(rows: pd.DataFrame, bootstrap: int = 0) -> list[dict]:
+    """Refit each law without the most-trained run of every size; predict those runs' deltas."""
+    longest = rows.groupby("n_params")["tokens"].transform("max") == rows["tokens"]
+    train, test = rows[~longest], rows[longest]
+    out = []
+    if len(train) < 6 or train["tokens"].nunique() < 2 or test.empty:
+        return [{"law": name, "skipped": "too few rows left to refit (need 2 lengths per size)"}
+                for name in PTQ_LAWS]
+    for name in PTQ_LAWS:
+        try:
+            law = _fit_ptq(name, train, bootstrap)
+        except ValueError as err:
+            out.append({"law": name, "skipped": str(err)})
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            pred = law.predict(N=test[COLUMNS["N"]].to_numpy(), D=test["tokens"].to_numpy(),
+                               **({"P": test["bits"].to_numpy()} if name == "ptq_degradation"
+                                  else {"P_post": test["bits"].to_numpy()}))
+        for row, p in zip(test.to_dict("records"), np.asarray(pred)):
+            out.append({"law": name, "run_id": row["run_id"], "n_params": row["n_params"],
+                        "tokens": row["tokens"], "format": row["format"], "delta": row["delta"],
+                        "delta_sem": row["delta_sem"], "predicted": float(p),
+                        "rel_error": float(p / row["delta"] - 1)})
+    return out
+
+
+def wsd_trajectory(ptq: pd.DataFrame) -> pd.DataFrame:
+    """The WSD control's delta at each kept checkpoint, per format (completed rows)."""
+    wsd = ptq[(ptq["role"] == "wsd_control") & (ptq["status"] == "completed") & (ptq["format"] != "float")]
+    return wsd.sort_values(["format", "checkpoint_step"]).reset_index(drop=True)
+
+
+def analyze(ptq: pd.DataFrame, results: pd.DataFrame, *, bootstrap: int = 200, seed: int = 0) -> dict:
+    """Fits, turning points, held-out check and WSD trajectory (module docstring); each part that
+    cannot be done is skipped with its reason in ``notes``."""
+    import scaling
+
+    notes, fits = [], {}
+    rows, unresolved = fit_rows(ptq)
+    if len(unresolved):
+        notes.append(f"{len(unresolved)} weight-only rows with delta < 2 sem left out of the fits: "
+                     + ", ".join(f"{r.format} of {r.run_id}" for r in unresolved.itertuples()))
+    for name in PTQ_LAWS:
+        try:
+            fits[name] = _fit_ptq(name, rows, bootstrap, seed)
+        except ValueError as err:
+            notes.append(f"{name} not fitted: {err}")
+    grid = results[(results["status"] == "completed") & (results.get("role", "grid") == "grid")]
+    if len(grid) >= 6:
+        try:
+            fits["chinchilla"] = scaling.fit("chinchilla", grid, target="eval_loss", bootstrap=bootstrap,
+                                             seed=seed, columns={"N": "n_params", "D": "tokens",
+                                                                 "loss": "eval_loss"})
+        except ValueError as err:
+            notes.append(f"chinchilla not fitted on the float runs: {err}")
+    else:
+        notes.append(f"chinchilla not fitted: {len(grid)} completed grid runs (need 6)")
+    turning = []
+    if "chinchilla" in fits and "ptq_degradation" in fits:
+        sizes = grid.groupby("n_params")["n_params_nonembedding"].first()
+        for n_total, n_nonembed in sizes.items():
+            for bits in sorted(rows["bits"].unique()):
+                d_star = turning_tokens(fits["chinchilla"], fits["ptq_degradation"], n_nonembed, n_total, bits)
+                turning.append({"n_params": int(n_total), "n_params_nonembedding": int(n_nonembed),
+                                "bits": int(bits), "tokens_star": d_star,
+                                "tokens_per_param_star": d_star / n_total})
+    return {"fits": fits, "rows": rows, "unresolved": unresolved, "turning": turning,
+            "held_out": held_out_check(rows), "wsd": wsd_trajectory(ptq), "notes": notes}
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def _g(x, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "n/a"
+    return f"{x:.{digits}g}"
+
+
+def write_plots(workdir, ptq: pd.DataFrame, out: dict, dpi: int = 110) -> list[epath.Path]:
+    """delta vs tokens per precision, delta vs bits, post-PTQ loss vs tokens with the predicted
+    turning point, the WSD trajectory."""
+    from experiments.reports import quantization_plots as qplots
+
+    figures = {"delta_vs_tokens": lambda: qplots.plot_delta_vs_tokens(out["rows"], out["fits"].get("ptq_degradation")),
+               "delta_vs_bits": lambda: qplots.plot_delta_vs_bits(ptq[(ptq["role"] == "grid") & (ptq["format"] != "float")
+                                                                      & (ptq["status"] == "completed")]),
+               "post_ptq_loss": lambda: qplots.plot_post_ptq_loss(ptq, out["fits"].get("chinchilla"),
+                                                                 out["fits"].get("ptq_degradation"), out["turning"]),
+               "wsd_trajectory": lambda: qplots.plot_wsd_trajectory(out["wsd"])}
+    paths = []
+    for name, make in figures.items():
+        try:
+            fig = make()
+        except ValueError as err:
+            log.warning("plot %s skipped: %s", name, err)
+            continue
+        buffer = _io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=dpi)
+        path = epath.Path(workdir) / "plots" / f"{name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{path.name}.tmp"
+        tmp.write_bytes(buffer.getvalue())
+        tmp.replace(path)
+        paths.append(path)
+    return paths
+
+
+def render_report(out: dict, ptq: pd.DataFrame, results: pd.DataFrame, *, title: str, files: dict) -> str:
+    lines = [f"# PTQ study: {title}", "", "## What was run", ""]
+    grid = results[results.get("role", "grid") == "grid"]
+    lines.append(f"- {len(results)} runs ({int((results['status'] == 'completed').sum())} completed): "
+                 f"{grid['n_params'].nunique()} sizes ({', '.join(_g(n) for n in sorted(grid['n_params'].unique()))} "
+                 f"parameters) x {grid['tokens_per_param'].nunique() if 'tokens_per_param' in grid else '?'} "
+                 "training lengths, each decayed to its end; plus a WSD control run")
+    measured = ptq[ptq["status"] == "completed"]
+    lines.append(f"- {len(measured)} measurements in ptq.csv ({measured['format'].nunique()} formats incl. float), "
+                 f"each on {int(measured['eval_tokens'].max()) if len(measured) else 0} held-out tokens")
+    lines += ["", "## Fitted laws (95% bootstrap intervals)", "",
+              "| law | parameter | value | 95% | published |", "|---|---|---|---|---|"]
+    from scaling.quantization_laws import KUMAR_PTQ_REFERENCE, OUYANG_PTQ_REFERENCE
+
+    reference = {"ptq_degradation": OUYANG_PTQ_REFERENCE, "ptq_precision": KUMAR_PTQ_REFERENCE}
+    for name, law in out["fits"].items():
+        for param, value in law.params.items():
+            iv = law.interval(param) if law.samples is not None else None
+            ref = reference.get(name, {}).get(param)
+            lines.append(f"| {name} | {param} | {_g(value, 4)} | "
+                         f"{'n/a' if iv is None else f'[{_g(iv[0], 3)}, {_g(iv[1], 3)}]'} | {_g(ref, 4) if ref else ''} |")
+    lines += ["", "Published: Ouyang et al. 2024 Eq. 8 (GPTQ on Pythia, verified); Kumar et al. 2024 "
+              "(constants from a secondary source, NOT verified; gamma_post illustrative).", ""]
+
+    lines += ["## Measured degradation (grid runs)", "",
+              "| run | N | D | float loss | " + " | ".join(sorted(set(measured["format"]) - {"float"})) + " |",
+              "|---|---|---|---|" + "---|" * len(set(measured["format"]) - {"float"})]
+    formats = sorted(set(measured["format"]) - {"float"})
+    for rid, group in measured[measured["role"] == "grid"].groupby("run_id", sort=False):
+        by = {r["format"]: r for r in group.to_dict("records")}
+        first = group.iloc[0]
+        cells = [f"{by[f]['delta']:+.4f} ± {by[f]['delta_sem']:.4f}" if f in by else "" for f in formats]
+        lines.append(f"| {rid} | {_g(first['n_params'])} | {_g(first['tokens'])} | "
+                     f"{by.get('float', first)['loss']:.4f} | " + " | ".join(cells) + " |")
+    lines.append("")
+
+    lines += ["## When does more pretraining hurt the quantized model?", ""]
+    if out["turning"]:
+        lines += ["Tokens D* beyond which L(N, D) + delta(N, D, P) rises (chinchilla on the float runs + "
+                  "ptq_degradation):", "", "| N | bits | D* | D*/N |", "|---|---|---|---|"]
+        for t in out["turning"]:
+            lines.append(f"| {_g(t['n_params'])} | {t['bits']} | {_g(t['tokens_star'])} | "
+                         f"{_g(t['tokens_per_param_star'])} |")
+    else:
+        lines.append("Not computed (needs both the chinchilla and the ptq_degradation fits).")
+    lines.append("")
+
+    lines += ["## Held-out check: refit without each size's most-trained run, predict its delta", ""]
+    held = out["held_out"]
+    if all("skipped" in h for h in held):
+        lines += [f"- {h['law']}: skipped ({h['skipped']})" for h in held]
+    else:
+        lines += ["| law | run | format | measured delta | predicted | error |", "|---|---|---|---|---|---|"]
+        for h in held:
+            if "skipped" in h:
+                lines.append(f"| {h['law']} | skipped: {h['skipped']} | | | | |")
+            else:
+                lines.append(f"| {h['law']} | {h['run_id']} | {h['format']} | {h['delta']:.4g} ± {h['delta_sem']:.2g} | "
+                             f"{h['predicted']:.4g} | {100 * h['rel_error']:+.1f}% |")
+        for name in PTQ_LAWS:
+            errs = [abs(h["rel_error"]) for h in held if h.get("law") == name and "rel_error" in h]
+            if errs:
+                lines.append(f"\n- {name}: median |error| {100 * float(np.median(errs)):.1f}% over {len(errs)} predictions")
+    lines.append("")
+
+    lines += ["## WSD control: does delta rise with tokens, or only at the decay?", ""]
+    wsd = out["wsd"]
+    if wsd.empty:
+        lines.append("No WSD control run was measured.")
+    else:
+        steps = sorted(wsd["checkpoint_step"].unique())
+        lines += ["| format | " + " | ".join(f"step {s}" for s in steps) + " |", "|---|" + "---|" * len(steps)]
+        for fmt, group in wsd.groupby("format"):
+            by = dict(zip(group["checkpoint_step"], group["delta"]))
+            lines.append(f"| {fmt} | " + " | ".join(f"{by[s]:+.4f}" if s in by else "" for s in steps) + " |")
+        stable, final = steps[:-1], steps[-1]
+        if stable:
+            verdicts = []
+            for fmt, group in wsd.groupby("format"):
+                by = dict(zip(group["checkpoint_step"], group["delta"]))
+                if final in by and all(s in by for s in stable):
+                    rise_stable = by[stable[-1]] - by[stable[0]]
+                    rise_decay = by[final] - by[stable[-1]]
+                    verdicts.append(f"{fmt}: {rise_stable:+.4f} over the stable phase, {rise_decay:+.4f} at the decay")
+            lines += ["", "Change in delta: " + "; ".join(verdicts) + "."]
+    lines.append("")
+    bad = results[results["status"] != "completed"]
+    lines += ["## Failed, diverged and unfinished runs", ""]
+    lines += ["None: every run completed."] if bad.empty else [
+        f"- {r.run_id}: {r.status} ({r.reason})" for r in bad.itertuples()]
+    if out["notes"]:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in out["notes"]]
+    lines += ["", "## Files", ""] + [f"- {k}: " + ", ".join(f"`{p}`" for p in v) for k, v in files.items()]
+    return "\n".join(lines) + "\n"
+
+
+def analyze_stage(context) -> dict:
+    """`analyze` on the study's ptq.csv, then fits/, plots/, report.md (a runner analyze stage)."""
+    study = context.declaration
+    ptq = context.measurements["ptq"]
+    out = analyze(ptq, context.results, bootstrap=getattr(study, "bootstrap", 200))
+    workdir = context.workdir
+    fits = []
+    for name, law in out["fits"].items():
+        path = workdir / "fits" / f"{name}.json"
+        io.write_text_atomic(path, json.dumps(law.to_dict(), indent=1, allow_nan=False) + "\n")
+        fits.append(path)
+    plots = write_plots(workdir, ptq, out)
+    files = {"measurements": ["ptq.csv"], "fits": [f"fits/{p.name}" for p in fits],
+             "plots": [f"plots/{p.name}" for p in plots]}
+    io.write_json(workdir / "analysis.json", {
+        "turning": out["turning"], "held_out": out["held_out"], "notes": out["notes"],
+        "fits": {name: law.to_dict()["params"] for name, law in out["fits"].items()}})
+    io.write_text_atomic(workdir / "report.md", render_report(out, ptq, context.results, title=context.title,
+                                                              files=files))
+    return {"fitted": [p.stem for p in fits], "report": workdir / "report.md", "notes": out["notes"],
+            "analysis": out, "plots": plots}

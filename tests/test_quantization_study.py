@@ -1,0 +1,79 @@
+"""The PTQ study end to end at smoke size, run as the docstring says (relative workdir, from an
+empty directory, one CPU device): runs, ptq.csv, fits, plots and report.md."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import scaling
+from experiments import quantization_degradation as qstudy
+from experiments.runner import runs as runs_lib
+
+REPO = Path(__file__).resolve().parents[1]
+from conftest import PTQ_COMMAND as COMMAND  # noqa: E402  (the fixture ptq_smoke runs it)
+PTQ_COLUMNS = ["run_id", "n_params", "n_params_nonembedding", "tokens", "checkpoint_step", "qtype",
+               "method", "loss", "loss_quantized", "delta", "delta_sem"]
+
+
+def test_the_docstring_command_is_the_tested_one():
+    assert COMMAND in " ".join(qstudy.__doc__.split())
+
+
+def test_smoke_ptq_study_end_to_end(ptq_smoke):
+    workdir, proc = ptq_smoke
+    study = qstudy.smoke()
+    runs = list(qstudy.sweep(study))
+    results = runs_lib.read_results(workdir)
+    assert results["run_id"].tolist() == [r.run_id for r in runs]
+    assert (results["status"] == "completed").all()
+    assert results["role"].tolist() == ["grid"] * 6 + ["wsd_control"]
+
+    ptq = pd.read_csv(workdir / "ptq.csv")
+    assert set(PTQ_COLUMNS) <= set(ptq.columns) and (ptq["status"] == "completed").all()
+    wsd_id = results.loc[results["role"] == "wsd_control", "run_id"].item()
+    wsd_steps = sorted(ptq.loc[ptq["run_id"] == wsd_id, "checkpoint_step"].unique())
+    assert len(wsd_steps) == study.wsd_checkpoints + 1  # every stable-phase checkpoint + the final
+    assert len(ptq) == (6 + len(wsd_steps)) * (1 + len(study.formats))
+    final = ptq[ptq["role"] == "grid"]
+    for rid, group in final.groupby("run_id"):
+        by = group.set_index("format")
+        assert by.loc["float", "delta"] == 0.0 and by.loc["float", "loss"] == by.loc["int8", "loss"]
+        assert by.loc["int2", "delta"] > by.loc["int4", "delta"] > -3 * by.loc["int4", "delta_sem"]
+        assert by.loc["int2", "delta"] > 3 * by.loc["int2", "delta_sem"] > 0  # resolved
+        assert abs(by.loc["int8", "delta"]) < 5e-4
+        assert by.loc["int2", "loss_quantized"] == pytest.approx(by.loc["int2", "loss"] + by.loc["int2", "delta"])
+        assert by.loc["int2", "tokens"] == results.set_index("run_id").loc[rid, "tokens"]
+
+    fits = {p.stem: scaling.load(p) for p in (workdir / "fits").glob("*.json")}
+    assert {"ptq_degradation", "ptq_precision", "chinchilla"} <= set(fits)
+    q = fits["ptq_degradation"]
+    assert all(math.isfinite(v) for v in q.params.values()) and q.samples is not None
+    assert q.params["gamma"] > 0  # fewer bits, more degradation
+    report = (workdir / "report.md").read_text()
+    for section in ("## Fitted laws", "## Measured degradation", "## When does more pretraining hurt",
+                    "## Held-out check", "## WSD control"):
+        assert section in report, section
+    assert "median |error|" in report and "over the stable phase" in report
+    for name in ("delta_vs_tokens", "delta_vs_bits", "post_ptq_loss", "wsd_trajectory"):
+        assert (workdir / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG", name
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith(f"{study.name}: 7 of 7 runs completed; ptq: {len(ptq)} of {len(ptq)} rows")
+
+
+def test_bad_formats_are_value_errors_naming_them():
+    from experiments.reports.quantization import parse_format
+
+    assert parse_format("int4:gptq").method == "gptq"
+    assert parse_format("int4/int8").activations == "int8"
+    with pytest.raises(ValueError, match="int9"):
+        parse_format("int9")
+    with pytest.raises(ValueError, match="format"):
+        qstudy.Study(formats=("int4", "bogus"))
