@@ -227,7 +227,7 @@ def test_compiled_solver_is_reused_across_fits_and_the_bootstrap():
     scaling.fit(POWER, fitting.simulate(POWER, 53, noise=0.01, seed=11), objective="mse",
                 starts={"E": [1.0, 2.0], "A": [100.0, 300.0], "alpha": [0.1, 0.2]}, bootstrap=100)
     assert fitting.padded_size(50) == fitting.padded_size(53) == 64
-    assert [fitting.padded_size(n) for n in (10, 17, 25, 33, 49, 65, 97, 200, 234)] == [16, 24, 32, 48, 64, 96, 128, 256, 256]
+    assert [fitting.padded_size(n) for n in (10, 33, 64, 65, 97, 129, 200, 234)] == [64, 64, 64, 96, 128, 192, 256, 256]
     assert solver._cache_size() == size
 
 

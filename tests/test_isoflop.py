@@ -345,3 +345,16 @@ def test_a_saved_frontier_law_answers_compute_optimal_as_a_prior(result2, tmp_pa
     assert np.all(lo < out["N"]) and np.all(out["N"] < hi)
     assert np.all(np.abs(np.log(out["N"] / true_n_opt(C))) < 0.15)
     assert out["loss"] is None
+
+
+def test_flop_conventions_are_the_flops_vocabulary(noisy_runs):
+    """isoflop speaks scaling.flops.CONVENTIONS: "6N" works (it raised before), "exact" needs the runs' k."""
+    result = isoflop.approach2(noisy_runs, flop_convention="6N", bootstrap=0)
+    assert result.flop_convention == "6N" and result.n_opt_law.flop_convention == "6N"
+    legacy = isoflop.approach2(noisy_runs, flop_convention="6ND", bootstrap=0)   # older name, same thing
+    assert legacy.flop_convention == "6N" and legacy.exponents.a == result.exponents.a
+    k = isoflop.effective_k(noisy_runs)
+    exact = isoflop.approach2(noisy_runs, flop_convention="exact", k=k, bootstrap=0)
+    assert exact.flop_convention == "exact" and exact.n_opt_law.k == pytest.approx(k)
+    with pytest.raises(ValueError, match="needs k="):
+        isoflop.approach2(noisy_runs, flop_convention="exact", bootstrap=0)

@@ -12,22 +12,28 @@ answers compute-optimal questions under a stated FLOP convention ``C = k N D`` (
       G = (alpha A / (beta B))^(1/(alpha+beta)),
       L_opt = E + (A G^-alpha + B G^beta) (C/k)^(-alpha beta/(alpha+beta)).
 
-  Any other law is minimized numerically: a 257-point grid in log N over ``1 <= N, D``, then
-  golden-section search in the best grid cell, vectorized over budgets and bootstrap draws.
+  (`scaling.laws.loss.chinchilla_frontier`). Any other law is minimized numerically
+  (`scaling.fitting.optimum`: a 129-point grid in log N over ``1 <= N, D``, then golden-section
+  search in the best grid cell, vectorized over budgets and parameter draws). A frontier law (a
+  law of C fitted to an isoFLOP approach's N_opt, D_opt or L_opt; ``data.target`` says which)
+  answers with its prediction at C.
 - `FittedLaw.compute_for_loss(loss)`: the budget whose optimum reaches ``loss`` (closed-form for
   Chinchilla, else bisection in log C).
 
-Parameter intervals are bootstrap percentile, BC or BCa intervals (`scaling.intervals`; BCa uses the
+Parameter intervals are bootstrap percentile, BC or BCa intervals (`scaling.fitting.intervals`; BCa uses the
 jackknife acceleration per parameter that `scaling.fit` stores in ``acceleration``), or, for a
-maximum-likelihood fit, profile-likelihood intervals (`scaling.profile`, from the signed root
+maximum-likelihood fit, profile-likelihood intervals (`scaling.fitting.profile`, from the signed root
 deviance curves that `scaling.fit` stores in ``profile``; the default there).
-Intervals of derived quantities are percentiles over the bootstrap draws, or, for a law that only
-has standard errors (a paper's table), over 4,000 draws from independent normals with those SEs
-(truncated to the parameters' domains; this ignores the correlations a paper does not report).
+Intervals (bands) of derived quantities are percentiles over the parameter draws the fit carries
+(`FittedLaw.draws`, which says how they were made): the bootstrap draws; for a maximum-likelihood
+fit without a bootstrap, 4,000 draws whose margins follow the profile likelihoods and whose
+correlation is the inverse Hessian's ("profile_t"); for a law that only has standard errors (a
+paper's table), 4,000 draws from independent normals with those SEs (truncated to the parameters'
+domains; this ignores the correlations a paper does not report).
 
 File format (JSON, validated by `load`; no pickle, no eval)::
 
-    {"schema": "scaling.fitted_law", "schema_version": 3, "law": name,
+    {"schema": "scaling.fitted_law", "schema_version": 4, "law": name,
      "params": {name: float}, "standard_errors": {name: float} | null,
      "samples": {name: [float, ...]} | null, "intervals": {name: [lo, hi]} | null  (95%, default method),
      "acceleration": {name: float} | null  (BCa's jackknife a; new in version 2, version 1 files load),

@@ -89,14 +89,25 @@ def _residual(law, log_space, z, x, y):
 
 
 def natural_values(law: law_lib.Law, z) -> dict:
-    """Natural parameter values (numpy) of internal vectors ``z`` [..., P]."""
+    """Natural parameter values (numpy) of internal vectors ``z`` [..., P].
+
+    Rows of a 2-D ``z`` are padded to a power of two (at least 64), so that the jit cache holds a
+    few shapes, not one per number of starts, draws or jackknife refits."""
+    z = np.asarray(z, np.float64)
+    rows = z.shape[0] if z.ndim == 2 else None
+    if rows is not None:
+        z = np.concatenate([z, np.zeros((max(64, 1 << max(0, rows - 1).bit_length()) - rows, z.shape[1]))])
     with jax.enable_x64(True):
-        return {k: np.asarray(v) for k, v in _natural(law, jnp.asarray(z, jnp.float64)).items()}
+        out = {k: np.asarray(v) for k, v in _natural(law, jnp.asarray(z)).items()}
+    return out if rows is None else {k: v[:rows] for k, v in out.items()}
 
 
 def residuals(law: law_lib.Law, objective: str, z, x, y) -> np.ndarray:
     """``y - log f`` for the log objectives (``y`` already logged), else ``y - f``, at internal ``z``."""
+    n = len(y)
+    size = max(64, 1 << max(0, n - 1).bit_length())    # a few padded shapes (copies of point 0)
+    pad = lambda v: np.concatenate([np.asarray(v, np.float64), np.full(size - n, np.asarray(v)[0])])  # noqa: E731
     with jax.enable_x64(True):
-        xj = {k: jnp.asarray(v, jnp.float64) for k, v in x.items()}
-        return np.asarray(_residual(law, objective in LOG_OBJECTIVES, jnp.asarray(z, jnp.float64), xj,
-                                    jnp.asarray(y, jnp.float64)))
+        xj = {k: jnp.asarray(pad(v)) for k, v in x.items()}
+        out = _residual(law, objective in LOG_OBJECTIVES, jnp.asarray(z, jnp.float64), xj, jnp.asarray(pad(y)))
+        return np.asarray(out)[:n]

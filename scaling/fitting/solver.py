@@ -322,14 +322,19 @@ def run_solver(law, objective, delta, z0, weights, x, y, *, max_iter: int = 500,
     return state
 
 
-def padded_size(n: int) -> int:
-    """The padded number of points: the next of 16, 24, 32, 48, 64, 96, ... (2^k and 1.5 x 2^k).
+MIN_PADDED = 64   # every fit of at most 64 points shares one compiled shape
 
-    Two shapes per octave: a new table of another size mostly reuses a compiled solver (each
-    compile costs seconds to tens of seconds), at most 50% (on average ~20%) padding work.
+
+def padded_size(n: int) -> int:
+    """The padded number of points: 64, or the next of 96, 128, 192, 256, ... (2^k and 1.5 x 2^k).
+
+    Few shapes, so a new table mostly reuses a compiled solver (each compile costs seconds to tens
+    of seconds, far more than the padding): one shape up to 64 points, where the per-start cost is
+    flat anyway (dispatch and the while loop dominate), then two per octave, at most 50% (on
+    average ~20%) padding work.
     """
-    if n <= 16:
-        return 16
+    if n <= MIN_PADDED:
+        return MIN_PADDED
     power = 2 ** int(np.floor(np.log2(n)))
     for size in (power, 3 * power // 2, 2 * power):
         if size >= n:
