@@ -36,7 +36,6 @@ Kumar et al. 2024, "Scaling Laws for Precision", arXiv:2411.04330):
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Iterator
 
 from experiments.harness import cli

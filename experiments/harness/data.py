@@ -537,8 +537,6 @@ def shuffled_train_rows(
 ) -> grain.IterDataset:
     """:func:`packed_train_rows` in window-shuffled order (see the module docstring, step 6)."""
     if cfg.mixture:
-        from experiments.harness import tasks
-
         rows = mixed_train_rows(cfg, cfg.mixture, seed=seed, process_index=process_index,
                                       process_count=process_count, tokenizer=tokenizer)
     else:

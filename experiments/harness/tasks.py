@@ -52,7 +52,6 @@ import os
 import random
 from collections.abc import Iterator, Sequence
 
-import grain
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
