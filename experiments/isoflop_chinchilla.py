@@ -326,12 +326,12 @@ PRESETS = {"smoke": smoke, "cpu": cpu, "gpu": gpu, "pod": pod}
 def main(argv: list[str] | None = None, *, presets=PRESETS, description: str = __doc__) -> dict:
     """Parse the command line, train the chosen preset's grid, analyze it (`run_study`)."""
     study, args = cli.parse(argv, description=description, presets=presets, default_preset="cpu")
-    study = fit_batch_to_mesh(study)
+    study = fit_batch_to_mesh(study, aot=args.aot, aot_slices=args.aot_slices)
     rung = Rung(runs=lambda workdir: isoflop_report.rung_runs(
                     workdir, study.rung_budgets, lambda b, n: rung_run(study, b, n)),
                 report=isoflop_report.rung_report) if study.rung_budgets else None
     return run_study(study.name, args.workdir, sweep(study), declaration=study, preset=args.preset,
-                     flop_convention=study.flop_convention,
+                     aot=args.aot, aot_slices=args.aot_slices, flop_convention=study.flop_convention,
                      analyze=isoflop_report.analyze_stage if study.analyze else None, rung=rung)
 
 

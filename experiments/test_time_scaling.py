@@ -180,9 +180,9 @@ PRESETS = {"smoke": smoke, "cpu": cpu, "gpu": gpu}
 def main(argv: list[str] | None = None) -> dict:
     """Parse the command line, train, sample, fit and report (`run_study`)."""
     study, args = cli.parse(argv, description=__doc__, presets=PRESETS, default_preset="cpu")
-    study = fit_batch_to_mesh(study)
+    study = fit_batch_to_mesh(study, aot=args.aot, aot_slices=args.aot_slices)
     return run_study(study.name, args.workdir, sweep(study), declaration=study, preset=args.preset,
-                     flop_convention="6N", measures=[counts_stage(study)],
+                     aot=args.aot, aot_slices=args.aot_slices, flop_convention="6N", measures=[counts_stage(study)],
                      analyze=report.analyze_stage if study.analyze else None)
 
 

@@ -88,6 +88,16 @@ def main(argv: list[str] | None = None) -> dict:
                         stream=sys.stderr, force=True)
     for noisy in ("absl", "orbax", "jax._src", "tensorflow_datasets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.aot:  # compile for a TPU topology instead of training
+        from experiments.harness import aot
+
+        records = aot.aot_check([(args.workdir.name, cfg)], args.aot, args.aot_slices)
+        path = aot.write_aot_json(args.workdir, records)
+        print(aot.format_table(records))
+        problems = aot.failures(records)
+        if problems:
+            raise cli.CommandFailed(f"{problems[0]}; see {path}")
+        return {"aot": records}
     try:
         result = train(cfg, args.workdir)
     except Exception as err:  # noqa: BLE001  (train logged the traceback and wrote result.json)

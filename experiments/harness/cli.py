@@ -88,6 +88,12 @@ def make_parser(description: str, presets: Presets, default_preset: str) -> argp
                              "train.tokens=2e7 (repeatable)")
     parser.add_argument("--host_devices", type=int, default=None,
                         help="simulate this many CPU devices (sets jax_num_cpu_devices)")
+    parser.add_argument("--aot", metavar="TOPOLOGY", default=None,
+                        help="compile every distinct train step for a Cloud TPU accelerator type "
+                             "(e.g. v5p-256, v5e-16) on this machine and check it fits in HBM, "
+                             "without training; writes aot.json (needs pip install -e '.[tpu]')")
+    parser.add_argument("--aot_slices", type=int, default=1,
+                        help="with --aot: the number of slices (multi-slice, DCN data axis)")
     group = parser.add_argument_group("multi-process (jax.distributed)")
     group.add_argument("--coordinator_address", default=os.environ.get("JAX_COORDINATOR_ADDRESS"),
                        help="HOST:PORT of process 0 (default $JAX_COORDINATOR_ADDRESS)")
@@ -115,6 +121,11 @@ def _env_int(name: str) -> int | None:
 def setup_jax(args: argparse.Namespace) -> None:
     """Simulated host devices and jax.distributed, before anything touches a JAX backend."""
     import jax
+
+    if getattr(args, "aot", None):  # compile-only TPU devices; the process itself stays on the CPU
+        os.environ.setdefault("TPU_ACCELERATOR_TYPE", args.aot)
+        os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
     if args.host_devices is not None:
         if args.host_devices < 1:

@@ -157,13 +157,38 @@ def _barrier(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
+def aot_study(name: str, workdir, runs: Sequence[Run], topology: str, slices: int = 1) -> dict:
+    """The ``--aot`` check instead of training: compile every distinct train step of the runs for
+    a TPU topology, print the table, write aot.json; `StudyFailed` naming the runs that do not fit
+    (or that train's sharding check would refuse) and what to change."""
+    from experiments.harness import aot as aot_lib
+
+    try:
+        records = aot_lib.aot_check([(r.run_id, r.config) for r in runs], topology, slices)
+    except (ImportError, RuntimeError) as err:
+        raise StudyFailed(f"{name}: --aot {topology} needs libtpu (pip install -e '.[tpu]'): "
+                          f"{shorten(str(err))}") from err
+    path = aot_lib.write_aot_json(workdir, records) if is_writer() else None
+    print(aot_lib.format_table(records), flush=True)
+    problems = aot_lib.failures(records)
+    if problems:
+        raise StudyFailed(f"{name} on {topology}: {len(problems)} of {len(records)} train steps would fail: "
+                          f"{problems[0]}" + (f"; see {path}" if path else ""))
+    summary = f"{name}: all {len(records)} distinct train steps fit {topology} (x{slices}); {path}"
+    print(summary, flush=True)
+    return {"aot": records, "summary": summary}
+
+
 def run_study(name: str, workdir, runs: Iterable[Run], *, declaration: Any = None,
               preset: str | None = None, flop_convention: str = "6N",
               measures: Sequence[Measure] = (),
               analyze: Callable[[StudyContext], Mapping] | None = None,
-              rung: Rung | None = None, train_fn=None, progress: bool = True) -> dict:
+              rung: Rung | None = None, train_fn=None, progress: bool = True,
+              aot: str | None = None, aot_slices: int = 1) -> dict:
     """Train every run, then each measure stage, then the analysis; see the module docstring.
 
+    With ``aot`` (a TPU accelerator type) nothing is trained: `aot_study` checks every distinct
+    train step against that topology instead.
     Returns ``{"results", "measurements", "outputs", "summary"}``; raises `StudyFailed` when no
     run completed or when the analysis fitted nothing. Only process 0 analyzes; when the analysis
     raises there, the other processes of a multi-host study are left waiting at the rung's
@@ -179,6 +204,8 @@ def run_study(name: str, workdir, runs: Iterable[Run], *, declaration: Any = Non
     names = [m.name for m in measures]
     if len(set(names)) != len(names):
         raise ValueError(f"study {name}: two measure stages share a name ({names})")
+    if aot:
+        return aot_study(name, workdir, runs, aot, aot_slices)
     described = to_dict(declaration) if dataclasses.is_dataclass(declaration) else declaration
     if is_writer():
         io.write_json(workdir / "study.json", {"study": described, "preset": preset, "run_ids": ids,
