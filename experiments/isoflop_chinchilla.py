@@ -52,7 +52,7 @@ from experiments.harness.data import DataConfig
 from experiments.reports import isoflop as isoflop_report
 from experiments.runner.design import log_spaced, prior_optimal_params, steps_for_budget
 from experiments.runner.runs import Run
-from experiments.runner.study import Rung, fit_batch_to_mesh, run_study
+from experiments.runner.study import Rung, main as study_main
 from models.shapes import config_for_params
 from models.transformer import ModelConfig, param_counts, shape_dict
 from scaling import flops as sflops
@@ -324,15 +324,16 @@ PRESETS = {"smoke": smoke, "cpu": cpu, "gpu": gpu, "pod": pod}
 
 
 def main(argv: list[str] | None = None, *, presets=PRESETS, description: str = __doc__) -> dict:
-    """Parse the command line, train the chosen preset's grid, analyze it (`run_study`)."""
-    study, args = cli.parse(argv, description=description, presets=presets, default_preset="cpu")
-    study = fit_batch_to_mesh(study, aot=args.aot, aot_slices=args.aot_slices)
-    rung = Rung(runs=lambda workdir: isoflop_report.rung_runs(
-                    workdir, study.rung_budgets, lambda b, n: rung_run(study, b, n)),
-                report=isoflop_report.rung_report) if study.rung_budgets else None
-    return run_study(study.name, args.workdir, sweep(study), declaration=study, preset=args.preset,
-                     aot=args.aot, aot_slices=args.aot_slices, flop_convention=study.flop_convention,
-                     analyze=isoflop_report.analyze_stage if study.analyze else None, rung=rung)
+    """Parse the command line, train the chosen preset's grid, analyze it, and train the
+    prediction rung when ``rung_budgets`` asks for one (`run_study`)."""
+    def stages(study: Study) -> dict:
+        rung = Rung(runs=lambda workdir: isoflop_report.rung_runs(
+                        workdir, study.rung_budgets, lambda b, n: rung_run(study, b, n)),
+                    report=isoflop_report.rung_report) if study.rung_budgets else None
+        return {"runs": sweep(study), "flop_convention": study.flop_convention, "rung": rung,
+                "analyze": isoflop_report.analyze_stage if study.analyze else None}
+
+    return study_main(argv, description=description, presets=presets, default_preset="cpu", stages=stages)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ from experiments.harness.data import DataConfig
 from experiments.reports import quantization as report
 from experiments.runner.measure import Measure
 from experiments.runner.runs import Run
-from experiments.runner.study import fit_batch_to_mesh, run_study
+from experiments.runner.study import main as study_main
 from models.shapes import config_for_params
 from models.transformer import ModelConfig, param_counts, shape_dict
 from scaling import flops as sflops
@@ -214,11 +214,9 @@ PRESETS = {"smoke": smoke, "cpu": cpu, "gpu": gpu}
 
 def main(argv: list[str] | None = None) -> dict:
     """Parse the command line, train, quantize and measure, fit and report (`run_study`)."""
-    study, args = cli.parse(argv, description=__doc__, presets=PRESETS, default_preset="cpu")
-    study = fit_batch_to_mesh(study, aot=args.aot, aot_slices=args.aot_slices)
-    return run_study(study.name, args.workdir, sweep(study), declaration=study, preset=args.preset,
-                     aot=args.aot, aot_slices=args.aot_slices, flop_convention="6N", measures=[ptq_stage(study)],
-                     analyze=report.analyze_stage if study.analyze else None)
+    return study_main(argv, description=__doc__, presets=PRESETS, default_preset="cpu", stages=lambda study: {
+        "runs": sweep(study), "flop_convention": "6N", "measures": [ptq_stage(study)],
+        "analyze": report.analyze_stage if study.analyze else None})
 
 
 if __name__ == "__main__":

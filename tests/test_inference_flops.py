@@ -1,43 +1,19 @@
 """scaling.flops inference FLOPs, checked against the matmuls XLA is asked to run (counted from
 the StableHLO of a real decode step and a real prefill) and against a brute-force sum."""
 
-import re
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from scaling import flops as F
 
 
 def _dot_flops(text: str) -> int:
-    """2 x prod(output) x prod(contracted lhs dims) over every stablehlo.dot_general of the module
-    (the same count as tests/test_flops.py, following func.call edges)."""
-    funcs, current = {}, None
-    pattern = re.compile(r"contracting_dims = \[([\d, ]*)\] x .*: \(tensor<([\dx]+)x\w+>, "
-                         r"tensor<[\dx]+x\w+>\) -> tensor<([\dx]+)x\w+>")
-    for line in text.splitlines():
-        header = re.match(r"\s*func\.func (?:public |private )?@([\w$.-]+)", line)
-        if header:
-            current = header.group(1)
-            funcs[current] = [0, []]
-            continue
-        if current is None:
-            continue
-        funcs[current][1].extend(re.findall(r"call @([\w$.-]+)", line))
-        if "stablehlo.dot_general" in line:
-            match = pattern.search(line)
-            assert match, f"unparsed dot_general: {line}"
-            lhs = [int(x) for x in match.group(2).split("x")]
-            out = [int(x) for x in match.group(3).split("x")]
-            contracted = [lhs[int(i)] for i in match.group(1).split(",")]
-            funcs[current][0] += 2 * int(np.prod(out)) * int(np.prod(contracted))
+    """The matmul FLOPs of a lowered module (tests/test_flops.py's count, following func.call edges)."""
+    from test_flops import _dot_flops_from_stablehlo
 
-    def total(name):
-        return funcs[name][0] + sum(total(c) for c in funcs[name][1])
-
-    return total("main")
+    return _dot_flops_from_stablehlo(text)
 
 
 @pytest.mark.parametrize("gated,tied,kv_heads", [(True, False, 2), (False, True, 4)])

@@ -89,10 +89,15 @@ def dumps(value: Any) -> str:
 
 def write_text_atomic(path: epath.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary sibling and a rename."""
+    write_bytes_atomic(path, text.encode())
+
+
+def write_bytes_atomic(path: epath.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary sibling and a rename."""
     path = epath.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.write_text(text)
+    tmp.write_bytes(data)
     tmp.replace(path)
 
 

@@ -1,4 +1,7 @@
 """Analyze stages of the studies: fit laws with `scaling`, write fits/, plots/ and report.md.
 
 - `isoflop`: Hoffmann et al.'s three approaches on an isoFLOP grid
+- `quantization`: PTQ degradation laws, the turning point, the WSD control
+- `test_time`: pass@k laws per model and across models, the compute frontier
+- `files`: the fitted-law and figure writers they share
 """

@@ -34,9 +34,7 @@ import io as _io
 import json
 import logging
 import math
-import os
 import time
-import uuid
 import warnings
 from collections.abc import Mapping
 
@@ -45,6 +43,7 @@ import pandas as pd
 from etils import epath
 
 from experiments.harness import io
+from experiments.reports import files as files_lib
 from experiments.runner import runs as runs_lib
 
 log = logging.getLogger(__name__)
@@ -167,21 +166,9 @@ def analyze(workdir, results: pd.DataFrame, *, flop_convention: str = "6N", boot
 # ----------------------------------------------------------------------------- files
 
 
-def _write_bytes_atomic(path: epath.Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.write_bytes(data)
-    tmp.replace(path)
-
-
 def write_fits(workdir, analysis) -> list[epath.Path]:
     """fits/<name>.json for every fitted law (the `FittedLaw` JSON format of ``scaling.load``)."""
-    paths = []
-    for name, law in sorted(analysis.fitted_laws().items()):
-        path = epath.Path(workdir) / "fits" / f"{name}.json"
-        io.write_text_atomic(path, json.dumps(law.to_dict(), indent=1, allow_nan=False) + "\n")
-        paths.append(path)
-    return paths
+    return files_lib.write_fits(workdir, analysis.fitted_laws())
 
 
 def write_plots(workdir, analysis, curves: pd.DataFrame, dpi: int = 110) -> dict[str, epath.Path]:
@@ -199,21 +186,7 @@ def write_plots(workdir, analysis, curves: pd.DataFrame, dpi: int = 110) -> dict
         figures["isoloss_frontier"] = lambda: plots.plot_isoloss_frontier(a[3])
     if 1 in a and not curves.empty:
         figures["training_envelope"] = lambda: plots.plot_training_envelope(curves, a[1])
-    paths = {}
-    for name, make in figures.items():
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                fig = make()
-        except ValueError as err:
-            log.warning("plot %s skipped: %s", name, err)
-            continue
-        buffer = _io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=dpi)
-        path = epath.Path(workdir) / "plots" / f"{name}.png"
-        _write_bytes_atomic(path, buffer.getvalue())
-        paths[name] = path
-    return paths
+    return files_lib.write_figures(workdir, figures, dpi)
 
 
 # ----------------------------------------------------------------------------- report.md

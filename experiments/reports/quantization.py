@@ -25,8 +25,6 @@ that run's delta at every precision; the report gives the relative errors.
 
 from __future__ import annotations
 
-import io as _io
-import json
 import logging
 import math
 import warnings
@@ -36,6 +34,7 @@ import pandas as pd
 from etils import epath
 
 from experiments.harness import io
+from experiments.reports import files as files_lib
 
 log = logging.getLogger(__name__)
 
@@ -187,22 +186,7 @@ def write_plots(workdir, ptq: pd.DataFrame, out: dict, dpi: int = 110) -> list[e
                "post_ptq_loss": lambda: qplots.plot_post_ptq_loss(ptq, out["fits"].get("chinchilla"),
                                                                  out["fits"].get("ptq_degradation"), out["turning"]),
                "wsd_trajectory": lambda: qplots.plot_wsd_trajectory(out["wsd"])}
-    paths = []
-    for name, make in figures.items():
-        try:
-            fig = make()
-        except ValueError as err:
-            log.warning("plot %s skipped: %s", name, err)
-            continue
-        buffer = _io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=dpi)
-        path = epath.Path(workdir) / "plots" / f"{name}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{path.name}.tmp"
-        tmp.write_bytes(buffer.getvalue())
-        tmp.replace(path)
-        paths.append(path)
-    return paths
+    return list(files_lib.write_figures(workdir, figures, dpi).values())
 
 
 def render_report(out: dict, ptq: pd.DataFrame, results: pd.DataFrame, *, title: str, files: dict) -> str:
@@ -307,11 +291,7 @@ def analyze_stage(context) -> dict:
     ptq = context.measurements["ptq"]
     out = analyze(ptq, context.results, bootstrap=getattr(study, "bootstrap", 200))
     workdir = context.workdir
-    fits = []
-    for name, law in out["fits"].items():
-        path = workdir / "fits" / f"{name}.json"
-        io.write_text_atomic(path, json.dumps(law.to_dict(), indent=1, allow_nan=False) + "\n")
-        fits.append(path)
+    fits = files_lib.write_fits(workdir, out["fits"])
     plots = write_plots(workdir, ptq, out)
     files = {"measurements": ["ptq.csv"], "fits": [f"fits/{p.name}" for p in fits],
              "plots": [f"plots/{p.name}" for p in plots]}

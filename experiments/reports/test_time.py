@@ -30,7 +30,6 @@ budgets predicts the largest budget's pass@k curves.
 from __future__ import annotations
 
 import io as _io
-import json
 import logging
 import math
 import warnings
@@ -40,6 +39,7 @@ import pandas as pd
 from etils import epath
 
 from experiments.harness import io
+from experiments.reports import files as files_lib
 
 log = logging.getLogger(__name__)
 
@@ -361,22 +361,7 @@ def write_plots(workdir, out: dict, dpi: int = 110) -> list[epath.Path]:
                "neg_log_pass_at_k": lambda: tplots.plot_neg_log_pass(out["models"], out["cross_model"]),
                "params_vs_compute": lambda: tplots.plot_params_vs_compute(out["models"]),
                "compute_frontier": lambda: tplots.plot_frontier(out["frontier"], out["queries"])}
-    paths = []
-    for name, make in figures.items():
-        try:
-            fig = make()
-        except ValueError as err:
-            log.warning("plot %s skipped: %s", name, err)
-            continue
-        buffer = _io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=dpi)
-        path = epath.Path(workdir) / "plots" / f"{name}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{path.name}.tmp"
-        tmp.write_bytes(buffer.getvalue())
-        tmp.replace(path)
-        paths.append(path)
-    return paths
+    return list(files_lib.write_figures(workdir, figures, dpi).values())
 
 
 def analyze_stage(context) -> dict:
@@ -384,11 +369,7 @@ def analyze_stage(context) -> dict:
     out = analyze(context.measurements["counts"], context.results, queries=getattr(study, "queries", 1e6),
                   bootstrap=getattr(study, "bootstrap", 0))
     workdir = context.workdir
-    fits = []
-    for stem, law in fitted_laws(out).items():
-        path = workdir / "fits" / f"{stem}.json"
-        io.write_text_atomic(path, json.dumps(law.to_dict(), indent=1, allow_nan=False) + "\n")
-        fits.append(path)
+    fits = files_lib.write_fits(workdir, fitted_laws(out))
     plots = write_plots(workdir, out)
     buffer = _io.StringIO()
     out["frontier"].to_csv(buffer, index=False)

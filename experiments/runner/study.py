@@ -244,3 +244,17 @@ def run_study(name: str, workdir, runs: Iterable[Run], *, declaration: Any = Non
     if is_writer():
         print(summary, flush=True)
     return {"results": results, "measurements": measurements, "outputs": outputs, "summary": summary}
+
+
+def main(argv, *, description: str, presets, default_preset: str, stages: Callable[[Any], Mapping]) -> dict:
+    """An experiment file's ``main``: parse the command line (`experiments.harness.cli.parse`), fit
+    the batch to the mesh (or the ``--aot`` topology), then `run_study` with ``stages(study)``:
+    ``{"runs": [...], "measures": [...], "analyze": fn, "rung": Rung, "flop_convention": "6N"}``."""
+    from experiments.harness import cli
+
+    study, args = cli.parse(argv, description=description, presets=presets, default_preset=default_preset)
+    study = fit_batch_to_mesh(study, aot=args.aot, aot_slices=args.aot_slices)
+    parts = dict(stages(study))
+    runs = parts.pop("runs")
+    return run_study(study.name, args.workdir, runs, declaration=study, preset=args.preset,
+                     aot=args.aot, aot_slices=args.aot_slices, **parts)
