@@ -200,16 +200,22 @@ class PythonStdlib(LocalBuildMessages, tfds.core.GeneratorBasedBuilder):
                 yield relative, {"text": text, "path": relative}
 
 
-def _config_name(name: str) -> str:
-    """``"python_stdlib"`` → ``"full"``, ``"python_stdlib/small"`` → ``"small"``."""
+def builder_config_name(name: str, builder_class, what: str) -> str:
+    """The config of ``DATASET[/CONFIG]`` for a local builder class (its default when none is
+    given): ``"python_stdlib"`` → ``"full"``; ValueError naming ``what`` for another dataset or an
+    unknown config."""
     base, _, config = name.partition("/")
-    if base != DATASET_NAME:
-        raise ValueError(f"not the embedded corpus: {name!r} (expected {DATASET_NAME}[/config])")
-    config = config or PythonStdlib.DEFAULT_CONFIG_NAME
-    known = [c.name for c in PythonStdlib.BUILDER_CONFIGS]
+    if base != builder_class.name:
+        raise ValueError(f"not {what}: {name!r} (expected {builder_class.name}[/config])")
+    config = config or builder_class.DEFAULT_CONFIG_NAME
+    known = [c.name for c in builder_class.BUILDER_CONFIGS]
     if config not in known:
-        raise ValueError(f"unknown config {config!r} of {DATASET_NAME}; known: {known}")
+        raise ValueError(f"unknown config {config!r} of {builder_class.name}; known: {known}")
     return config
+
+
+def _config_name(name: str) -> str:
+    return builder_config_name(name, PythonStdlib, "the embedded corpus")
 
 
 def is_embedded(name: str) -> bool:

@@ -280,14 +280,7 @@ class VerifiableTasks(corpus.LocalBuildMessages, tfds.core.GeneratorBasedBuilder
 
 
 def _config_name(name: str) -> str:
-    base, _, config = name.partition("/")
-    if base != DATASET_NAME:
-        raise ValueError(f"not a task dataset: {name!r} (expected {DATASET_NAME}[/config])")
-    config = config or VerifiableTasks.DEFAULT_CONFIG_NAME
-    known = [c.name for c in VerifiableTasks.BUILDER_CONFIGS]
-    if config not in known:
-        raise ValueError(f"unknown config {config!r} of {DATASET_NAME}; known: {known}")
-    return config
+    return corpus.builder_config_name(name, VerifiableTasks, "a task dataset")
 
 
 def is_task_dataset(name: str) -> bool:
