@@ -47,7 +47,7 @@ def test_smoke_ptq_study_end_to_end(ptq_smoke):
         by = group.set_index("format")
         assert by.loc["float", "delta"] == 0.0 and by.loc["float", "loss"] == by.loc["int8", "loss"]
         assert by.loc["int2", "delta"] > by.loc["int4", "delta"] > -3 * by.loc["int4", "delta_sem"]
-        assert by.loc["int2", "delta"] > 3 * by.loc["int2", "delta_sem"] > 0  # resolved
+        assert by.loc["int2", "delta"] > 2 * by.loc["int2", "delta_sem"] > 0  # resolved (the fits use >= 2 sem)
         assert abs(by.loc["int8", "delta"]) < 5e-4
         assert by.loc["int2", "loss_quantized"] == pytest.approx(by.loc["int2", "loss"] + by.loc["int2", "delta"])
         assert by.loc["int2", "tokens"] == results.set_index("run_id").loc[rid, "tokens"]
