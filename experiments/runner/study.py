@@ -93,15 +93,21 @@ def quiet_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def fit_batch_to_mesh(declaration):
+def fit_batch_to_mesh(declaration, *, aot: str | None = None, aot_slices: int = 1):
     """A declaration with ``batch_multiple`` raised to a multiple of the global batch divisor of
-    its mesh (data x fsdp axes, and the process count), on the devices JAX sees now."""
+    its mesh (data x fsdp axes, and the process count), on the devices JAX sees now, or with
+    ``aot`` on that TPU topology's devices (`experiments.harness.aot.batch_multiple`)."""
     import jax
 
     from models.sharding import parse_mesh_spec
 
-    axes = parse_mesh_spec(declaration.mesh or None, jax.device_count())
-    divisor = math.lcm(axes["data"] * axes["fsdp"], jax.process_count())
+    if aot:
+        from experiments.harness import aot as aot_lib
+
+        divisor = aot_lib.batch_multiple(declaration.mesh, aot, aot_slices)
+    else:
+        axes = parse_mesh_spec(declaration.mesh or None, jax.device_count())
+        divisor = math.lcm(axes["data"] * axes["fsdp"], jax.process_count())
     multiple = math.lcm(declaration.batch_multiple, divisor)
     if multiple == declaration.batch_multiple:
         return declaration
