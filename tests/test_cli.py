@@ -151,3 +151,18 @@ def test_train_config_validation_names_the_field():
     with pytest.raises(ValueError, match="train.divergence_ratio"):
         TrainConfig(divergence_ratio=1.0)
     assert dataclasses.replace(TrainConfig(), schedule="constant").schedule == "constant"
+
+
+def test_fields_added_later_keep_earlier_run_ids_until_they_are_set():
+    """A run's id comes from its config hash; data.mixture (added after runs existed) is left out
+    while empty, so every earlier run keeps its id and checkpoints; setting it changes the hash."""
+    cfg = base()
+    data = to_dict(cfg)
+    del data["data"]["mixture"]  # a config.json written before the field existed
+    old_text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    import hashlib
+
+    assert config_hash(cfg) == hashlib.sha256(old_text.encode()).hexdigest()[:12]
+    assert from_dict(data) == cfg
+    mixed = apply_overrides(cfg, ["data.mixture=verifiable_tasks/small:0.3"])
+    assert config_hash(mixed) != config_hash(cfg)

@@ -334,12 +334,22 @@ def from_dict(data: Mapping[str, Any], cls=Config):
 
 
 NOT_HASHED = ("sharding_tolerance",)  # top-level fields that never change a run's numbers
+# Fields added after runs existed, left out of the hash while they hold their "off" value, so every
+# earlier run keeps its id and its checkpoints (a field that is set changes the hash, as it should).
+HASHED_ONLY_WHEN_SET = {("data", "mixture"): [], ("quant",): None}
 
 
 def config_hash(cfg) -> str:
     """First 12 hex digits of the SHA-256 of the canonical (sorted-key) JSON of the config,
-    without the fields of ``NOT_HASHED`` (so adding them kept every earlier hash)."""
+    without the fields of ``NOT_HASHED``, and without those of ``HASHED_ONLY_WHEN_SET`` while they
+    hold their "off" value (so adding them kept every earlier hash)."""
     data = {k: v for k, v in to_dict(cfg).items() if k not in NOT_HASHED}
+    for path, off in HASHED_ONLY_WHEN_SET.items():
+        parent = data
+        for key in path[:-1]:
+            parent = parent.get(key) if isinstance(parent, dict) else None
+        if isinstance(parent, dict) and path[-1] in parent and parent[path[-1]] in (off, [], (), None, {}):
+            del parent[path[-1]]
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 

@@ -81,7 +81,7 @@ from tqdm import tqdm
 
 from experiments.harness import batches, checkpoint, io
 from experiments.harness.config import (BATCH_RULES, LR_RULES, Config, TrainConfig, config_hash,
-                                        to_dict)
+                                        from_dict, to_dict)
 from experiments.harness.data import make_eval_batches, make_tokenizer, make_train_iterator
 from experiments.harness.optimizer import (SCHEDULE_KEYS, learning_rate, lr_schedule,  # noqa: F401
                                           make_optimizer, schedule_args, set_learning_rate)
@@ -513,7 +513,8 @@ def _check_workdir_config(cfg: Config, workdir: epath.Path) -> None:
     path = workdir / "config.json"
     if not path.exists():
         return
-    diffs = _differences(_comparable(io.read_json(path)), _comparable(to_dict(cfg)))
+    # through from_dict, so a config.json written before a field existed gets its default
+    diffs = _differences(_comparable(to_dict(from_dict(io.read_json(path)))), _comparable(to_dict(cfg)))
     if diffs:
         raise ValueError(f"{workdir} holds a run of a different config; use a new workdir or "
                          f"the same settings. Differences (stored -> now): {diffs[:10]}")
