@@ -35,6 +35,12 @@ def test_accelerator_types_map_to_cloud_tpu_slice_shapes(name, chips, topology):
     assert tpu.chip_config_name == ("megacore" if name[:3] in ("v4-", "v5p") else "default")
 
 
+def test_batch_multiple_follows_the_pod_mesh_and_hosts():
+    assert aot.batch_multiple("", "v5p-256") == 128  # data over all 128 chips
+    assert aot.batch_multiple("fsdp=32,tensor=4", "v5p-256") == 32  # 32 hosts of 4 chips
+    assert aot.batch_multiple("tensor=4,fsdp=-1", "v5e-16", slices=2) == 8
+
+
 @pytest.mark.parametrize("name", ["v5p-12", "v5p-2", "v7-8", "tpu", "v5e-3"])
 def test_unknown_or_irregular_accelerator_types_are_refused(name):
     with pytest.raises(ValueError, match="--aot"):

@@ -154,6 +154,15 @@ def topology_mesh(spec: str, devices: Sequence, slices: int = 1) -> Mesh:
     return Mesh(grid, msharding.MESH_AXES, axis_types=(AxisType.Auto,) * 3)
 
 
+def batch_multiple(mesh_spec: str, topology: str, slices: int = 1) -> int:
+    """What a study's global batch must be a multiple of on ``topology`` x ``slices`` with
+    ``mesh_spec``: the data x fsdp axes and the host count (``train.make_plan``'s rule), for
+    fitting a study's batch to the pod rather than to this machine's devices."""
+    tpu = parse_topology(topology)
+    sizes = msharding.parse_mesh_spec(mesh_spec or None, tpu.chips * slices)
+    return math.lcm(sizes["data"] * sizes["fsdp"], tpu.hosts * slices)
+
+
 def _advice(cfg: Config, record: dict) -> str:
     tips = []
     if cfg.model.remat == "none":
@@ -205,7 +214,7 @@ def aot_check(configs: Sequence[tuple[str, Config]], topology: str, slices: int 
                 raise ValueError(f"run {run_id}: mesh {cfg.mesh!r} on {tpu.name} x{slices} "
                                  f"({chips} chips): {err}") from None
         mesh = meshes[cfg.mesh]
-        multiple = math.lcm(mesh.shape["data"] * mesh.shape["fsdp"], tpu.hosts * slices)
+        multiple = batch_multiple(cfg.mesh, tpu.name, slices)
         plan = make_plan(cfg, multiple)
         key = StepKey.of(cfg, plan, mesh)
         if key in by_key:
