@@ -101,6 +101,9 @@ def test_small_models_compile_for_a_tpu_topology_and_report_their_memory(compile
     n = small["n_params"]
     assert 12 * n / 4 < small["peak_bytes_per_chip"] < dp["peak_bytes_per_chip"]
     assert dp["peak_bytes_per_chip"] > 12 * n
+    # the sharding check's numbers: norm scales replicated under fsdp, all of it under data
+    assert small["sharding_ok"] and 1 < small["param_bytes_ratio"] < 1.05
+    assert dp["param_bytes_ratio"] == 1.0 and dp["sharding_ok"]
     # analytic FLOPs (scaling.flops "exact") and the step time at the stated MFU
     cfg = Config(model=ModelConfig(vocab_size=256, d_model=128, n_layers=2, n_heads=2,
                                    max_seq_len=256, dtype="bfloat16"),
