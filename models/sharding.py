@@ -108,14 +108,19 @@ def make_mesh(spec: str | Mapping | None = None, devices: Sequence | None = None
     """``jax.make_mesh`` with axes ("data", "fsdp", "tensor") (Auto axis types) over ``devices``.
 
     ``devices`` defaults to ``jax.devices()``; the physical order is jax's (topology-aware on
-    TPU). A spec that does not parse or does not multiply to the device count is a ValueError
-    (``parse_mesh_spec``); a shape jax cannot place on the devices raises jax's error.
+    TPU). A spec that does not parse or does not multiply to the device count, or a shape jax
+    cannot place on the physical torus (e.g. fsdp=64 on v5p-256's 4x4x8), is a ValueError.
     """
     devices = list(jax.devices() if devices is None else devices)
     sizes = parse_mesh_spec(spec, len(devices))
     shape = tuple(sizes[a] for a in MESH_AXES)
-    return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
-                         devices=devices)
+    try:
+        return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
+                             devices=devices)
+    except NotImplementedError as err:  # jax cannot lay this shape on the physical torus
+        raise ValueError(f"mesh {sizes} cannot be laid out on these {len(devices)} "
+                         f"{devices[0].device_kind} devices: each mesh axis must be a product of "
+                         f"physical axis sizes ({err})") from None
 
 
 @contextlib.contextmanager

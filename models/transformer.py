@@ -281,26 +281,28 @@ def _replicated(table):
     return nn.with_logical_constraint(table, (None, None))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def embed_lookup(table, tokens, dtype):
     """``table.astype(dtype)[tokens]`` from a replicated copy made after the cast (so the
     all-gather moves ``dtype`` bytes), with the float32 gradient of the float32 table
     (scatter-added in float32, as the gather-then-cast it replaces: a bfloat16 scatter-add
     would round the sum over every occurrence of a token)."""
+    return _embed_lookup(table, tokens, jnp.dtype(dtype), tuple(table.shape))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _embed_lookup(table, tokens, dtype, shape):
     return jnp.take(_replicated(table.astype(dtype)), tokens, axis=0)
 
 
-def _embed_lookup_fwd(table, tokens, dtype):
-    return embed_lookup(table, tokens, dtype), (tokens, table)  # the table is a live param
+def _embed_lookup_fwd(table, tokens, dtype, shape):
+    return _embed_lookup(table, tokens, dtype, shape), tokens
 
 
-def _embed_lookup_bwd(dtype, residual, g):
-    tokens, table = residual
-    grad = jnp.zeros(table.shape, jnp.float32).at[tokens].add(g.astype(jnp.float32))
-    return grad.astype(table.dtype), None
+def _embed_lookup_bwd(dtype, shape, tokens, g):
+    return jnp.zeros(shape, jnp.float32).at[tokens].add(g.astype(jnp.float32)), None
 
 
-embed_lookup.defvjp(_embed_lookup_fwd, _embed_lookup_bwd)
+_embed_lookup.defvjp(_embed_lookup_fwd, _embed_lookup_bwd)
 
 
 def apply_rotary(x, positions, theta):

@@ -35,6 +35,12 @@ def test_accelerator_types_map_to_cloud_tpu_slice_shapes(name, chips, topology):
     assert tpu.chip_config_name == ("megacore" if name[:3] in ("v4-", "v5p") else "default")
 
 
+def test_batch_multiple_follows_the_pod_mesh_and_hosts():
+    assert aot.batch_multiple("", "v5p-256") == 128  # data over all 128 chips
+    assert aot.batch_multiple("fsdp=32,tensor=4", "v5p-256") == 32  # 32 hosts of 4 chips
+    assert aot.batch_multiple("tensor=4,fsdp=-1", "v5e-16", slices=2) == 8
+
+
 @pytest.mark.parametrize("name", ["v5p-12", "v5p-2", "v7-8", "tpu", "v5e-3"])
 def test_unknown_or_irregular_accelerator_types_are_refused(name):
     with pytest.raises(ValueError, match="--aot"):
@@ -95,6 +101,9 @@ def test_small_models_compile_for_a_tpu_topology_and_report_their_memory(compile
     n = small["n_params"]
     assert 12 * n / 4 < small["peak_bytes_per_chip"] < dp["peak_bytes_per_chip"]
     assert dp["peak_bytes_per_chip"] > 12 * n
+    # the sharding check's numbers: norm scales replicated under fsdp, all of it under data
+    assert small["sharding_ok"] and 1 < small["param_bytes_ratio"] < 1.05
+    assert dp["param_bytes_ratio"] == 1.0 and dp["sharding_ok"]
     # analytic FLOPs (scaling.flops "exact") and the step time at the stated MFU
     cfg = Config(model=ModelConfig(vocab_size=256, d_model=128, n_layers=2, n_heads=2,
                                    max_seq_len=256, dtype="bfloat16"),

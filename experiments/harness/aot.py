@@ -30,7 +30,8 @@ a lower bound, or None), ``hbm_bytes_per_chip``, ``fits``, ``flops_per_step``
 (analytic, ``scaling.flops`` "exact" convention x tokens per step; XLA's ``cost_analysis``
 counts a scanned layer's while-loop body once), ``mfu_assumed`` and ``step_time_s`` =
 flops_per_step / (chips x peak bf16 FLOP/s per chip x MFU), ``param_bytes_ratio`` (parameter
-bytes per chip / the ideal, ``models.sharding.sharding_report``) and ``compile_s``.
+bytes per chip / the ideal, ``models.sharding.sharding_report``), ``sharding_ok`` (whether
+``train``'s sharding check would accept it) and ``compile_s``.
 """
 
 from __future__ import annotations
@@ -154,6 +155,15 @@ def topology_mesh(spec: str, devices: Sequence, slices: int = 1) -> Mesh:
     return Mesh(grid, msharding.MESH_AXES, axis_types=(AxisType.Auto,) * 3)
 
 
+def batch_multiple(mesh_spec: str, topology: str, slices: int = 1) -> int:
+    """What a study's global batch must be a multiple of on ``topology`` x ``slices`` with
+    ``mesh_spec``: the data x fsdp axes and the host count (``train.make_plan``'s rule), for
+    fitting a study's batch to the pod rather than to this machine's devices."""
+    tpu = parse_topology(topology)
+    sizes = msharding.parse_mesh_spec(mesh_spec or None, tpu.chips * slices)
+    return math.lcm(sizes["data"] * sizes["fsdp"], tpu.hosts * slices)
+
+
 def _advice(cfg: Config, record: dict) -> str:
     tips = []
     if cfg.model.remat == "none":
@@ -205,7 +215,7 @@ def aot_check(configs: Sequence[tuple[str, Config]], topology: str, slices: int 
                 raise ValueError(f"run {run_id}: mesh {cfg.mesh!r} on {tpu.name} x{slices} "
                                  f"({chips} chips): {err}") from None
         mesh = meshes[cfg.mesh]
-        multiple = math.lcm(mesh.shape["data"] * mesh.shape["fsdp"], tpu.hosts * slices)
+        multiple = batch_multiple(cfg.mesh, tpu.name, slices)
         plan = make_plan(cfg, multiple)
         key = StepKey.of(cfg, plan, mesh)
         if key in by_key:
@@ -221,12 +231,16 @@ def aot_check(configs: Sequence[tuple[str, Config]], topology: str, slices: int 
             "hbm_bytes_per_chip": tpu.hbm_bytes_per_chip, "fits": False,
             "flops_per_step": flops_per_step, "flop_convention": FLOP_CONVENTION,
             "mfu_assumed": mfu, "step_time_s": flops_per_step / (chips * peak * mfu),
-            "param_bytes_ratio": None, "compile_s": None, "error": None, "advice": None}
+            "param_bytes_ratio": None, "sharding_ok": None, "compile_s": None, "error": None,
+            "advice": None}
         start = time.perf_counter()
         try:
             setup = build(cfg, plan, mesh, compile_eval=False)
             record["param_bytes_ratio"] = msharding.sharding_report(
                 setup.abstract_state["params"], setup.state_shardings["params"])["ratio"]
+            tolerance = cfg.sharding_tolerance
+            record["sharding_ok"] = (tolerance is None
+                                     or record["param_bytes_ratio"] <= 1 + tolerance)
             record["peak_bytes_per_chip"] = _memory(setup.compiled_train_step)
             record["fits"] = record["peak_bytes_per_chip"] <= tpu.hbm_bytes_per_chip
         except jax.errors.JaxRuntimeError as err:  # the compiler's verdict, e.g. out of HBM
@@ -237,6 +251,13 @@ def aot_check(configs: Sequence[tuple[str, Config]], topology: str, slices: int 
         record["compile_s"] = time.perf_counter() - start
         if not record["fits"]:
             record["advice"] = _advice(cfg, record)
+        if record["sharding_ok"] is False:
+            mesh_sizes = record["mesh"]
+            record["advice"] = (
+                f"a mesh whose fsdp ({mesh_sizes['fsdp']}) divides d_model ({cfg.model.d_model}) "
+                f"and whose tensor ({mesh_sizes['tensor']}) divides the heads "
+                f"({cfg.model.n_heads}, kv {cfg.model.n_kv_heads}) and d_ff ({cfg.model.d_ff}), "
+                "e.g. fewer fsdp devices and the rest on data")
         log.info("AOT %s on %s: %s", run_id, tpu.name, _gib(record["peak_bytes_per_chip"]))
         by_key[key] = record
         records.append(record)
@@ -248,9 +269,16 @@ def _gib(n) -> str:
 
 
 def failures(records: Sequence[dict]) -> list[str]:
-    """One message per record that does not fit: the run, its numbers and what to change."""
+    """One message per record that does not fit, or that the sharding check would refuse
+    (``train`` would fail it before training): the run, its numbers and what to change."""
     out = []
     for r in records:
+        if r.get("sharding_ok") is False:
+            out.append(f"run {r['run_id']} would be refused by the sharding check on "
+                       f"{r['topology']} (mesh {r['mesh']}): each chip holds "
+                       f"{r['param_bytes_ratio']:.3g}x the ideal parameter bytes. Try "
+                       f"{r['advice']}.")
+            continue
         if r["fits"]:
             continue
         why = (f"needs {_gib(r['peak_bytes_per_chip'])} per chip, HBM is "
