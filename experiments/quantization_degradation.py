@@ -11,7 +11,8 @@ Presets and cost (2-core CPU machine; FLOPs "6N", C = 6 N D with N counting ever
          4 formats; measured COST_SMOKE
   cpu    3 sizes (10k-60k params) x 3 lengths (8-128 tokens/param) + a WSD control run with 4
          stable-phase checkpoints; 11 formats (int8, fp8, int6, int5, int4, nf4, int3, int2
-         weight-only round-to-nearest, int4 GPTQ, W4A8, W4A4); measured COST_CPU
+         weight-only round-to-nearest, int4 GPTQ, W4A8, W4A4); 9 QAT runs (3 sizes x int3, int4,
+         int6 weights at 32 tokens/param); measured COST_CPU
   gpu    3 sizes (2M-20M params) x 4 lengths at seq 512, bf16 (estimate, not measured)
 
 The study (Ouyang et al. 2024, "Low-Bit Quantization Favors Undertrained LLMs", arXiv:2411.17691;
@@ -24,6 +25,9 @@ Kumar et al. 2024, "Scaling Laws for Precision", arXiv:2411.04330):
 - measure (`ptq.csv`, resumable): the float model and each format on the same held-out tokens;
   delta = loss_quantized - loss with a paired per-sequence standard error
   (`experiments.measures.ptq`).
+- QAT: the same sizes trained with fake-quantized weights (``quant`` in the run config), which
+  with the float runs fit Kumar et al.'s ``precision_weights`` (N_eff = N (1 - e^{-P_w/gamma_w}))
+  and give the compute-optimal training precision under their C = (6/16) N D P.
 - analyze: `ptq_degradation` (Ouyang Eq. 8, delta = k D^beta / (N^alpha P^gamma)) and
   `ptq_precision` (Kumar Eq. 2, delta = C_T D^gamma_D / N^gamma_N e^{-P/gamma_post}) fitted to the
   weight-only round-to-nearest integer formats, weighted by 1/delta_sem^2; `chinchilla` on the
@@ -64,6 +68,10 @@ class Study:
     wsd_size / wsd_tokens_per_param / wsd_checkpoints: the control run (constant rate, then a
       linear decay over the last ``wsd_decay`` of steps), quantized at ``wsd_checkpoints`` evenly
       spaced stable-phase checkpoints and after the decay.
+    qat: quantization-aware training runs (part of the run config, hence of the run id): every
+      size at ``qat_tokens_per_param`` trained with each of these weight formats (fake-quantized
+      forward, straight-through gradients); with the float runs they feed Kumar et al.'s
+      ``precision_weights`` law and the compute-optimal training precision.
     eval_tokens: held-out tokens of every evaluation (the same set for every format and run).
     rows_per_step, lr_scale: batch (sequences per step) and learning rate (lr_scale x DeepSeek's
       rule, Bi et al. 2024 Eq. 1).
@@ -77,6 +85,8 @@ class Study:
     wsd_tokens_per_param: float = 128.0
     wsd_checkpoints: int = 4
     wsd_decay: float = 0.2
+    qat: tuple[str, ...] = ("int3", "int4", "int6")
+    qat_tokens_per_param: float = 32.0
     eval_tokens: int = 2**16
     rows_per_step: int = 16
     batch_multiple: int = 1
@@ -99,7 +109,7 @@ class Study:
             raise ValueError(f"Study.tokens_per_param must be positive, got {self.tokens_per_param}")
         if not self.formats:
             raise ValueError("Study.formats: give at least one format")
-        for spec in self.formats:
+        for spec in (*self.formats, *self.qat):
             report.parse_format(spec)  # a clear ValueError naming a bad format
         if self.wsd_checkpoints < 0 or not 0 < self.wsd_decay < 1:
             raise ValueError("Study: need wsd_checkpoints >= 0 and 0 < wsd_decay < 1")
@@ -138,6 +148,13 @@ def sweep(study: Study) -> Iterator[Run]:
             cfg = run_config(study, n, tpp)
             budget = sflops.flops_per_token(shape_dict(cfg.model), cfg.data.seq_len, "6N") * cfg.train.tokens
             yield Run(budget=budget, config=cfg, labels={"role": "grid", "tokens_per_param": tpp})
+    for n in sorted(study.sizes):
+        for spec in study.qat:
+            cfg = dataclasses.replace(run_config(study, n, study.qat_tokens_per_param),
+                                      quant=report.parse_format(spec))
+            budget = sflops.flops_per_token(shape_dict(cfg.model), cfg.data.seq_len, "6N") * cfg.train.tokens
+            yield Run(budget=budget, config=cfg, labels={"role": "qat", "tokens_per_param": study.qat_tokens_per_param,
+                                                         "qat": spec})
     if study.wsd_checkpoints:
         cfg = run_config(study, study.wsd_size, study.wsd_tokens_per_param, wsd=True)
         budget = sflops.flops_per_token(shape_dict(cfg.model), cfg.data.seq_len, "6N") * cfg.train.tokens
@@ -157,6 +174,8 @@ def ptq_stage(study: Study) -> Measure:
         return steps[-1:]
 
     def items(run):
+        if run.run.labels.get("role") == "qat":
+            return []  # a QAT run's loss is its result; PTQ is measured on float-trained runs
         return [{"checkpoint_step": step, "format": spec} for step in steps_of(run)
                 for spec in ("float", *study.formats)]
 
@@ -188,7 +207,7 @@ def smoke() -> Study:
     """CI: 2 sizes x 3 lengths + a WSD control with 2 stable checkpoints, 4 formats."""
     return dataclasses.replace(
         Study(), name="quantization_degradation_smoke", sizes=(4e3, 1e4), tokens_per_param=(8.0, 16.0, 32.0),
-        formats=("int8", "int4", "int2", "int4/int8"), wsd_size=4e3, wsd_tokens_per_param=32.0,
+        formats=("int8", "int4", "int2", "int4/int8"), qat=(), wsd_size=4e3, wsd_tokens_per_param=32.0,
         wsd_checkpoints=2, eval_tokens=2**13, bootstrap=50)
 
 

@@ -2,6 +2,7 @@
 fake-quantized keys/values, QuantConfig. Random-init d_model=32 models; numbers checked against
 numpy re-computations of the quantizers."""
 
+import json
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -237,3 +238,25 @@ def test_quant_config_and_qat_model(params, tokens):
     grads = jax.grad(lambda p: jnp.mean(model.apply({"params": p}, tokens) ** 2))(params)
     assert jax.tree.structure(grads) == jax.tree.structure(params)
     assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
+
+
+def test_quantization_aware_training_is_part_of_the_run_config(tmp_path):
+    """quant in the Config makes train() use the fake-quantized model (QAT): a different run id
+    from its float twin, config.json records it, the run trains and its loss differs."""
+    import dataclasses
+
+    from experiments.harness.config import apply_overrides, config_hash
+    from experiments.harness.train import train
+    from experiments.train_lm import smoke
+
+    float_cfg = apply_overrides(smoke(), ["train.tokens=10240", "data.eval_sequences=16"])
+    qat_cfg = dataclasses.replace(float_cfg, quant=QuantConfig(weights="int2", kv="int4"))
+    assert config_hash(qat_cfg) != config_hash(float_cfg)
+    with pytest.raises(ValueError, match="post-training"):
+        dataclasses.replace(float_cfg, quant=QuantConfig(weights="int4", method="gptq"))
+    results = {name: train(cfg, tmp_path / name) for name, cfg in (("float", float_cfg), ("qat", qat_cfg))}
+    assert all(r["status"] == "completed" for r in results.values())
+    stored = json.loads((tmp_path / "qat" / "config.json").read_text())
+    assert stored["quant"]["weights"] == "int2" and stored["quant"]["kv"] == "int4"
+    assert results["qat"]["eval_loss"] != results["float"]["eval_loss"]
+    assert abs(results["qat"]["eval_loss"] - results["float"]["eval_loss"]) < 1.0

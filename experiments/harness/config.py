@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from experiments.harness.data import DataConfig
+from models.quantization import QuantConfig
 from models.transformer import ModelConfig
 
 SCHEDULES = ("cosine", "wsd", "constant")
@@ -153,6 +154,10 @@ class Config:
     """One run: the model, the data, the optimization, and the mesh ("data=2,fsdp=2,tensor=2";
     "" puts every device on the data axis).
 
+    quant: quantization-aware training (`models.quantization.QuantConfig`: weights, activations
+      and keys/values fake-quantized in the forward pass, straight-through gradients; the params
+      stay float). Unset (the default), the run trains in its model dtype and ``config_hash``
+      leaves the field out, so float runs keep their ids.
     sharding_tolerance: the run fails before training when a device would hold more than
     (1 + tolerance) x the ideal parameter bytes, total / (fsdp x tensor) (MaxText's check,
     ``models.sharding.check_sharding``); None opts out (a warning instead). Like the mesh, it
@@ -163,9 +168,13 @@ class Config:
     data: DataConfig
     train: TrainConfig = TrainConfig()
     mesh: str = ""
+    quant: QuantConfig = QuantConfig()
     sharding_tolerance: float | None = 0.02
 
     def __post_init__(self):
+        if self.quant.method != "rtn":
+            raise ValueError(f"quant.method={self.quant.method!r}: quantization-aware training rounds to "
+                             "nearest ('rtn'); GPTQ is a post-training method")
         tol = self.sharding_tolerance
         if tol is not None and not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol >= 0):
             raise ValueError(f"sharding_tolerance={tol!r}: must be a number >= 0, or None to opt out")
@@ -336,7 +345,8 @@ def from_dict(data: Mapping[str, Any], cls=Config):
 NOT_HASHED = ("sharding_tolerance",)  # top-level fields that never change a run's numbers
 # Fields added after runs existed, left out of the hash while they hold their "off" value, so every
 # earlier run keeps its id and its checkpoints (a field that is set changes the hash, as it should).
-HASHED_ONLY_WHEN_SET = {("data", "mixture"): [], ("quant",): None}
+HASHED_ONLY_WHEN_SET = {("data", "mixture"): lambda v: not v,
+                        ("quant",): lambda v: not QuantConfig(**v).enabled}
 
 
 def config_hash(cfg) -> str:
@@ -344,11 +354,11 @@ def config_hash(cfg) -> str:
     without the fields of ``NOT_HASHED``, and without those of ``HASHED_ONLY_WHEN_SET`` while they
     hold their "off" value (so adding them kept every earlier hash)."""
     data = {k: v for k, v in to_dict(cfg).items() if k not in NOT_HASHED}
-    for path, off in HASHED_ONLY_WHEN_SET.items():
+    for path, is_off in HASHED_ONLY_WHEN_SET.items():
         parent = data
         for key in path[:-1]:
             parent = parent.get(key) if isinstance(parent, dict) else None
-        if isinstance(parent, dict) and path[-1] in parent and parent[path[-1]] in (off, [], (), None, {}):
+        if isinstance(parent, dict) and path[-1] in parent and is_off(parent[path[-1]]):
             del parent[path[-1]]
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]

@@ -85,6 +85,7 @@ from experiments.harness.config import (BATCH_RULES, LR_RULES, Config, TrainConf
 from experiments.harness.data import make_eval_batches, make_tokenizer, make_train_iterator
 from experiments.harness.optimizer import (SCHEDULE_KEYS, learning_rate, lr_schedule,  # noqa: F401
                                           make_optimizer, schedule_args, set_learning_rate)
+from models.quantization import QuantConfig, qat_model
 from models import sharding as msharding
 from models.transformer import (ModelConfig, Transformer, param_counts, resolve_attention,
                                 shape_dict)
@@ -192,6 +193,7 @@ class StepKey:
     rules: tuple
     batch: int
     seq_len: int
+    quant: QuantConfig | None = None  # quantization-aware training (None: the float model)
 
     @classmethod
     def of(cls, cfg: Config, plan: Plan, mesh: Mesh, rules=msharding.DEFAULT_RULES) -> "StepKey":
@@ -200,7 +202,7 @@ class StepKey:
         return cls(model=resolve_attention(cfg.model, platform, plan.seq_len), optimizer=(tc.b1, tc.b2, tc.eps, tc.weight_decay, tc.grad_clip),
                    z_loss=tc.z_loss, schedule=tc.schedule, mesh=mesh,
                    rules=tuple((k, v) for k, v in rules), batch=plan.global_batch_size,
-                   seq_len=plan.seq_len)
+                   seq_len=plan.seq_len, quant=cfg.quant if cfg.quant.enabled else None)
 
     def train_config(self) -> Config:
         """A Config carrying exactly the fields of this key (for ``make_optimizer``)."""
@@ -227,7 +229,7 @@ class Layout:
 @functools.lru_cache(maxsize=64)
 def layout(key: StepKey) -> Layout:
     """The :class:`Layout` of ``key`` (shapes only: nothing is allocated or placed)."""
-    model = Transformer(key.model)
+    model = Transformer(key.model) if key.quant is None else qat_model(key.model, key.quant)
     mesh, rules = key.mesh, key.rules
     with msharding.sharding_context(mesh, rules):
         abstract_boxed = jax.eval_shape(lambda: model.init(  # traced key: no device array
@@ -295,10 +297,12 @@ def compiled_train_step(key: StepKey):
 
 
 @functools.lru_cache(maxsize=32)
-def compiled_eval_step(model_cfg: ModelConfig, mesh: Mesh, rules: tuple, rows: int, seq_len: int):
-    """Compiled eval_step(params, batch) -> (loss_sum [B], weight_sum [B]) for that shape."""
+def compiled_eval_step(model_cfg: ModelConfig, mesh: Mesh, rules: tuple, rows: int, seq_len: int,
+                       quant: QuantConfig | None = None):
+    """Compiled eval_step(params, batch) -> (loss_sum [B], weight_sum [B]) for that shape (the
+    fake-quantized model of a quantization-aware run)."""
     key = StepKey(model=model_cfg, optimizer=(0.9, 0.95, 1e-8, 0.0, 0.0), z_loss=0.0,
-                  schedule="constant", mesh=mesh, rules=rules, batch=rows, seq_len=seq_len)
+                  schedule="constant", mesh=mesh, rules=rules, batch=rows, seq_len=seq_len, quant=quant)
     lay = layout(key)
     model = lay.model
     replicated = NamedSharding(mesh, PartitionSpec())
@@ -356,7 +360,7 @@ def build(cfg: Config, plan: Plan, mesh, rules=msharding.DEFAULT_RULES, *,
     start, misses = time.perf_counter(), _misses()
     compiled_train = compiled_train_step(key)
     compiled_eval = (compiled_eval_step(cfg.model, mesh, key.rules, cfg.train.eval_batch_size,
-                                        plan.seq_len) if compile_eval else None)
+                                        plan.seq_len, key.quant) if compile_eval else None)
     return Setup(mesh=mesh, model=lay.model, tx=lay.tx, state_shardings=lay.state_shardings,
                  batch_sharding=lay.batch_sharding, abstract_state=lay.abstract_state,
                  schedule=schedule_args(cfg, plan), compiled_train_step=compiled_train,

@@ -19,6 +19,13 @@ L(N, D) = E + A/N^a + B/D^b and delta = k D^beta / (N^alpha P^gamma), the post-P
 L + delta is smallest at D* = [b B N^alpha P^gamma / (beta k)]^(1 / (b + beta)); beyond D* more
 pretraining makes the quantized model worse.
 
+QAT (Kumar et al. 2024, Eq. 3 with activations and KV cache in high precision): ``precision_weights``,
+L = A N_eff^-alpha + B D^-beta + E with N_eff = N (1 - e^{-P_w/gamma_w}), fitted to the float runs
+(P_w = 16, bfloat16 as Kumar et al.'s high precision; ours train in float32, at least as precise)
+and the QAT runs (P_w = the format's bits), N non-embedding. Compute-optimal training precision:
+with Kumar et al.'s compute model C = (6/16) N D P (their Eq. 5), the P in [2, 16] and N that
+minimize the fitted loss at fixed C, found on a grid.
+
 Held-out check: each law is refitted without the most-trained run of every size and predicts
 that run's delta at every precision; the report gives the relative errors.
 """
@@ -95,6 +102,22 @@ def turning_tokens(loss_law, ptq_law, n_nonembed: float, n_total: float, bits: f
     return (p["beta"] * p["B"] / (q["beta"] * delta_coeff)) ** (1.0 / (p["beta"] + q["beta"]))
 
 
+def optimal_training_precision(law, budget: float) -> dict:
+    """The training precision P (bits, 2-16) and size N that minimize a fitted ``precision_weights``
+    loss at compute C = (6/16) N D P = ``budget`` (Kumar et al. 2024, Eq. 5), on a grid."""
+    bits = np.linspace(2.0, 16.0, 141)
+    sizes = np.geomspace(1e2, 1e9, 141)
+    P, N = np.meshgrid(bits, sizes, indexing="ij")
+    D = budget * 16.0 / (6.0 * N * P)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        loss = np.asarray(law.predict(N=N, D=D, P_w=P))
+    i, j = np.unravel_index(np.nanargmin(loss), loss.shape)
+    return {"budget": budget, "bits": float(P[i, j]), "n_params_nonembedding": float(N[i, j]),
+            "tokens": float(D[i, j]), "loss": float(loss[i, j]),
+            "loss_at_16_bits": float(np.nanmin(loss[-1])), "convention": "C = (6/16) N D P (Kumar et al. Eq. 5)"}
+
+
 def held_out_check(rows: pd.DataFrame, bootstrap: int = 0) -> list[dict]:
     """Refit each law without the most-trained run of every size; predict those runs' deltas."""
     longest = rows.groupby("n_params")["tokens"].transform("max") == rows["tokens"]
@@ -153,6 +176,22 @@ def analyze(ptq: pd.DataFrame, results: pd.DataFrame, *, bootstrap: int = 200, s
             notes.append(f"chinchilla not fitted on the float runs: {err}")
     else:
         notes.append(f"chinchilla not fitted: {len(grid)} completed grid runs (need 6)")
+    precision = None
+    qat = results[(results["status"] == "completed") & (results.get("role", "grid") == "qat")] \
+        if "role" in results else results.iloc[:0]
+    if len(qat):
+        from models.quantization import format_bits
+
+        bits = qat["qat"].map(lambda spec: float(format_bits(parse_format(spec).weights)))
+        table = pd.concat([grid.assign(P_w=16.0), qat.assign(P_w=bits.to_numpy())], ignore_index=True)
+        try:
+            fits["precision_weights"] = scaling.fit("precision_weights", table, target="eval_loss",
+                                                    bootstrap=bootstrap, seed=seed, columns={
+                                                        "N": "n_params_nonembedding", "D": "tokens", "P_w": "P_w",
+                                                        "loss": "eval_loss"})
+            precision = optimal_training_precision(fits["precision_weights"], float(grid["flops_6N"].max()))
+        except ValueError as err:
+            notes.append(f"precision_weights not fitted: {err}")
     turning = []
     if "chinchilla" in fits and "ptq_degradation" in fits:
         sizes = grid.groupby("n_params")["n_params_nonembedding"].first()
@@ -162,7 +201,7 @@ def analyze(ptq: pd.DataFrame, results: pd.DataFrame, *, bootstrap: int = 200, s
                 turning.append({"n_params": int(n_total), "n_params_nonembedding": int(n_nonembed),
                                 "bits": int(bits), "tokens_star": d_star,
                                 "tokens_per_param_star": d_star / n_total})
-    return {"fits": fits, "rows": rows, "unresolved": unresolved, "turning": turning,
+    return {"fits": fits, "rows": rows, "unresolved": unresolved, "turning": turning, "precision": precision,
             "held_out": held_out_check(rows), "wsd": wsd_trajectory(ptq), "notes": notes}
 
 
@@ -236,6 +275,24 @@ def render_report(out: dict, ptq: pd.DataFrame, results: pd.DataFrame, *, title:
         lines.append("Not computed (needs both the chinchilla and the ptq_degradation fits).")
     lines.append("")
 
+    lines += ["## Quantization-aware training: the compute-optimal training precision", ""]
+    p = out.get("precision")
+    if p is None:
+        lines.append("No QAT runs were fitted (the study's `qat` formats are empty, or the fit failed: see Notes).")
+    else:
+        law = out["fits"]["precision_weights"]
+        lines += [f"`precision_weights` on the float and QAT runs: gamma_w = {law.params['gamma_w']:.3g} bits "
+                  f"(Kumar et al.'s secondary-source value: 2.67, unverified). At C = {_g(p['budget'])} FLOPs "
+                  f"({p['convention']}) the fitted loss is lowest at P = {p['bits']:.1f} bits with "
+                  f"N = {_g(p['n_params_nonembedding'])} non-embedding parameters (loss {p['loss']:.4f}; "
+                  f"{p['loss_at_16_bits']:.4f} at the best N for 16 bits).", ""]
+        qat = results[results.get("role", "grid") == "qat"] if "role" in results else results.iloc[:0]
+        if len(qat):
+            lines += ["| run | N | D | QAT weights | eval loss |", "|---|---|---|---|---|"]
+            for r in qat.itertuples():
+                lines.append(f"| {r.run_id} | {_g(r.n_params)} | {_g(r.tokens)} | {r.qat} | {r.eval_loss:.4f} |")
+    lines.append("")
+
     lines += ["## Held-out check: refit without each size's most-trained run, predict its delta", ""]
     held = out["held_out"]
     if all("skipped" in h for h in held):
@@ -296,7 +353,7 @@ def analyze_stage(context) -> dict:
     files = {"measurements": ["ptq.csv"], "fits": [f"fits/{p.name}" for p in fits],
              "plots": [f"plots/{p.name}" for p in plots]}
     io.write_json(workdir / "analysis.json", {
-        "turning": out["turning"], "held_out": out["held_out"], "notes": out["notes"],
+        "turning": out["turning"], "held_out": out["held_out"], "notes": out["notes"], "precision": out["precision"],
         "fits": {name: law.to_dict()["params"] for name, law in out["fits"].items()}})
     io.write_text_atomic(workdir / "report.md", render_report(out, ptq, context.results, title=context.title,
                                                               files=files))
