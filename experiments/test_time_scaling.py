@@ -9,7 +9,7 @@ held-out problem, pass@k laws fitted per model and across models.
 Presets and cost (2-core CPU machine; training FLOPs "6N"):
   smoke  2 sizes x 2 budgets (4 runs, ~10k-30k params), 1-2 digit reversed addition,
          24 problems x 32 samples; measured COST_SMOKE
-  cpu    3 sizes x 2 budgets (6 runs, 30k-200k params, 5e11 and 1.5e12 FLOPs), 1-3 digit
+  cpu    3 sizes x 3 budgets (9 runs, 30k-200k params, 5e11-1.5e12 FLOPs), 1-3 digit
          reversed addition, 40 problems per difficulty x 128 samples; measured COST_CPU
   gpu    4 sizes x 3 budgets, seq 256, bf16, 1-4 digits, 1,000 samples (estimate, not measured)
 
@@ -59,7 +59,7 @@ class Study:
 
     name: str = "test_time_scaling"
     sizes: tuple[float, ...] = (3e4, 8e4, 2e5)
-    budgets: tuple[float, ...] = (5e11, 1.5e12)
+    budgets: tuple[float, ...] = (5e11, 8.7e11, 1.5e12)
     seeds: tuple[int, ...] = (0,)
     task: str = "verifiable_tasks/reversed_addition"
     family: str = "reversed_addition"

@@ -184,8 +184,9 @@ def held_out_samples(counts: pd.DataFrame, models: list[dict], *, first: int = 1
 def held_out_budget(models: list[dict], *, bootstrap: int = 100) -> dict:
     """The cross-model law fitted without the largest budget predicts that budget's curves."""
     budgets = sorted({m["budget"] for m in models})
-    if len(budgets) < 2:
-        return {"skipped": "needs at least 2 budgets"}
+    if len(budgets) < 3:
+        return {"skipped": f"needs at least 3 budgets ({len(budgets)} here): at one budget N and D move "
+                           "together (D = C / 6N), so the law's N and D exponents are not identified"}
     largest = budgets[-1]
     train = [m for m in models if m["budget"] < largest]
     law, reason = cross_model(train, bootstrap=bootstrap)
@@ -290,7 +291,7 @@ def render_report(out: dict, results: pd.DataFrame, *, title: str, files: dict) 
                      f"{m['pass_at_k'][0]:.4f} | {m['pass_at_k'][-1]:.4f} | "
                      f"{_g(beta.params['alpha']) if beta else 'n/a'} {_iv(beta.interval('alpha')) if beta else ''} | "
                      f"{_g(beta.params['beta']) if beta else 'n/a'} | {_g(zib.params['pi']) if zib else 'n/a'} | "
-                     f"{_g(cov.params['b']) if cov else 'n/a'} | {'; '.join(m['notes'][:2])} |")
+                     f"{_g(cov.params['b']) if cov else 'n/a'} | {'; '.join(n[:90] for n in m['notes'][:2])} |")
     lines += ["", "## Across models: coverage(N, D, k) = exp(-A N^-a_N D^-a_D k^-b)", ""]
     law = out["cross_model"]
     if law is None:
