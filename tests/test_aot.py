@@ -123,3 +123,20 @@ def test_a_shape_that_does_not_fit_names_the_run_and_what_to_change(compiled):
     assert len(failures) == 1 and failures[0].startswith("run big does not fit v5e-4")
     assert "model.remat=full" in failures[0] and "train.batch_size" in failures[0]
     assert "NO" in proc.stdout and "small_a" in proc.stdout  # the table
+
+
+def test_every_experiment_command_takes_aot_and_trains_nothing(tmp_path):
+    """`--aot v5e-4` on a study: every distinct train step compiled for that topology, the table
+    printed, aot.json written, exit 0, and no run trained (the README's pod check, at smoke size)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
+    env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f)
+    proc = subprocess.run([sys.executable, "-m", "experiments.isoflop_chinchilla", "--workdir", "runs/aot",
+                           "--preset", "smoke", "--aot", "v5e-4"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = aot.read_aot_json(tmp_path / "runs" / "aot" / "aot.json")
+    assert len(records) == len({r["run_id"] for r in records}) >= 3
+    assert all(r["fits"] and r["topology"] == "v5e-4" and r["mesh"]["data"] == 4 for r in records)
+    assert sum(len(r["runs"]) for r in records) == 9  # every run of the smoke grid, compiled once per shape
+    assert not (tmp_path / "runs" / "aot" / "runs").exists() and not (tmp_path / "runs" / "aot" / "results.csv").exists()
+    assert "distinct train steps fit v5e-4" in proc.stdout.strip().splitlines()[-1]

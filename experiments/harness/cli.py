@@ -125,7 +125,12 @@ def setup_jax(args: argparse.Namespace) -> None:
     if getattr(args, "aot", None):  # compile-only TPU devices; the process itself stays on the CPU
         os.environ.setdefault("TPU_ACCELERATOR_TYPE", args.aot)
         os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
-        os.environ.setdefault("JAX_PLATFORMS", "cpu")
+        if not jax.config.jax_platforms:
+            jax.config.update("jax_platforms", "cpu")
+    elif not jax.config.jax_platforms and _libtpu_without_a_tpu():
+        # libtpu (the `tpu` extra, for --aot) would otherwise try to start a TPU that is not there
+        # and print pages of errors before JAX falls back to the CPU
+        jax.config.update("jax_platforms", "cpu")
 
     if args.host_devices is not None:
         if args.host_devices < 1:
@@ -146,6 +151,16 @@ def setup_jax(args: argparse.Namespace) -> None:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(coordinator_address=args.coordinator_address,
                                    num_processes=num_processes, process_id=args.process_id)
+
+
+def _libtpu_without_a_tpu() -> bool:
+    """libtpu is installed, and this host has neither TPU (/dev/accel*, /dev/vfio) nor NVIDIA devices."""
+    import glob
+    import importlib.util
+
+    if importlib.util.find_spec("libtpu") is None:
+        return False
+    return not (glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*") or glob.glob("/dev/nvidia[0-9]*"))
 
 
 def config_from_args(args: argparse.Namespace, presets: Presets):
