@@ -277,14 +277,17 @@ def render_report(analysis, results: pd.DataFrame, *, title: str, flop_conventio
 
     if 2 in a:
         lines += ["## IsoFLOP minima (Approach 2)", "",
-                  "| budget C | runs | sampled N | N_opt | N_opt 95% | L_opt | inside | D/N |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| budget C | runs | sampled N | parabola fitted on | N_opt | N_opt 95% | L_opt | inside | D/N |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for b in a[2].budgets:
-            lines.append(f"| {_g(b.budget)} | {b.n_runs} | {_g(b.n_range[0])}-{_g(b.n_range[1])} | "
+            used = f"{len(b.used)} of {b.n_runs} runs" if b.used else "n/a"
+            flags = f" ({'; '.join(b.flags)})" if b.flags else ""
+            lines.append(f"| {_g(b.budget)} | {b.n_runs} | {_g(b.n_range[0])}-{_g(b.n_range[1])} | {used}{flags} | "
                          f"{_g(b.n_opt)} | {_iv(b.n_opt_interval)} | {_g(b.loss_opt, 4)} | "
                          f"{'yes' if b.minimum_inside else 'NO: ' + str(b.suggestion)} | "
                          f"{_g(b.tokens_per_param)} |")
-        lines.append("")
+        rules = sorted({b.fit_rule for b in a[2].budgets if b.fit_rule})
+        lines += ["", "Which runs each parabola used: " + "; ".join(rules) if rules else "", ""]
 
     check = analysis.extrapolation
     lines += ["## Extrapolation to the held-out largest budget", ""]
