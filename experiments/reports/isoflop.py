@@ -34,6 +34,7 @@ import io as _io
 import json
 import logging
 import math
+import re
 import time
 import warnings
 from collections.abc import Mapping
@@ -286,8 +287,8 @@ def render_report(analysis, results: pd.DataFrame, *, title: str, flop_conventio
                          f"{_g(b.n_opt)} | {_iv(b.n_opt_interval)} | {_g(b.loss_opt, 4)} | "
                          f"{'yes' if b.minimum_inside else 'NO: ' + str(b.suggestion)} | "
                          f"{_g(b.tokens_per_param)} |")
-        rules = sorted({b.fit_rule for b in a[2].budgets if b.fit_rule})
-        lines += ["", "Which runs each parabola used: " + "; ".join(rules) if rules else "", ""]
+        rules = sorted({re.sub(r" \([^)]*\)", "", b.fit_rule) for b in a[2].budgets if b.fit_rule})
+        lines += ["", ("Which runs each parabola used: " + "; ".join(rules) + ".") if rules else "", ""]
 
     check = analysis.extrapolation
     lines += ["## Extrapolation to the held-out largest budget", ""]
