@@ -8,11 +8,13 @@ quantized in many formats and evaluated on one fixed held-out token set.
 
 Presets and cost (2-core CPU machine; FLOPs "6N", C = 6 N D with N counting every parameter):
   smoke  2 sizes (5k, 11k params) x 3 lengths (8-32 tokens/param) + a WSD control run;
-         4 formats; measured COST_SMOKE
+         4 formats; measured 2026-12-04: 1.9 CPU-min (4.6 min wall on the shared
+         2-core machine, load ~12)
   cpu    3 sizes (10k-60k params) x 3 lengths (8-128 tokens/param) + a WSD control run with 4
          stable-phase checkpoints; 11 formats (int8, fp8, int6, int5, int4, nf4, int3, int2
          weight-only round-to-nearest, int4 GPTQ, W4A8, W4A4); 9 QAT runs (3 sizes x int3, int4,
-         int6 weights at 32 tokens/param); measured COST_CPU
+         int6 weights at 32 tokens/param); measured 2026-12-04: 10.3 CPU-min, 20 min
+         wall on the 2-core machine shared with other jobs (load 7-10); idle: not measured
   gpu    3 sizes (2M-20M params) x 4 lengths at seq 512, bf16 (estimate, not measured)
 
 The study (Ouyang et al. 2024, "Low-Bit Quantization Favors Undertrained LLMs", arXiv:2411.17691;

@@ -8,9 +8,11 @@ held-out problem, pass@k laws fitted per model and across models.
 
 Presets and cost (2-core CPU machine; training FLOPs "6N"):
   smoke  2 sizes x 2 budgets (4 runs, ~10k-30k params), 1-2 digit reversed addition,
-         24 problems x 32 samples; measured COST_SMOKE
+         24 problems x 32 samples; measured 2026-12-04: 4.4 min wall on the shared
+         2-core machine (load ~12)
   cpu    3 sizes x 3 budgets (9 runs, 30k-200k params, 5e11-1.5e12 FLOPs), 1-3 digit
-         reversed addition, 40 problems per difficulty x 128 samples; measured COST_CPU
+         reversed addition, 40 problems per difficulty x 128 samples; measured 2026-12-04:
+         11.8 CPU-min, 21 min wall on the 2-core machine shared with other jobs (load 7-10)
   gpu    4 sizes x 3 budgets, seq 256, bf16, 1-4 digits, 1,000 samples (estimate, not measured)
 
 The study (Brown et al. 2024, "Large Language Monkeys", arXiv:2407.21787; Schaeffer et al. 2025,
