@@ -3,7 +3,8 @@ embedded Python-stdlib corpus, from one command to fitted laws, plots and a repo
 
     python -m experiments.isoflop_chinchilla --workdir runs/demo --preset cpu      # the main job
     python -m experiments.isoflop_chinchilla --workdir runs/ci --preset smoke      # CI (tests)
-    python -m experiments.isoflop_chinchilla --workdir gs://bucket/iso --preset pod --mesh fsdp=64,tensor=4
+    python -m experiments.isoflop_chinchilla --workdir runs/aot --preset pod --aot v5p-256   # check it fits first
+    python -m experiments.isoflop_chinchilla --workdir gs://bucket/iso --preset pod --set base.data.dataset=...
     python -m experiments.isoflop_chinchilla --workdir runs/wide --preset cpu --set budgets=1e11,3e11,1e12 --set sizes_per_budget=7 --set spread=12
     python -m experiments.isoflop_chinchilla --workdir runs/rung2 --preset cpu --set prior=runs/demo/fits/approach3_parametric.json
 
@@ -22,6 +23,10 @@ shared it, so an idle machine is faster; GPU and pod figures are estimates, not 
          bf16, 3.1e18 FLOPs in all)                                          (estimate)
   pod    6 budgets 1e18-3e20 x 9 sizes (54 runs, 20M-4B params, seq 2048,     ~1 day on 256 v5p
          bf16, 4e21 FLOPs; needs a large corpus: --set base.data.dataset=...)  chips (estimate)
+         Sized with --aot v5p-256 (2026-12-04): mesh data=4,fsdp=32, remat dots_saveable, splash
+         attention; the largest shapes peak at 20.3 GiB (2.6B params, batch 512) and 41.8 GiB
+         (4.25B, batch 768) of 95 GiB per chip, 0.74 s / 1.83 s per step at 40% MFU (estimates).
+         fsdp=128 leaves widths that 128 does not divide unsplit, and the sharding check refuses them.
 
 The cpu preset's sizes are centred on 0.35 x Hoffmann et al.'s N_opt(C) and its learning rate is
 0.5 x DeepSeek's rule: byte-level models this small are compute-optimal far from Chinchilla's
@@ -309,7 +314,7 @@ def pod() -> Study:
     g = gpu()
     return dataclasses.replace(
         g, name="isoflop_chinchilla_pod", budgets=(1e18, 3e18, 1e19, 3e19, 1e20, 3e20),
-        sizes_per_budget=9, spread=16.0,
+        sizes_per_budget=9, spread=16.0, mesh="data=4,fsdp=32",
         base=dataclasses.replace(
             g.base,
             model=dataclasses.replace(g.base.model, max_seq_len=2048, remat="dots_saveable"),
