@@ -109,6 +109,10 @@ def plot_post_ptq_loss(ptq: pd.DataFrame, loss_law=None, ptq_law=None, turning=(
                 for t in turning:
                     if t["n_params"] == int(nn) and t["bits"] == int(b) and np.isfinite(t["tokens_star"]):
                         ax.axvline(t["tokens_star"], color=color, lw=0.8, ls=["--", ":"][k], alpha=0.6)
+    measured = np.concatenate([done["loss"].to_numpy(), done.loc[done["format"].isin(
+        [f"int{int(b)}" for b in ints]), "loss_quantized"].to_numpy()])
+    span = np.nanmax(measured) - np.nanmin(measured)
+    ax.set_ylim(np.nanmin(measured) - 0.15 * span, np.nanmax(measured) + 0.3 * span)  # the data, not the fit's tail
     ax.set(xscale="log", xlabel="training tokens D", ylabel="held-out loss (nats/byte)",
            title="Post-PTQ loss vs training length (thin lines: fitted L + δ; vertical: D*)")
     ax.legend(fontsize=7, ncols=2)
@@ -122,12 +126,15 @@ def plot_wsd_trajectory(wsd: pd.DataFrame) -> Figure:
     ax = fig.add_subplot()
     for fmt, group in wsd.groupby("format"):
         g = group.sort_values("tokens")
-        ax.errorbar(g["tokens"], g["delta"].clip(lower=1e-6), yerr=g["delta_sem"], marker="o", ms=4,
-                    capsize=2, label=str(fmt))
+        g = g[g["delta"] >= 2 * g["delta_sem"]]  # resolved deltas only (a log axis has no room for noise)
+        if g.empty:
+            continue
+        ax.errorbar(g["tokens"], g["delta"], yerr=g["delta_sem"], marker="o", ms=4, capsize=2, label=str(fmt))
     last = wsd["tokens"].max()
     ax.axvline(last, color="gray", lw=0.8, ls=":")
     ax.annotate("after the decay", (last, ax.get_ylim()[1]), ha="right", va="top", fontsize=8, color="gray")
     ax.set(xscale="log", yscale="log", xlabel="training tokens at the checkpoint",
-           ylabel="PTQ loss increase δ (nats)", title="WSD control: stable-phase checkpoints, then the decay")
+           ylabel="PTQ loss increase δ (nats)",
+           title="WSD control: stable-phase checkpoints, then the decay (δ ≥ 2 sem shown)")
     ax.legend(fontsize=8, ncols=2)
     return fig
