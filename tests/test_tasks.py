@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from experiments.harness import corpus, tasks
+from experiments.harness import corpus, data, tasks
 from experiments.harness.data import DataConfig
 
 SMALL_TASKS = "verifiable_tasks/small"
@@ -107,7 +107,7 @@ def test_tfds_build_is_disjoint_and_deterministic(data_dir):
 def test_grain_mixture_token_shares(data_dir):
     corpus.prepare("python_stdlib/small", data_dir)
     cfg = DataConfig(dataset="python_stdlib/small", data_dir=data_dir, seq_len=64, prefetch_batches=0)
-    rows = tasks.mixed_train_rows(cfg, ("verifiable_tasks/small:0.25",), seed=0)
+    rows = data.mixed_train_rows(cfg, ("verifiable_tasks/small:0.25",), seed=0)
     is_task = []
     for row, _ in zip(rows, range(800)):
         text = bytes(np.asarray(row["tokens"], np.uint8)).decode("utf-8", "replace")
