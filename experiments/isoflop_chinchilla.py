@@ -237,7 +237,12 @@ def models_at(study: Study, budget: float) -> list[ModelConfig]:
     """
     models: list[ModelConfig] = []
     for n_target in sizes_at(study, budget):
-        model = model_for(study, n_target)
+        try:
+            model = model_for(study, n_target)
+        except ValueError as err:
+            raise ValueError(f"budget {budget:.3g}: the prior {study.prior!r} puts a size at {n_target:.3g} "
+                             f"parameters, where the shape rule has no model ({err}); choose budgets "
+                             "nearer the prior's range or set sizes explicitly") from None
         kind = count_kind(study)
         while models and param_counts(model)[kind] <= param_counts(models[-1])[kind]:
             n_target *= 1.02

@@ -43,11 +43,15 @@ class CommandFailed(RuntimeError):
 
 def run(main: Callable[[], Any]) -> None:
     """Call an experiment's ``main()``; a `CommandFailed` becomes ``<command>: error: <message>``
-    on stderr and exit status 1 (the traceback, if any, was logged where it happened)."""
+    on stderr and exit status 1 (the traceback, if any, was logged where it happened), a
+    ``ValueError`` (bad input found after parsing: a study's design, a prior file) the same line
+    with exit status 2."""
     try:
         main()
     except CommandFailed as err:
         fail(command_name(), str(err), status=1)
+    except ValueError as err:  # bad input found after parsing (a study's design, a prior file)
+        fail(command_name(), str(err), status=2)
 
 
 class _OneLineErrors(argparse.ArgumentParser):
