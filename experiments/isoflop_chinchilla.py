@@ -6,7 +6,7 @@ embedded Python-stdlib corpus, from one command to fitted laws, plots and a repo
     python -m experiments.isoflop_chinchilla --workdir runs/aot --preset pod --aot v5p-256   # check it fits first
     python -m experiments.isoflop_chinchilla --workdir gs://bucket/iso --preset pod --set base.data.dataset=...
     python -m experiments.isoflop_chinchilla --workdir runs/wide --preset cpu --set budgets=1e11,3e11,1e12 --set sizes_per_budget=7 --set spread=12
-    python -m experiments.isoflop_chinchilla --workdir runs/rung2 --preset cpu --set prior=runs/demo/fits/approach3_parametric.json
+    python -m experiments.isoflop_chinchilla --workdir runs/rung2 --preset cpu --set prior=runs/demo/fits/approach3_parametric.json --set center_scale=1
 
 The last one is a ladder rung: its sizes are centred on the N_opt(C) that the first study fitted.
 Exit status: 0 when runs completed and laws were fitted (the last line says how many runs failed
