@@ -168,3 +168,20 @@ def test_fields_added_later_keep_earlier_run_ids_until_they_are_set():
     assert from_dict(data) == dataclasses.replace(cfg, sharding_tolerance=from_dict(data).sharding_tolerance)
     mixed = apply_overrides(cfg, ["data.mixture=verifiable_tasks/small:0.3"])
     assert config_hash(mixed) != config_hash(cfg)
+
+
+def test_errors_after_parsing_are_one_line_exits(capsys):
+    """cli.run: a CommandFailed (nothing useful came out) exits 1, a ValueError (bad input found
+    after parsing, e.g. a prior whose sizes the shape rule cannot build) exits 2; one line each."""
+    def failed():
+        raise cli.CommandFailed("all 3 runs failed")
+
+    def bad_input():
+        raise ValueError("budget 5e+09: the prior 'x.json' puts a size at 456 parameters\nwhere ...")
+
+    for fn, status, text in ((failed, 1, "all 3 runs failed"), (bad_input, 2, "budget 5e+09")):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.run(fn)
+        assert exit_info.value.code == status
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and ": error: " in err[0] and text in err[0]
