@@ -49,23 +49,23 @@ def dumps(value: Any, default: Callable[[Any], Any] | None = None, indent: int |
     return json.dumps(jsonable(value, default), indent=indent, allow_nan=False)
 
 
-def write_text_atomic(path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary sibling, fsync and a rename."""
+def write_bytes_atomic(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary sibling, fsync and a rename."""
     path = os.fspath(path)
     if "://" in path:
         from etils import epath   # only for remote paths: a local write needs nothing beyond os
 
         target = epath.Path(path)
         tmp = target.parent / f".tmp-{os.getpid()}-{target.name}"
-        tmp.write_text(text)
+        tmp.write_bytes(data)
         tmp.replace(target)
         return
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -73,6 +73,11 @@ def write_text_atomic(path, text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_text_atomic(path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically (`write_bytes_atomic`)."""
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def write_json(path, value: Any, default: Callable[[Any], Any] | None = None) -> None:

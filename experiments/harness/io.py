@@ -1,7 +1,7 @@
 """Result files of a run: atomic JSON and JSON-lines writes that work on local disks and gs://.
 
-Every file a run leaves behind (config.json, result.json, metrics.jsonl) is written to a
-temporary sibling and renamed over the target, so a reader (or a run killed mid-write) never
+Every file a run leaves behind (config.json, result.json, metrics.jsonl) is written through
+`scaling.io`'s atomic writer (and its one JSON sanitiser): to a temporary sibling, renamed over the target, so a reader (or a run killed mid-write) never
 sees half a file. Paths go through ``etils.epath``, so ``gs://bucket/run`` works wherever
 ``epath`` does. On object stores the rename is a copy and delete: readers still see either the
 old or the new object, never a torn one.
@@ -17,13 +17,15 @@ a local path becomes absolute (Orbax refuses relative checkpoint paths), a URL s
 from __future__ import annotations
 
 import json
-import math
 import os
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from etils import epath
+
+from scaling import io as sio
+from scaling.io import write_bytes_atomic, write_text_atomic  # noqa: F401  (the one atomic writer)
 
 
 def is_url(path: epath.PathLike) -> bool:
@@ -69,41 +71,14 @@ def check_workdir(path: epath.PathLike) -> epath.Path:
     return workdir
 
 
-def _jsonable(value: Any) -> Any:
-    """numpy/jax scalars and arrays to plain Python; NaN and inf to None (strict JSON has none)."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
-        return _jsonable(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def dumps(value: Any) -> str:
-    """Strict JSON text (no NaN/Infinity tokens), keys in insertion order."""
-    return json.dumps(_jsonable(value), allow_nan=False)
-
-
-def write_text_atomic(path: epath.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary sibling and a rename."""
-    write_bytes_atomic(path, text.encode())
-
-
-def write_bytes_atomic(path: epath.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary sibling and a rename."""
-    path = epath.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    """Strict JSON text on one line (no NaN/Infinity tokens; `scaling.io.jsonable` values)."""
+    return sio.dumps(value, indent=None)
 
 
 def write_json(path: epath.PathLike, value: Any) -> None:
     """Atomically write one JSON document (indented, trailing newline)."""
-    write_text_atomic(path, json.dumps(_jsonable(value), indent=2, allow_nan=False) + "\n")
+    write_text_atomic(path, sio.dumps(value, indent=2) + "\n")
 
 
 def read_json(path: epath.PathLike) -> Any:

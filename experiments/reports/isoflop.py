@@ -36,7 +36,6 @@ import logging
 import math
 import re
 import time
-import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -386,28 +385,6 @@ def analyze_stage(context) -> dict:
 # ----------------------------------------------------------------------------- prediction rung
 
 
-def _band(law, level: float = 0.95, **covariates) -> tuple[float, tuple[float, float] | None]:
-    """A fitted law's point prediction at one point and the central ``level`` band over its
-    bootstrap samples (None without samples)."""
-    import jax
-    import jax.numpy as jnp
-
-    with warnings.catch_warnings():  # the rung lies beyond the fitted budgets by design
-        warnings.simplefilter("ignore", UserWarning)
-        point = float(np.asarray(law.predict(**covariates)).reshape(-1)[0])
-    if law.samples is None:
-        return point, None
-    with jax.enable_x64(True):
-        params = {k: jnp.asarray(v) for k, v in law.samples.items()}
-        x = {k: jnp.full((1,), float(v), jnp.float64) for k, v in covariates.items()}
-        draws = np.asarray(law.law.fn(params, x), np.float64).reshape(-1)
-    draws = draws[np.isfinite(draws)]
-    if draws.size == 0:
-        return point, None
-    lo, hi = np.percentile(draws, [50 * (1 - level), 50 * (1 + level)])
-    return point, (float(lo), float(hi))
-
-
 def rung_runs(workdir, budgets, make_run, *, approach: int = 2) -> list:
     """The ladder's next rung: at each budget (beyond the grid), the model that the study's fitted
     N_opt(C) of ``approach`` (``fits/approach<i>_n_opt.json``) calls compute-optimal, built by
@@ -443,9 +420,9 @@ def rung_report(context, rung_results: pd.DataFrame, *, approach: int = 2) -> di
                "eval_loss": r["eval_loss"], "eval_loss_sem": r["eval_loss_sem"], "predictions": {}}
         for name, law in fits.items():
             if name == "approach3_parametric":
-                point, band = _band(law, N=row["n_params"], D=row["tokens"])
+                point, band = files_lib.predict_with_band(law, N=row["n_params"], D=row["tokens"])
             else:
-                point, band = _band(law, x=row["budget"])
+                point, band = files_lib.predict_with_band(law, x=row["budget"])
             measured = row["eval_loss"]
             error = point / measured - 1 if r["status"] == "completed" and math.isfinite(measured) else None
             covered = None if band is None or error is None else bool(band[0] <= measured <= band[1])

@@ -195,21 +195,7 @@ def held_out_budget(models: list[dict], *, bootstrap: int = 100) -> dict:
     rows = []
     for m in (m for m in models if m["budget"] == largest):
         for k, measured in zip(m["ks"], m["pass_at_k"]):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                predicted = float(law.predict(N=m["n_params"], D=m["tokens"], k=k))
-            band = None
-            if law.samples is not None:
-                import jax
-                import jax.numpy as jnp
-
-                with jax.enable_x64(True):
-                    draws = np.asarray(law.law.fn({p: jnp.asarray(v) for p, v in law.samples.items()},
-                                                  {"N": jnp.float64(m["n_params"]), "D": jnp.float64(m["tokens"]),
-                                                   "k": jnp.float64(k)}))
-                draws = draws[np.isfinite(draws)]
-                if draws.size:
-                    band = tuple(float(v) for v in np.percentile(draws, [2.5, 97.5]))
+            predicted, band = files_lib.predict_with_band(law, N=m["n_params"], D=m["tokens"], k=k)
             rows.append({"run_id": m["run_id"], "k": k, "measured": measured, "predicted": predicted,
                          "interval": band, "rel_error": predicted / measured - 1 if measured > 0 else None,
                          "covers": None if band is None else bool(band[0] <= measured <= band[1])})

@@ -58,11 +58,10 @@ def load_prior(prior):
 
 def _n_opt_function(law) -> Callable[[float], float]:
     """N_opt(C) of a prior law, with C in the law's own convention (C = k N D)."""
-    p = law.params
-    if law.law.name == "chinchilla":  # closed form (Hoffmann et al. 2022, Eq. 4): no JAX needed
-        alpha, beta = p["alpha"], p["beta"]
-        g = (alpha * p["A"] / (beta * p["B"])) ** (1.0 / (alpha + beta))
-        return lambda c: g * (c / law.k) ** (beta / (alpha + beta))
+    if law.law.name == "chinchilla":  # closed form (Hoffmann et al. 2022, Eq. 4)
+        from scaling.laws.loss import chinchilla_frontier
+
+        return lambda c: float(chinchilla_frontier(law.params, c, k=law.k)["N"])
     if tuple(law.law.covariates) == ("x",):  # a power law in the budget: it must be N_opt(C)
         target = str((law.provenance or {}).get("target", ""))
         if not target.startswith("N_opt"):
