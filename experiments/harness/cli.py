@@ -131,10 +131,10 @@ def setup_jax(args: argparse.Namespace) -> None:
         os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
         if not jax.config.jax_platforms:
             jax.config.update("jax_platforms", "cpu")
-    elif not jax.config.jax_platforms and _libtpu_without_a_tpu():
-        # libtpu (the `tpu` extra, for --aot) would otherwise try to start a TPU that is not there
-        # and print pages of errors before JAX falls back to the CPU
-        jax.config.update("jax_platforms", "cpu")
+    else:  # libtpu (the `tpu` extra, for --aot) must not try to start a TPU that is not there
+        from scaling.fitting.solver import skip_absent_tpu
+
+        skip_absent_tpu()
 
     if args.host_devices is not None:
         if args.host_devices < 1:
@@ -155,16 +155,6 @@ def setup_jax(args: argparse.Namespace) -> None:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(coordinator_address=args.coordinator_address,
                                    num_processes=num_processes, process_id=args.process_id)
-
-
-def _libtpu_without_a_tpu() -> bool:
-    """libtpu is installed, and this host has neither TPU (/dev/accel*, /dev/vfio) nor NVIDIA devices."""
-    import glob
-    import importlib.util
-
-    if importlib.util.find_spec("libtpu") is None:
-        return False
-    return not (glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*") or glob.glob("/dev/nvidia[0-9]*"))
 
 
 def config_from_args(args: argparse.Namespace, presets: Presets):

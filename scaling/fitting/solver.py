@@ -79,6 +79,27 @@ def trust_region_step(eig, gt, radius, iters: int = 10):
 DEVICE_ENV = "SCALING_FIT_DEVICE"
 
 
+def skip_absent_tpu() -> bool:
+    """Keep jax off a TPU that is not there: when libtpu is installed (e.g. jax's ``tpu`` extra,
+    for ahead-of-time compiles) but this host has no TPU (/dev/accel*, /dev/vfio) and no NVIDIA
+    device, and nobody chose platforms (``JAX_PLATFORMS``), restrict jax to the CPU before its
+    backends start; otherwise libtpu prints pages of start-up errors before jax falls back.
+    Returns whether it did. Called when the engine is first imported (before any jax array is
+    made: `scaling.fit` and `FittedLaw` live above it) and by the experiment commands."""
+    import glob
+    import importlib.util
+
+    if jax.config.jax_platforms or importlib.util.find_spec("libtpu") is None:
+        return False
+    if glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*") or glob.glob("/dev/nvidia[0-9]*"):
+        return False
+    jax.config.update("jax_platforms", "cpu")
+    return True
+
+
+skip_absent_tpu()  # a config flag and a few file-system checks: no backend starts here
+
+
 def engine_device():
     """The device the engine's computations run on: the first CPU device unless ``SCALING_FIT_DEVICE``
     says otherwise (``default``: jax's default device, None here; else a platform name)."""
