@@ -30,8 +30,9 @@ Activations (``act_qtype`` / ``QuantConfig.activations``) are quantized dynamica
 Keys and values (``kv``): qwix intercepts ``dot_general`` but not ``jax.nn.dot_product_attention``,
 so an activation rule never touches attention. ``kv`` adds an interception of
 ``jax.nn.dot_product_attention`` to the qwix provider: the keys (after the rotary embedding) and
-values are fake-quantized with one absmax scale per (batch, position, kv head) -- the numbers a
-per-token-quantized KV cache would hold -- with a straight-through gradient,
+values are fake-quantized with one absmax scale per (batch, position, kv head), integers symmetric
+in [-qmax, qmax] (``kv_calibration``) -- the numbers the int8 cache of ``models.kv_cache`` holds
+when sampling -- with a straight-through gradient,
 ``x + stop_gradient(dequant(quant(x)) - x)`` (Bengio et al. 2013, arXiv:1308.3432). This is
 Kumar et al. 2024's P_kv (arXiv:2411.04330, Sec. 2.3). No edit of ``models.transformer``.
 
@@ -231,14 +232,38 @@ def _as_quant(quant) -> tuple[QuantConfig | None, list | None]:
 # --------------------------------------------------------------------------- keys and values
 
 
+def kv_calibration(qtype) -> str:
+    """qwix calibration of the keys/values: integer formats symmetric in [-qmax, qmax] with scale
+    absmax / qmax (qmax = 2^(b-1) - 1; qwix's "absmax,f" with f = (qmax + 0.5) / qmax undoes its
+    default bound qmax + 0.5), other formats qwix's "absmax".
+
+    Why not qwix's default: with the bound qmax + 0.5 every slice's largest element lands exactly
+    on a rounding tie (+-(qmax + 0.5)), which float noise resolves either way, so a cached decode
+    and a full forward pass of the same tokens round differently. With absmax / qmax the largest
+    element is exact and no element sits on a tie by construction.
+    """
+    name = format_name(qtype)
+    if re.fullmatch(r"int\d", name):
+        qmax = 2 ** (format_bits(name) - 1) - 1
+        return f"absmax,{(qmax + 0.5) / qmax!r}"
+    return "absmax"
+
+
+def quantize_per_token(x, qtype, axis: int = -1):
+    """qwix ``QArray`` of ``x`` with one scale per slice along ``axis`` (``kv_calibration``)."""
+    axis = axis % x.ndim
+    return qwix.quantize(x, _qtype(qtype), channelwise_axes=[a for a in range(x.ndim) if a != axis],
+                         calibration_method=kv_calibration(qtype))
+
+
 def fake_quantize(x, qtype, axis: int = -1):
     """Straight-through fake quantization with one absmax scale per slice along ``axis``.
 
-    Forward: dequant(quant(x)) (qwix numerics); backward: identity,
-    ``x + stop_gradient(dequant(quant(x)) - x)`` (Bengio et al. 2013).
+    Forward: dequant(quant(x)) (``quantize_per_token``: qwix numerics, symmetric absmax / qmax for
+    integer formats); backward: identity, ``x + stop_gradient(dequant(quant(x)) - x)`` (Bengio et
+    al. 2013).
     """
-    axis = axis % x.ndim
-    q = qwix.quantize(x, _qtype(qtype), channelwise_axes=[a for a in range(x.ndim) if a != axis])
+    q = quantize_per_token(x, qtype, axis)
     return x + jax.lax.stop_gradient(qwix.dequantize(q).astype(x.dtype) - x)
 
 

@@ -37,6 +37,10 @@ How (all in one jitted function per shape, ``Sampler``):
 * Sharding: with ``mesh``, the rows and the cache are laid out over the mesh's batch axes
   (``models.sharding`` rules: batch -> (data, fsdp)) and the model's logical constraints are
   active; the number of sampled rows B * k must be a multiple of those axes' size.
+* int8 KV cache: ``Sampler(cfg, kv_cache="int8")`` stores keys and values as int8 with one float32
+  scale per (layer, row, position, kv head) (absmax / 127, quantized when written, dequantized
+  when read; ``models.kv_cache``): (1 + 4/Dh)/4 of a float32 cache's bytes. Its logits equal a full
+  forward pass of ``models.quantization.ptq_model(cfg, QuantConfig(kv="int8"))``.
 """
 
 from __future__ import annotations
@@ -49,17 +53,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from models import kv_cache as kvc
 from models.transformer import ModelConfig, Transformer
 
 
-def init_cache(cfg: ModelConfig, batch: int, max_len: int) -> dict:
-    """Empty cache for ``batch`` rows of up to ``max_len`` tokens."""
-    shape = (cfg.n_layers, batch, max_len, cfg.n_kv_heads, cfg.head_dim)
-    return {
-        "k": jnp.zeros(shape, cfg.compute_dtype),
-        "v": jnp.zeros(shape, cfg.compute_dtype),
-        "segment_ids": jnp.zeros((batch, max_len), jnp.int32),
-    }
+def init_cache(cfg: ModelConfig, batch: int, max_len: int, kv_dtype=None) -> dict:
+    """Empty cache for ``batch`` rows of up to ``max_len`` tokens; ``kv_dtype="int8"``: keys and
+    values in int8 with one float32 scale per (layer, row, position, kv head) (``models.kv_cache``)."""
+    return kvc.init_cache(cfg, batch, max_len, kv_dtype)
 
 
 def _top_p_filter(logits, top_p):
@@ -144,15 +145,22 @@ class Sampler:
       top_k: static top-k filter (None: off).
       mesh, rules: shard rows and cache over the mesh's batch axes (``models.sharding``).
       length_multiple: prompt-length bucket (``bucket_length``).
+      kv_cache: None (keys and values in ``cfg.compute_dtype``), "int8" (per-token scales,
+        ``models.kv_cache``) or a float dtype name.
     """
 
     def __init__(self, cfg: ModelConfig, model=None, *, stop_tokens: Sequence[int] = (), pad_id: int = 0,
-                 top_k: int | None = None, mesh=None, rules=None, length_multiple: int = 8):
+                 top_k: int | None = None, mesh=None, rules=None, length_multiple: int = 8,
+                 kv_cache: str | None = None):
         if top_k is not None and not 1 <= top_k <= cfg.vocab_size:
             raise ValueError(f"Sampler: top_k must be in [1, vocab_size={cfg.vocab_size}], got {top_k}")
         bad = [t for t in stop_tokens if not 0 <= int(t) < cfg.vocab_size]
         if bad:
             raise ValueError(f"Sampler: stop token ids {bad} outside [0, {cfg.vocab_size})")
+        try:
+            self.kv_cache = kvc.check_kv_dtype(kv_cache)
+        except ValueError as err:
+            raise ValueError(f"Sampler: {err}") from None
         self.cfg = cfg
         self.model = Transformer(cfg) if model is None else model
         self.stop_tokens = tuple(int(t) for t in stop_tokens)
@@ -193,16 +201,14 @@ class Sampler:
         first = plen - prompt_lengths[:, None]  # column of each row's first real token
         segment_ids = (column >= first).astype(jnp.int32)
         positions = jnp.maximum(column - first, 0)
-        cache = init_cache(cfg, batch, plen + steps_max - 1)
+        cache = init_cache(cfg, batch, plen + steps_max - 1, self.kv_cache)
         logits, cache = model.apply({"params": params}, prompt_tokens, segment_ids, positions,
                                     cache=cache, cache_index=jnp.int32(0))
         last = logits[:, -1]
         if k > 1:  # one prefill per prompt, k copies of its cache
-            cache = {"k": jnp.repeat(cache["k"], k, axis=1), "v": jnp.repeat(cache["v"], k, axis=1),
-                     "segment_ids": jnp.repeat(cache["segment_ids"], k, axis=0)}
+            cache = kvc.repeat_rows(cache, k)
             last = jnp.repeat(last, k, axis=0)
-        cache = {"k": self._constrain(cache["k"], 1), "v": self._constrain(cache["v"], 1),
-                 "segment_ids": self._constrain(cache["segment_ids"], 0)}
+        cache = {name: self._constrain(x, 0 if name == "segment_ids" else 1) for name, x in cache.items()}
         start_pos = self._constrain(jnp.repeat(prompt_lengths, k), 0)
         stops = jnp.asarray(self.stop_tokens or (-1,), jnp.int32)
 
@@ -296,22 +302,22 @@ class Sampler:
 _SAMPLERS: dict = {}
 
 
-def _default_sampler(cfg: ModelConfig, top_k: int | None) -> Sampler:
-    key = (cfg, top_k)
+def _default_sampler(cfg: ModelConfig, top_k: int | None, kv_cache: str | None = None) -> Sampler:
+    key = (cfg, top_k, kv_cache)
     if key not in _SAMPLERS:
-        _SAMPLERS[key] = Sampler(cfg, top_k=top_k)
+        _SAMPLERS[key] = Sampler(cfg, top_k=top_k, kv_cache=kv_cache)
     return _SAMPLERS[key]
 
 
 def generate(model_cfg: ModelConfig, params, prompt_tokens, max_new_tokens: int, rng=None,
              temperature: float = 1.0, top_k: int | None = None, return_logits: bool = False, *,
-             top_p: float = 1.0):
+             top_p: float = 1.0, kv_cache: str | None = None):
     """Sample exactly ``max_new_tokens`` tokens after ``prompt_tokens`` [B, P] (same-length
     prompts, no stop token; ``Sampler`` does ragged prompts, stops and k samples per prompt).
 
     Returns the new tokens [B, max_new_tokens] (int32), or (tokens, logits [B, T, V]) with
     ``return_logits``, where logits[:, i] is the distribution token i was drawn from.
-    temperature 0 is greedy decoding (rng unused).
+    temperature 0 is greedy decoding (rng unused). ``kv_cache="int8"``: the quantized cache.
     """
     prompt_tokens = np.asarray(prompt_tokens)
     if prompt_tokens.ndim != 2 or prompt_tokens.shape[1] < 1:
@@ -321,7 +327,7 @@ def generate(model_cfg: ModelConfig, params, prompt_tokens, max_new_tokens: int,
     if rng is None and temperature != 0.0:
         raise ValueError("generate: rng is required when temperature > 0")
     try:
-        out = _default_sampler(model_cfg, top_k)(
+        out = _default_sampler(model_cfg, top_k, kv_cache)(
             params, prompt_tokens, None, max_new_tokens=max_new_tokens, rng=rng, temperature=temperature,
             top_p=top_p, return_logits=return_logits)
     except ValueError as err:

@@ -64,6 +64,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from models import kv_cache
 from scaling import flops as _flops
 
 ACTIVATIONS = ("swiglu", "gelu", "relu")
@@ -462,18 +463,16 @@ class Attention(nn.Module):
             # Decoding: write this chunk's keys/values at [index, index + length) and attend over
             # the whole cache; the mask hides unwritten slots (slot index > query index) and
             # other segments (kv_segment_ids is the already-updated cache of segment ids).
+            # An int8 cache (``models.kv_cache``) quantizes them per token on write and
+            # dequantizes on read.
             index, kv_segment_ids = decode["index"], decode["segment_ids"]
-            start = (0, index, 0, 0)
-            keys = jax.lax.dynamic_update_slice(cache["k"], kx.astype(cache["k"].dtype), start)
-            values = jax.lax.dynamic_update_slice(cache["v"], vx.astype(cache["v"].dtype), start)
-            new_cache = {"k": keys, "v": values}
+            new_cache = kv_cache.write(cache, kx, vx, index)
+            keys, values = kv_cache.read(new_cache, dt)
             batch, max_len = kv_segment_ids.shape
             q_index = index + jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
             k_index = jnp.broadcast_to(jnp.arange(max_len, dtype=jnp.int32), (batch, max_len))
             mask = attention_mask(segment_ids, kv_segment_ids, q_index, k_index)
-            out = jax.nn.dot_product_attention(
-                q, keys.astype(dt), values.astype(dt), mask=mask, scale=scale, implementation="xla"
-            )
+            out = jax.nn.dot_product_attention(q, keys, values, mask=mask, scale=scale, implementation="xla")
         out = nn.with_logical_constraint(out, ("batch", "length", "heads", "head_dim"))
         y = Linear((h, hd, d), ("heads", "head_dim", "embed"), 2, std, dt, name="out")(out)
         return y, new_cache
@@ -531,7 +530,8 @@ class Transformer(nn.Module):
     tokens, segment_ids, positions: int32 [B, L]. segment_ids default to all ones (one
     document per row) and positions to 0..L-1. With ``cache`` (see ``models.sampling``) it
     returns ``(logits, new_cache)``: cache = {"k", "v": [n_layers, B, S, K, Dh],
-    "segment_ids": [B, S]}, and ``cache_index`` is where this chunk's first token goes.
+    "segment_ids": [B, S]} (int8 "k", "v" with "k_scale", "v_scale" [n_layers, B, S, K]: a
+    quantized cache, ``models.kv_cache``), and ``cache_index`` is where this chunk's first token goes.
     """
 
     cfg: ModelConfig
@@ -552,7 +552,7 @@ class Transformer(nn.Module):
         if cache is not None:
             if cache_index is None:
                 raise ValueError("Transformer: cache_index is required with a cache")
-            layer_cache = {"k": cache["k"], "v": cache["v"]}
+            layer_cache = {name: x for name, x in cache.items() if name != "segment_ids"}
             kv_segment_ids = jax.lax.dynamic_update_slice(cache["segment_ids"], segment_ids, (0, cache_index))
             decode = {"index": cache_index, "segment_ids": kv_segment_ids}
         block = _block_class(cfg)
@@ -587,7 +587,7 @@ class Transformer(nn.Module):
         logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
         if cache is None:
             return logits
-        new_cache = {"k": stacked["k"], "v": stacked["v"], "segment_ids": decode["segment_ids"]}
+        new_cache = {**stacked, "segment_ids": decode["segment_ids"]}
         return logits, new_cache
 
 
