@@ -182,15 +182,17 @@ def test_gptq_ptq_runs_on_the_model(params, quantized, tokens):
 
 
 def test_fake_quantize_is_per_token_with_identity_gradient():
+    """KV fake quantization: symmetric in [-qmax, qmax], scale absmax / qmax per token (no value on
+    a rounding tie, unlike qwix's default bound qmax + 0.5), identity gradient."""
+    from models.quantization import kv_calibration
+
     x = jax.random.normal(jax.random.key(0), (2, 5, 3, 8))
-    y = np.asarray(fake_quantize(x, "int4"))
-    absmax = np.abs(np.asarray(x)).max(axis=-1, keepdims=True)
-    scale = absmax / 7.5
-    expect = np.clip(np.round(np.asarray(x) / scale), -8, 7) * scale
-    tie = np.abs(np.asarray(x)) == absmax  # lands on -+7.5: either neighbour (see above)
-    np.testing.assert_allclose(y[~tie], expect[~tie], rtol=1e-5, atol=1e-6)
-    steps = np.abs(y[tie]) / np.broadcast_to(scale, x.shape)[tie]
-    assert np.all(np.isclose(steps, 7, rtol=1e-5) | np.isclose(steps, 8, rtol=1e-5))
+    for qtype, qmax in (("int8", 127), ("int3", 3)):
+        y = np.asarray(fake_quantize(x, qtype))
+        scale = np.abs(np.asarray(x)).max(axis=-1, keepdims=True) / qmax
+        expect = np.clip(np.round(np.asarray(x) / scale), -qmax, qmax) * scale
+        np.testing.assert_allclose(y, expect, rtol=1e-5, atol=1e-6)
+    assert kv_calibration("nf4") == "absmax" and kv_calibration("int8").startswith("absmax,1.0039")
     grad = jax.grad(lambda x: jnp.sum(fake_quantize(x, "int4") * jnp.arange(8.0)))(x)
     np.testing.assert_array_equal(grad, jnp.broadcast_to(jnp.arange(8.0), x.shape))
 
@@ -252,6 +254,12 @@ def test_quantization_aware_training_is_part_of_the_run_config(tmp_path):
     float_cfg = apply_overrides(smoke(), ["train.tokens=10240", "data.eval_sequences=16"])
     qat_cfg = dataclasses.replace(float_cfg, quant=QuantConfig(weights="int2", kv="int4"))
     assert config_hash(qat_cfg) != config_hash(float_cfg)
+    # activation-only and KV-only QAT runs (the study's A/KV rows) differ from the float twin and
+    # from each other
+    variants = [QuantConfig(), QuantConfig(activations="int4"), QuantConfig(weights="int8", activations="int4"),
+                QuantConfig(kv="int4"), QuantConfig(kv="int3"), QuantConfig(weights="int4")]
+    hashes = {config_hash(dataclasses.replace(float_cfg, quant=q)) for q in variants[1:]}
+    assert len(hashes) == len(variants) - 1 and config_hash(float_cfg) not in hashes
     with pytest.raises(ValueError, match="post-training"):
         dataclasses.replace(float_cfg, quant=QuantConfig(weights="int4", method="gptq"))
     results = {name: train(cfg, tmp_path / name) for name, cfg in (("float", float_cfg), ("qat", qat_cfg))}

@@ -188,3 +188,84 @@ def test_errors(params):
         sampler(params, tokens, [1, 2, 3, 9], max_new_tokens=2, temperature=0.0)
     with pytest.raises(ValueError, match="stop token"):
         Sampler(CFG, stop_tokens=(256,))
+
+
+# ----------------------------------------------------------------------------- int8 KV cache
+
+
+def _kv8_forward(rules=None):
+    from models.quantization import QuantConfig, ptq_model
+
+    model = ptq_model(CFG, QuantConfig(kv="int8") if rules is None else rules)
+    return _right_padded(lambda p, t: model.apply({"params": p}, t))
+
+
+@pytest.fixture(scope="module")
+def greedy_kv8(params):
+    tokens, lengths = left_pad(PROMPTS)
+    return Sampler(CFG, kv_cache="int8")(params, tokens, lengths, max_new_tokens=5, temperature=0.0,
+                                         return_logits=True)
+
+
+@pytest.mark.filterwarnings("ignore:'VariableState' was removed:DeprecationWarning")
+def test_int8_kv_cache_equals_fake_quantized_forward(params, greedy, greedy_kv8):
+    """Sampling with the int8 cache = a full forward pass with fake-quantized keys/values
+    (``ptq_model(kv="int8")``, no cache), and differs from the float cache by a little."""
+    full = _kv8_forward()
+    for row, prompt in enumerate(PROMPTS):
+        seq = list(prompt) + [int(t) for t in greedy_kv8.tokens[row]]
+        ref = np.asarray(full(params, jnp.asarray([seq])))[0, len(prompt) - 1:-1]
+        np.testing.assert_allclose(greedy_kv8.logits[row], ref, atol=2e-5)
+        np.testing.assert_array_equal(greedy_kv8.tokens[row], np.argmax(ref, axis=-1))
+    gap = np.abs(np.asarray(greedy_kv8.logits) - np.asarray(greedy.logits)).max()
+    spread = np.abs(np.asarray(greedy.logits)).max()
+    assert 1e-3 < gap < 0.05 * spread, (gap, spread)
+
+
+def test_int8_kv_cache_layout_and_bytes():
+    """int8 values + one float32 scale per (layer, row, position, kv head): (1 + 4/Dh)/4 of the
+    float32 cache's bytes; what the model writes dequantizes to its keys within half a step."""
+    from models import kv_cache
+    from models.sampling import init_cache
+
+    c8, c32 = init_cache(CFG, 3, 16, "int8"), init_cache(CFG, 3, 16)
+    dh = CFG.head_dim
+    assert c8["k"].dtype == jnp.int8 and c8["k_scale"].shape == (CFG.n_layers, 3, 16, CFG.n_kv_heads)
+    assert kv_cache.cache_bytes(c8) / kv_cache.cache_bytes(c32) == pytest.approx((1 + 4 / dh) / 4, rel=1e-12)
+    x = jax.random.normal(jax.random.key(0), (3, 4, CFG.n_kv_heads, dh)) * jnp.array([1e-3, 1.0, 50.0])[:, None, None, None]
+    layer = {name: c8[name][0] for name in ("k", "v", "k_scale", "v_scale")}
+    written = kv_cache.write(layer, x, -x, 5)
+    keys, values = kv_cache.read(written, jnp.float32)
+    step = np.abs(np.asarray(x)).max(-1, keepdims=True) / 127
+    assert np.all(np.abs(np.asarray(keys[:, 5:9]) - np.asarray(x)) <= step / 2 * (1 + 1e-5))
+    np.testing.assert_array_equal(values[:, 5:9], -keys[:, 5:9])
+    assert np.abs(np.asarray(written["k"])).max() == 127 and not np.asarray(keys[:, :5]).any()
+    with pytest.raises(ValueError, match="kv cache dtype"):
+        Sampler(CFG, kv_cache="int4")
+
+
+@pytest.mark.filterwarnings("ignore:'VariableState' was removed:DeprecationWarning")
+def test_int8_kv_cache_with_quantized_weights(params):
+    """PTQ int4 weights + the int8 cache = a full forward of W4 KV8 with the same params."""
+    from models.quantization import QuantConfig, ptq
+
+    qmodel, qparams = ptq(CFG, params, QuantConfig(weights="int4"))
+    tokens, lengths = left_pad(PROMPTS)
+    out = Sampler(CFG, model=qmodel, kv_cache="int8")(qparams, tokens, lengths, max_new_tokens=4,
+                                                      temperature=0.0, return_logits=True)
+    full = _kv8_forward(QuantConfig(weights="int4", kv="int8"))
+    for row, prompt in enumerate(PROMPTS):
+        seq = list(prompt) + [int(t) for t in out.tokens[row]]
+        ref = np.asarray(full(qparams, jnp.asarray([seq])))[0, len(prompt) - 1:-1]
+        np.testing.assert_allclose(out.logits[row], ref, atol=5e-5)
+
+
+def test_int8_kv_cache_sharded_with_samples_per_prompt(params, greedy_kv8):
+    from models.sharding import make_mesh
+
+    mesh = make_mesh("data=4,fsdp=2", jax.devices()[:8])
+    tokens, lengths = left_pad(PROMPTS)
+    sharded = Sampler(CFG, mesh=mesh, kv_cache="int8")(params, tokens, lengths, max_new_tokens=4,
+                                                       temperature=0.0, samples_per_prompt=2)
+    np.testing.assert_array_equal(sharded.tokens, np.repeat(np.asarray(greedy_kv8.tokens)[:, :4], 2, axis=0))
+    assert len(sharded.tokens.sharding.device_set) == 8
