@@ -10,6 +10,9 @@ once before timing:
 
 * sampler: ``Sampler(cfg)(params, prompts, max_new_tokens=T, temperature=1)``: prefill + T - 1
   cached decode steps in one ``while_loop`` (no stop token, so every row generates T tokens);
+* int8kv: the same with ``Sampler(cfg, kv_cache="int8")`` (keys/values stored in int8 with one
+  float32 scale per token and head, ``models.kv_cache``); its cache bytes are printed beside the
+  float cache's;
 * naive: a jitted step that runs the full forward pass over the whole [B, P + T] buffer, draws
   the token at the current position and writes it into the buffer, called T times from Python
   (no cache: every step recomputes every position);
@@ -59,10 +62,13 @@ def build(d_model, n_layers, batch, prompt_len, new_tokens, dtype="float32"):
     model = Transformer(cfg)
     params = nn.unbox(jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 8), jnp.int32)))["params"]
     prompts = np.asarray(jax.random.randint(jax.random.key(1), (batch, prompt_len), 0, 256), np.int32)
-    sampler = Sampler(cfg)
+    sampler, sampler8 = Sampler(cfg), Sampler(cfg, kv_cache="int8")
 
     def run_sampler(key):
         return sampler(params, prompts, max_new_tokens=new_tokens, rng=key, temperature=1.0).tokens
+
+    def run_int8kv(key):
+        return sampler8(params, prompts, max_new_tokens=new_tokens, rng=key, temperature=1.0).tokens
 
     @jax.jit
     def naive_step(params, buffer, index, key):
@@ -85,8 +91,9 @@ def build(d_model, n_layers, batch, prompt_len, new_tokens, dtype="float32"):
         del key
         return forward(params, start_buffer)
 
-    programs = {"sampler": run_sampler, "naive": run_naive, "forward": run_forward}
-    tokens = {"sampler": batch * new_tokens, "naive": batch * new_tokens, "forward": batch * total}
+    programs = {"sampler": run_sampler, "int8kv": run_int8kv, "naive": run_naive, "forward": run_forward}
+    tokens = {"sampler": batch * new_tokens, "int8kv": batch * new_tokens, "naive": batch * new_tokens,
+              "forward": batch * total}
     return cfg, programs, tokens
 
 
@@ -106,8 +113,14 @@ def measure(shape, rounds: int, reps: int, dtype: str) -> dict:
             per_round[name].append(tokens[name] * reps / (time.perf_counter() - start))
     med = {n: statistics.median(v) for n, v in per_round.items()}
     ratio = lambda a, b: statistics.median(x / y for x, y in zip(per_round[a], per_round[b]))  # noqa: E731
+    from models import kv_cache
+
+    cache_len = shape[3] + shape[4] - 1  # what the sampler allocates: P + T - 1 slots
+    cache_bytes = {name: kv_cache.cache_bytes(jax.eval_shape(lambda d=d: kv_cache.init_cache(cfg, shape[2], cache_len, d)))
+                   for name, d in (("float", None), ("int8", "int8"))}
     return {"shape": shape, "params": param_counts(cfg)["total"], **med,
-            "sampler/naive": ratio("sampler", "naive"), "sampler/forward": ratio("sampler", "forward")}
+            "sampler/naive": ratio("sampler", "naive"), "sampler/forward": ratio("sampler", "forward"),
+            "int8kv/sampler": ratio("int8kv", "sampler"), "cache_bytes": cache_bytes}
 
 
 def main(argv=None):
@@ -122,15 +135,18 @@ def main(argv=None):
     if args.quick:
         shapes = shapes[:1]
     print(f"jax {jax.__version__}, {jax.devices()[0].device_kind}, dtype {args.dtype}")
-    print("| d_model, layers, batch, P, T | params | sampler gen tok/s | naive gen tok/s | forward tok/s "
-          "| sampler/naive | sampler/forward |")
-    print("|---|---|---|---|---|---|---|")
+    print("| d_model, layers, batch, P, T | params | sampler gen tok/s | int8kv gen tok/s | naive gen tok/s "
+          "| forward tok/s | sampler/naive | sampler/forward | int8kv/sampler | cache bytes float / int8 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     results = []
     for shape in shapes:
         res = measure(shape, args.rounds, args.reps, args.dtype)
         results.append(res)
-        print(f"| {', '.join(map(str, shape))} | {res['params']:,} | {res['sampler']:,.0f} | {res['naive']:,.0f} "
-              f"| {res['forward']:,.0f} | {res['sampler/naive']:.2f} | {res['sampler/forward']:.3f} |", flush=True)
+        cb = res["cache_bytes"]
+        print(f"| {', '.join(map(str, shape))} | {res['params']:,} | {res['sampler']:,.0f} | {res['int8kv']:,.0f} "
+              f"| {res['naive']:,.0f} | {res['forward']:,.0f} | {res['sampler/naive']:.2f} "
+              f"| {res['sampler/forward']:.3f} | {res['int8kv/sampler']:.2f} "
+              f"| {cb['float']:,} / {cb['int8']:,} ({cb['int8'] / cb['float']:.4f}) |", flush=True)
     return results
 
 

@@ -14,7 +14,9 @@ Presets and cost (2-core CPU machine; FLOPs "6N", C = 6 N D with N counting ever
          stable-phase checkpoints; 11 formats (int8, fp8, int6, int5, int4, nf4, int3, int2
          weight-only round-to-nearest, int4 GPTQ, W4A8, W4A4); 9 QAT runs (3 sizes x int3, int4,
          int6 weights at 32 tokens/param); measured 2026-12-04: 10.3 CPU-min, 20 min
-         wall on the 2-core machine shared with other jobs (load 7-10); idle: not measured
+         wall on the 2-core machine shared with other jobs (load 7-10); idle: not measured.
+         Since then + 4 activation/KV QAT runs (A4 and KV3 at the two smallest sizes, 32
+         tokens/param): not measured end to end (see the report of the branch that added them)
   gpu    3 sizes (2M-20M params) x 4 lengths at seq 512, bf16 (estimate, not measured)
 
 The study (Ouyang et al. 2024, "Low-Bit Quantization Favors Undertrained LLMs", arXiv:2411.17691;
@@ -74,6 +76,10 @@ class Study:
       size at ``qat_tokens_per_param`` trained with each of these weight formats (fake-quantized
       forward, straight-through gradients); with the float runs they feed Kumar et al.'s
       ``precision_weights`` law and the compute-optimal training precision.
+    qat_extra / qat_extra_sizes: activation and KV-cache QAT runs ("a:int4": activations of the
+      block matmuls per token; "kv:int3": keys and values per token and head; "int8/int4": W8A4)
+      at these sizes (None: the two smallest ``sizes``) and ``qat_tokens_per_param``; with the rest they feed Kumar et al.'s
+      ``precision`` law (P_w, P_a, P_kv) and each is compared with its float twin.
     eval_tokens: held-out tokens of every evaluation (the same set for every format and run).
     rows_per_step, lr_scale: batch (sequences per step) and learning rate (lr_scale x DeepSeek's
       rule, Bi et al. 2024 Eq. 1).
@@ -89,6 +95,8 @@ class Study:
     wsd_decay: float = 0.2
     qat: tuple[str, ...] = ("int3", "int4", "int6")
     qat_tokens_per_param: float = 32.0
+    qat_extra: tuple[str, ...] = ("a:int4", "kv:int3")
+    qat_extra_sizes: tuple[float, ...] | None = None
     eval_tokens: int = 2**16
     rows_per_step: int = 16
     batch_multiple: int = 1
@@ -111,7 +119,7 @@ class Study:
             raise ValueError(f"Study.tokens_per_param must be positive, got {self.tokens_per_param}")
         if not self.formats:
             raise ValueError("Study.formats: give at least one format")
-        for spec in (*self.formats, *self.qat):
+        for spec in (*self.formats, *self.qat, *self.qat_extra):
             report.parse_format(spec)  # a clear ValueError naming a bad format
         if self.wsd_checkpoints < 0 or not 0 < self.wsd_decay < 1:
             raise ValueError("Study: need wsd_checkpoints >= 0 and 0 < wsd_decay < 1")
@@ -150,13 +158,15 @@ def sweep(study: Study) -> Iterator[Run]:
             cfg = run_config(study, n, tpp)
             budget = sflops.flops_per_token(shape_dict(cfg.model), cfg.data.seq_len, "6N") * cfg.train.tokens
             yield Run(budget=budget, config=cfg, labels={"role": "grid", "tokens_per_param": tpp})
-    for n in sorted(study.sizes):
-        for spec in study.qat:
-            cfg = dataclasses.replace(run_config(study, n, study.qat_tokens_per_param),
-                                      quant=report.parse_format(spec))
-            budget = sflops.flops_per_token(shape_dict(cfg.model), cfg.data.seq_len, "6N") * cfg.train.tokens
-            yield Run(budget=budget, config=cfg, labels={"role": "qat", "tokens_per_param": study.qat_tokens_per_param,
-                                                         "qat": spec})
+    qat_runs = [(n, spec) for n in sorted(study.sizes) for spec in study.qat]
+    extra_sizes = sorted(study.sizes)[:2] if study.qat_extra_sizes is None else sorted(study.qat_extra_sizes)
+    qat_runs += [(n, spec) for n in extra_sizes for spec in study.qat_extra]
+    for n, spec in qat_runs:
+        cfg = dataclasses.replace(run_config(study, n, study.qat_tokens_per_param),
+                                  quant=report.parse_format(spec))
+        budget = sflops.flops_per_token(shape_dict(cfg.model), cfg.data.seq_len, "6N") * cfg.train.tokens
+        yield Run(budget=budget, config=cfg, labels={"role": "qat", "tokens_per_param": study.qat_tokens_per_param,
+                                                     "qat": spec})
     if study.wsd_checkpoints:
         cfg = run_config(study, study.wsd_size, study.wsd_tokens_per_param, wsd=True)
         budget = sflops.flops_per_token(shape_dict(cfg.model), cfg.data.seq_len, "6N") * cfg.train.tokens
@@ -209,7 +219,7 @@ def smoke() -> Study:
     """CI: 2 sizes x 3 lengths + a WSD control with 2 stable checkpoints, 4 formats."""
     return dataclasses.replace(
         Study(), name="quantization_degradation_smoke", sizes=(4e3, 1e4), tokens_per_param=(8.0, 16.0, 32.0),
-        formats=("int8", "int4", "int2", "int4/int8"), qat=(), wsd_size=4e3, wsd_tokens_per_param=32.0,
+        formats=("int8", "int4", "int2", "int4/int8"), qat=(), qat_extra=(), wsd_size=4e3, wsd_tokens_per_param=32.0,
         wsd_checkpoints=2, eval_tokens=2**13, bootstrap=50)
 
 

@@ -19,7 +19,9 @@ L(N, D) = E + A/N^a + B/D^b and delta = k D^beta / (N^alpha P^gamma), the post-P
 L + delta is smallest at D* = [b B N^alpha P^gamma / (beta k)]^(1 / (b + beta)); beyond D* more
 pretraining makes the quantized model worse.
 
-QAT (Kumar et al. 2024, Eq. 3 with activations and KV cache in high precision): ``precision_weights``,
+QAT (``experiments.reports.quantization_qat``: each QAT run against its float twin, and with
+activation/KV runs Kumar et al.'s ``precision`` law, Eq. 4). Weights (Kumar et al. 2024, Eq. 3
+with activations and KV cache in high precision): ``precision_weights``,
 L = A N_eff^-alpha + B D^-beta + E with N_eff = N (1 - e^{-P_w/gamma_w}), fitted to the float runs
 (P_w = 16, bfloat16 as Kumar et al.'s high precision; ours train in float32, at least as precise)
 and the QAT runs (P_w = the format's bits), N non-embedding. Compute-optimal training precision:
@@ -42,6 +44,7 @@ from etils import epath
 
 from experiments.harness import io
 from experiments.reports import files as files_lib
+from experiments.reports import quantization_qat
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +56,8 @@ def parse_format(spec: str):
     """A study's format string -> `models.quantization.QuantConfig`.
 
     "int4" (weights, round to nearest), "int4:gptq", "int4/int8" (weights int4, activations int8),
-    "kv:int4" (keys and values only). ValueError naming the format when it is not understood.
+    "a:int4" (activations only), "kv:int4" (keys and values only). ValueError naming the format
+    when it is not understood.
     """
     from models.quantization import QuantConfig
 
@@ -61,6 +65,8 @@ def parse_format(spec: str):
     try:
         if text.startswith("kv:"):
             return QuantConfig(kv=text[3:])
+        if text.startswith("a:"):
+            return QuantConfig(activations=text[2:])
         method = "rtn"
         if ":" in text:
             text, method = text.split(":", 1)
@@ -177,21 +183,11 @@ def analyze(ptq: pd.DataFrame, results: pd.DataFrame, *, bootstrap: int = 200, s
     else:
         notes.append(f"chinchilla not fitted: {len(grid)} completed grid runs (need 6)")
     precision = None
-    qat = results[(results["status"] == "completed") & (results.get("role", "grid") == "qat")] \
-        if "role" in results else results.iloc[:0]
-    if len(qat):
-        from models.quantization import format_bits
-
-        bits = qat["qat"].map(lambda spec: float(format_bits(parse_format(spec).weights)))
-        table = pd.concat([grid.assign(P_w=16.0), qat.assign(P_w=bits.to_numpy())], ignore_index=True)
-        try:
-            fits["precision_weights"] = scaling.fit("precision_weights", table, target="eval_loss",
-                                                    bootstrap=bootstrap, seed=seed, columns={
-                                                        "N": "n_params_nonembedding", "D": "tokens", "P_w": "P_w",
-                                                        "loss": "eval_loss"})
-            precision = optimal_training_precision(fits["precision_weights"], float(grid["flops_6N"].max()))
-        except ValueError as err:
-            notes.append(f"precision_weights not fitted: {err}")
+    qat = quantization_qat.fit_qat(results, bootstrap=bootstrap, seed=seed)
+    fits.update(qat["fits"])
+    notes += qat["notes"]
+    if "precision_weights" in fits:
+        precision = optimal_training_precision(fits["precision_weights"], float(grid["flops_6N"].max()))
     turning = []
     if "chinchilla" in fits and "ptq_degradation" in fits:
         sizes = grid.groupby("n_params")["n_params_nonembedding"].first()
@@ -202,7 +198,7 @@ def analyze(ptq: pd.DataFrame, results: pd.DataFrame, *, bootstrap: int = 200, s
                                 "bits": int(bits), "tokens_star": d_star,
                                 "tokens_per_param_star": d_star / n_total})
     return {"fits": fits, "rows": rows, "unresolved": unresolved, "turning": turning, "precision": precision,
-            "held_out": held_out_check(rows), "wsd": wsd_trajectory(ptq), "notes": notes}
+            "qat": qat, "held_out": held_out_check(rows), "wsd": wsd_trajectory(ptq), "notes": notes}
 
 
 # ----------------------------------------------------------------------------- files
@@ -281,17 +277,12 @@ def render_report(out: dict, ptq: pd.DataFrame, results: pd.DataFrame, *, title:
         lines.append("No QAT runs were fitted (the study's `qat` formats are empty, or the fit failed: see Notes).")
     else:
         law = out["fits"]["precision_weights"]
-        lines += [f"`precision_weights` on the float and QAT runs: gamma_w = {law.params['gamma_w']:.3g} bits "
+        lines += [f"`precision_weights` on the float and weight-only QAT runs: gamma_w = {law.params['gamma_w']:.3g} bits "
                   f"(Kumar et al.'s secondary-source value: 2.67, unverified). At C = {_g(p['budget'])} FLOPs "
                   f"({p['convention']}) the fitted loss is lowest at P = {p['bits']:.1f} bits with "
                   f"N = {_g(p['n_params_nonembedding'])} non-embedding parameters (loss {p['loss']:.4f}; "
                   f"{p['loss_at_16_bits']:.4f} at the best N for 16 bits).", ""]
-        qat = results[results.get("role", "grid") == "qat"] if "role" in results else results.iloc[:0]
-        if len(qat):
-            lines += ["| run | N | D | QAT weights | eval loss |", "|---|---|---|---|---|"]
-            for r in qat.itertuples():
-                lines.append(f"| {r.run_id} | {_g(r.n_params)} | {_g(r.tokens)} | {r.qat} | {r.eval_loss:.4f} |")
-    lines.append("")
+    lines += [""] + quantization_qat.render(out.get("qat", {}))
 
     lines += ["## Held-out check: refit without each size's most-trained run, predict its delta", ""]
     held = out["held_out"]
