@@ -5,6 +5,7 @@ quantized in many formats and evaluated on one fixed held-out token set.
     python -m experiments.quantization_degradation --workdir runs/ptq --preset cpu      # the study
     python -m experiments.quantization_degradation --workdir runs/ptq_ci --preset smoke # CI (tests)
     python -m experiments.quantization_degradation --workdir runs/ptq --preset cpu --set formats=int8,int4,int2
+    python -m experiments.quantization_degradation --workdir runs/ptq_aot --preset pod --aot v5p-256  # fits?
 
 Presets and cost (2-core CPU machine; FLOPs "6N", C = 6 N D with N counting every parameter):
   smoke  2 sizes (5k, 11k params) x 3 lengths (8-32 tokens/param) + a WSD control run;
@@ -18,6 +19,11 @@ Presets and cost (2-core CPU machine; FLOPs "6N", C = 6 N D with N counting ever
          Since then + 4 activation/KV QAT runs (A4 and KV3 at the two smallest sizes, 32
          tokens/param): not measured end to end (see the report of the branch that added them)
   gpu    3 sizes (2M-20M params) x 4 lengths at seq 512, bf16 (estimate, not measured)
+  pod    3 sizes (100M, 300M, 1B params) x 10/40/160 tokens/param at seq 2048, bf16, batch 512
+         x 2048 tokens, mesh data=4,fsdp=32 on v5p-256, remat dots_saveable; 9 weight + 4 A/KV
+         QAT runs at 20 tokens/param; a WSD control (300M, 160 tokens/param, 6 checkpoints);
+         23 runs, 1.9e21 FLOPs, ~22 h on 128 v5p chips at 40% MFU (estimate, not measured;
+         needs a large corpus: --set base.data.dataset=...)
 
 The study (Ouyang et al. 2024, "Low-Bit Quantization Favors Undertrained LLMs", arXiv:2411.17691;
 Kumar et al. 2024, "Scaling Laws for Precision", arXiv:2411.04330):
@@ -240,7 +246,23 @@ def gpu() -> Study:
             train=dataclasses.replace(base.train, eval_batch_size=64)))
 
 
-PRESETS = {"smoke": smoke, "cpu": cpu, "gpu": gpu}
+def pod() -> Study:
+    """A pod slice (v5p-256, mesh data=4,fsdp=32): 100M-1B parameters at seq 2048 in bfloat16 on a
+    large corpus (``--set base.data.dataset=...``; the embedded corpus is far too small).
+    Estimate, not measured: 23 runs, 1.9e21 FLOPs ("6N") in all, ~22 h at 40% MFU."""
+    g = gpu()
+    return dataclasses.replace(
+        g, name="quantization_degradation_pod", sizes=(1e8, 3e8, 1e9), tokens_per_param=(10.0, 40.0, 160.0),
+        wsd_size=3e8, wsd_tokens_per_param=160.0, wsd_checkpoints=6, qat_tokens_per_param=20.0,
+        eval_tokens=2**22, rows_per_step=512, batch_multiple=128, mesh="data=4,fsdp=32", bootstrap=400,
+        base=dataclasses.replace(
+            g.base,
+            model=dataclasses.replace(g.base.model, max_seq_len=2048, remat="dots_saveable"),
+            data=dataclasses.replace(g.base.data, seq_len=2048, eval_sequences=2048),
+            train=dataclasses.replace(g.base.train, log_every=50, eval_batch_size=256)))
+
+
+PRESETS = {"smoke": smoke, "cpu": cpu, "gpu": gpu, "pod": pod}
 
 
 def main(argv: list[str] | None = None) -> dict:

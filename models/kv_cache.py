@@ -9,14 +9,16 @@ int8 cache (symmetric absmax, per token): each new key/value vector x (one layer
 kv head; Dh values, after the rotary embedding for keys) is stored as q = round(x / s) in
 [-127, 127] int8 with s = max|x| / 127 in float32, and read back as q * s. The numbers come from
 ``models.quantization.quantize_per_token`` (qwix), the same call as the fake-quantized KV path
-(``fake_quantize(x, "int8")``, ``QuantConfig(kv="int8")``), so sampling with this cache reproduces a full forward pass of
-``ptq_model(cfg, QuantConfig(kv="int8"))`` (tests/test_sampling.py): Kumar et al. 2024's
+(``fake_quantize(x, "int8")``, ``QuantConfig(kv="int8")``), so sampling with this cache
+reproduces a full forward pass of ``ptq_model(cfg, QuantConfig(kv="int8"))`` to float
+tolerance (tests/test_sampling.py; ``quantization.kv_calibration`` says why the scale is
+absmax / 127 and not qwix's default absmax / 127.5): Kumar et al. 2024's
 P_kv = 8 (arXiv:2411.04330, Sec. 2.3) at sampling time. Plain jnp: the dequantized keys/values of
 a layer are materialized for ``jax.nn.dot_product_attention`` (no fused int8 kernel).
 
 Bytes per (layer, row, position, kv head): Dh (int8 values) + 4 (one float32 scale), against
-4 Dh for a float32 cache: a ratio of (1 + 4/Dh) / 4 (0.2578 at Dh = 128, 0.375 at Dh = 8), and
-(1 + 4/Dh) / 2 against bfloat16.
+4 Dh for a float32 cache: a ratio of (1 + 4/Dh) / 4 (0.2578 at Dh = 128, 0.28125 at Dh = 32,
+0.375 at Dh = 8), and (1 + 4/Dh) / 2 against bfloat16.
 """
 
 from __future__ import annotations

@@ -86,3 +86,23 @@ def test_sampled_counts_fields_and_flops(run):
     assert 0 <= fpr < 1
     with pytest.raises(ValueError, match="no config.json"):
         measure_samples.sample_counts(run["workdir"].parent, run["problems"], 2)
+
+
+@pytest.mark.filterwarnings("ignore:'VariableState' was removed:DeprecationWarning")
+def test_int8_kv_cache_counts_match_a_fake_quantized_decoder(run):
+    """kv_cache="int8": greedy counts equal an independent decoder whose keys/values are
+    fake-quantized to int8 (``ptq_model(kv="int8")``, full forward passes, no cache)."""
+    from models.quantization import QuantConfig, ptq_model
+
+    problems = run["problems"][:6]
+    rows = measure_samples.sample_counts(run["workdir"], problems, 4, temperature=0.0, max_rows=32,
+                                         kv_cache="int8")
+    params = restore.load_run(run["workdir"]).params
+    model = ptq_model(run["cfg"].model, QuantConfig(kv="int8"))
+    forward = jax.jit(lambda p, t: model.apply({"params": p}, t))
+    steps = max(len(p.answer) for p in problems) + 2
+    for row, problem in zip(rows, problems):
+        completion = _greedy_completion(forward, params, problem.prompt, steps)
+        assert row["c"] == 4 * tasks.exact_check(problem, completion)
+        assert row["c_weak"] == 4 * tasks.weak_check(problem, completion)
+    assert any(s.kv_cache == "int8" for s in measure_samples._SAMPLERS.values())

@@ -43,14 +43,15 @@ from scaling import flops as sflops
 _SAMPLERS: dict = {}
 
 
-def _sampler(model_cfg, model, stop_tokens, mesh) -> Sampler:
+def _sampler(model_cfg, model, stop_tokens, mesh, kv_cache=None) -> Sampler:
     """One Sampler (so one compiled program per shape bucket) for all runs of one model shape:
     the seeds and budgets of a grid point share it; a custom ``model`` gets its own."""
     if model is not None:
-        return Sampler(model_cfg, model, stop_tokens=stop_tokens, mesh=mesh)
-    key = (model_cfg, stop_tokens, None if mesh is None else (mesh.shape_tuple, tuple(d.id for d in mesh.devices.flat)))
+        return Sampler(model_cfg, model, stop_tokens=stop_tokens, mesh=mesh, kv_cache=kv_cache)
+    key = (model_cfg, stop_tokens, kv_cache,
+           None if mesh is None else (mesh.shape_tuple, tuple(d.id for d in mesh.devices.flat)))
     if key not in _SAMPLERS:
-        _SAMPLERS[key] = Sampler(model_cfg, stop_tokens=stop_tokens, mesh=mesh)
+        _SAMPLERS[key] = Sampler(model_cfg, stop_tokens=stop_tokens, mesh=mesh, kv_cache=kv_cache)
     return _SAMPLERS[key]
 
 
@@ -68,7 +69,7 @@ def iter_sample_counts(run_workdir, problems: Sequence[tasks.Problem], n_samples
                        temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
                        max_new_tokens: int | None = None, max_rows: int = 4096, run_id: str | None = None,
                        flops_convention: str = "exact", mesh=None, params=None,
-                       model=None) -> Iterator[dict]:
+                       model=None, kv_cache: str | None = None) -> Iterator[dict]:
     """Sample ``n_samples`` completions per problem from a trained run and count passes; yields
     each problem's row as soon as its chunk is sampled (for a resumable measure stage:
     ``experiments.runner.measure.Measure(key=("problem",), measure=lambda run, items: ...)``).
@@ -88,6 +89,7 @@ def iter_sample_counts(run_workdir, problems: Sequence[tasks.Problem], n_samples
       mesh: shard the samples over the mesh's batch axes (``models.sampling.Sampler``).
       params, model: a params pytree and flax module to sample instead of the run's checkpoint
         (e.g. ``models.quantization.ptq`` of the loaded params); default: the checkpoint, float.
+      kv_cache: "int8" samples with the int8 KV cache (``models.kv_cache``); None: float.
 
     Yields one dict per problem, in order: run_id, n_params, tokens, flops, problem (its prompt),
     family, difficulty, n, c, c_weak, mean_new_tokens, sampling_flops.
@@ -114,7 +116,7 @@ def iter_sample_counts(run_workdir, problems: Sequence[tasks.Problem], n_samples
     if plen + max_new_tokens > cfg.model.max_seq_len:
         raise ValueError(f"sample_counts: prompt bucket {plen} + {max_new_tokens} new tokens exceeds the "
                          f"model's max_seq_len {cfg.model.max_seq_len}")
-    sampler = _sampler(cfg.model, model, stop_token_ids(tokenizer), mesh)
+    sampler = _sampler(cfg.model, model, stop_token_ids(tokenizer), mesh, kv_cache)
     per_call = min(n_samples, max_rows)  # samples of one problem per call
     group = max(1, max_rows // per_call)  # problems per call
     group = min(group, len(problems))
