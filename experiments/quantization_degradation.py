@@ -20,7 +20,7 @@ Presets and cost (2-core CPU machine; FLOPs "6N", C = 6 N D with N counting ever
          tokens/param): not measured end to end (see the report of the branch that added them)
   gpu    3 sizes (2M-20M params) x 4 lengths at seq 512, bf16 (estimate, not measured)
   pod    3 sizes (100M, 300M, 1B params) x 10/40/160 tokens/param at seq 2048, bf16, batch 512
-         x 2048 tokens, mesh data=4,fsdp=32 on v5p-256, remat dots_saveable; 9 weight + 4 A/KV
+         x 2048 tokens, mesh data=4,fsdp=32 on v5p-256, no remat; 9 weight + 4 A/KV
          QAT runs at 20 tokens/param; a WSD control (300M, 160 tokens/param, 6 checkpoints);
          23 runs, 1.9e21 FLOPs, ~22 h on 128 v5p chips at 40% MFU (estimate, not measured;
          needs a large corpus: --set base.data.dataset=...)
@@ -257,7 +257,7 @@ def pod() -> Study:
         eval_tokens=2**22, rows_per_step=512, batch_multiple=128, mesh="data=4,fsdp=32", bootstrap=400,
         base=dataclasses.replace(
             g.base,
-            model=dataclasses.replace(g.base.model, max_seq_len=2048, remat="dots_saveable"),
+            model=dataclasses.replace(g.base.model, max_seq_len=2048),
             data=dataclasses.replace(g.base.data, seq_len=2048, eval_sequences=2048),
             train=dataclasses.replace(g.base.train, log_every=50, eval_batch_size=256)))
 

@@ -70,10 +70,38 @@ def test_smoke_ptq_study_end_to_end(ptq_smoke):
 
 def test_bad_formats_are_value_errors_naming_them():
     from experiments.reports.quantization import parse_format
+    from models.quantization import QuantConfig
 
     assert parse_format("int4:gptq").method == "gptq"
     assert parse_format("int4/int8").activations == "int8"
+    assert parse_format("a:int4") == QuantConfig(activations="int4") and parse_format("kv:int3").kv == "int3"
     with pytest.raises(ValueError, match="int9"):
         parse_format("int9")
     with pytest.raises(ValueError, match="format"):
         qstudy.Study(formats=("int4", "bogus"))
+
+
+def test_presets_declare_activation_and_kv_qat_runs_and_a_pod():
+    """cpu: A4 and KV3 QAT runs at the two smallest sizes, each the twin of a float grid run (same
+    model and tokens, only ``quant`` differs, so a different run id); pod: 100M-1B at seq 2048."""
+    import dataclasses
+
+    from models.quantization import QuantConfig
+
+    runs = list(qstudy.sweep(qstudy.cpu()))
+    grid = {(r.config.model, r.config.train.tokens): r for r in runs if r.labels["role"] == "grid"}
+    extra = [r for r in runs if r.labels.get("qat") in ("a:int4", "kv:int3")]
+    assert sorted(r.labels["qat"] for r in extra) == ["a:int4", "a:int4", "kv:int3", "kv:int3"]
+    assert {r.config.quant for r in extra} == {QuantConfig(activations="int4"), QuantConfig(kv="int3")}
+    for r in extra:
+        twin = grid[(r.config.model, r.config.train.tokens)]
+        assert dataclasses.replace(r.config, quant=QuantConfig()) == twin.config and r.run_id != twin.run_id
+    assert len({r.run_id for r in runs}) == len(runs)
+    pod = list(qstudy.sweep(qstudy.pod()))
+    assert len(pod) == 23 and {r.config.mesh for r in pod} == {"data=4,fsdp=32"}
+    assert all(r.config.data.seq_len == 2048 and r.config.model.dtype == "bfloat16"
+               and r.config.train.batch_size % 128 == 0 for r in pod)
+    from models.transformer import param_counts
+
+    sizes = sorted({param_counts(r.config.model)["total"] for r in pod})
+    assert len(sizes) == 3 and 0.9e8 < sizes[0] and sizes[-1] < 1.1e9
