@@ -1,6 +1,6 @@
 """Sampling speed: ``models.sampling.Sampler`` vs a naive loop without a cache vs the forward pass.
 
-    python -m benchmarks.sampling_speed             # two shapes, ~2-4 min on 2 shared CPU cores
+    python -m benchmarks.sampling_speed             # two shapes, ~3-5 min on 2 shared CPU cores
     python -m benchmarks.sampling_speed --quick     # the smallest shape only
     python -m benchmarks.sampling_speed --shapes 256,4,128,32,32 --rounds 10   # d,L,B,P,T
 
@@ -32,6 +32,19 @@ Measured 2026-12-04, jax 0.10.2, CPU (2 cores shared with 4-5 other jobs, load a
 |---|---|---|---|---|---|---|
 | 64, 2, 64, 16, 16 | 130,368 | 26,486 | 7,669 | 187,045 | 3.36 | 0.129 |
 | 128, 4, 64, 32, 32 | 857,216 | 2,026 | 213 | 12,543 | 13.36 | 0.176 |
+
+int8 KV cache (the int8kv program; added later, measured 2026-12-04 in one process beside the
+float-cache sampler, order rotating, 5 rounds x 2 reps, same shared machine, load average 5-6):
+
+| d_model, layers, batch, P, T | sampler gen tok/s | int8kv gen tok/s | int8kv/sampler | cache bytes float32 / int8 |
+|---|---|---|---|---|
+| 64, 2, 64, 16, 16 | 26,950 | 30,496 | 1.12 | 2,031,616 / 571,392 (0.2812) |
+| 128, 4, 64, 32, 32 | 3,433 | 6,843 | 1.64 | 16,515,072 / 4,644,864 (0.2812) |
+
+Cache bytes are (1 + 4/Dh)/4 of float32's (Dh = 32 here). On this CPU the int8 cache is faster,
+not slower: a decode step reads the whole cache, and reading int8 plus one scale per head moves
+~3.6x fewer bytes than the dequantize costs in arithmetic (a bandwidth effect; on an accelerator
+with a fused float kernel the balance may differ, not measured).
 
 The cache pays more the longer the sequence (3.4x at P + T = 32, 13x at 64). A decode step
 handles one token per row, so on CPU the sampler generates 0.13-0.18x the tokens/s that the same
