@@ -42,9 +42,8 @@ float-cache sampler, order rotating, 5 rounds x 2 reps, same shared machine, loa
 | 128, 4, 64, 32, 32 | 3,433 | 6,843 | 1.64 | 16,515,072 / 4,644,864 (0.2812) |
 
 Cache bytes are (1 + 4/Dh)/4 of float32's (Dh = 32 here). On this CPU the int8 cache is faster,
-not slower: a decode step reads the whole cache, and reading int8 plus one scale per head moves
-~3.6x fewer bytes than the dequantize costs in arithmetic (a bandwidth effect; on an accelerator
-with a fused float kernel the balance may differ, not measured).
+not slower, the more so for the larger cache; plausibly memory traffic (a decode step reads the
+whole cache, 3.6x smaller in int8), not profiled. Accelerators: not measured.
 
 The cache pays more the longer the sequence (3.4x at P + T = 32, 13x at 64). A decode step
 handles one token per row, so on CPU the sampler generates 0.13-0.18x the tokens/s that the same
