@@ -16,7 +16,7 @@ Presets and cost (2-core CPU machine; FLOPs "6N", C = 6 N D with N counting ever
          weight-only round-to-nearest, int4 GPTQ, W4A8, W4A4); 9 QAT runs (3 sizes x int3, int4,
          int6 weights at 32 tokens/param); measured 2026-12-04: 10.3 CPU-min, 20 min
          wall on the 2-core machine shared with other jobs (load 7-10); idle: not measured.
-         Since then + 4 activation/KV QAT runs (A4 and KV3 at the two smallest sizes, 32
+         Since then + 4 activation/KV QAT runs (W8A4 and KV3 at the two smallest sizes, 32
          tokens/param): not measured end to end (see the report of the branch that added them)
   gpu    3 sizes (2M-20M params) x 4 lengths at seq 512, bf16 (estimate, not measured)
   pod    3 sizes (100M, 300M, 1B params) x 10/40/160 tokens/param at seq 2048, bf16, batch 512
@@ -82,8 +82,9 @@ class Study:
       size at ``qat_tokens_per_param`` trained with each of these weight formats (fake-quantized
       forward, straight-through gradients); with the float runs they feed Kumar et al.'s
       ``precision_weights`` law and the compute-optimal training precision.
-    qat_extra / qat_extra_sizes: activation and KV-cache QAT runs ("a:int4": activations of the
-      block matmuls per token; "kv:int3": keys and values per token and head; "int8/int4": W8A4)
+    qat_extra / qat_extra_sizes: activation and KV-cache QAT runs ("int8/int4": W8A4, activations
+      of the block matmuls per token with int8 weights, since qwix quantizes activations only
+      together with weights; "kv:int3": keys and values per token and head)
       at these sizes (None: the two smallest ``sizes``) and ``qat_tokens_per_param``; with the rest they feed Kumar et al.'s
       ``precision`` law (P_w, P_a, P_kv) and each is compared with its float twin.
     eval_tokens: held-out tokens of every evaluation (the same set for every format and run).
@@ -101,7 +102,7 @@ class Study:
     wsd_decay: float = 0.2
     qat: tuple[str, ...] = ("int3", "int4", "int6")
     qat_tokens_per_param: float = 32.0
-    qat_extra: tuple[str, ...] = ("a:int4", "kv:int3")
+    qat_extra: tuple[str, ...] = ("int8/int4", "kv:int3")
     qat_extra_sizes: tuple[float, ...] | None = None
     eval_tokens: int = 2**16
     rows_per_step: int = 16

@@ -118,8 +118,9 @@ class QuantConfig:
     """Quantization of a run or a measurement; all None = the float model.
 
     weights / activations / kv: a ``FORMATS`` name or None (float). ``activations`` quantizes the
-    inputs of the block matmuls per token; ``kv`` the attention keys and values per token and
-    head. tile_size: sub-channel tile of the innermost contraction axis (int, or 1/count as a
+    inputs of the block matmuls per token, and needs ``weights`` (qwix leaves a matmul whose
+    weights are not quantized alone: activation-only would silently be the float model);
+    ``kv`` the attention keys and values per token and head. tile_size: sub-channel tile of the innermost contraction axis (int, or 1/count as a
     float); None = per channel (the MX/NV formats default to their block size). method: "rtn"
     (round to nearest) or "gptq" (PTQ only; needs calibration batches). In a training Config it
     makes the run quantization-aware (``qat_model``) and, being part of the config, of its id.
@@ -141,6 +142,10 @@ class QuantConfig:
                     raise ValueError(f"QuantConfig.{name}: {err}") from None
         if self.method not in METHODS:
             raise ValueError(f"QuantConfig.method={self.method!r}; expected one of {METHODS}")
+        if self.activations is not None and self.weights is None:
+            raise ValueError(f"QuantConfig.activations={self.activations!r} without weights: qwix quantizes a "
+                             "matmul's activations only together with its weights (an activation-only rule "
+                             "changes nothing); give weights too, e.g. weights='int8'")
         if self.method == "gptq" and self.weights is None:
             raise ValueError("QuantConfig.method='gptq' quantizes weights; set weights")
         if self.tile_size is not None and not (self.tile_size > 0):

@@ -231,7 +231,9 @@ def test_quant_config_and_qat_model(params, tokens):
     with pytest.raises(ValueError, match="QuantConfig.weights"):
         QuantConfig(weights="int1")
     with pytest.raises(ValueError, match="gptq"):
-        QuantConfig(activations="int8", method="gptq")
+        QuantConfig(kv="int8", method="gptq")
+    with pytest.raises(ValueError, match="without weights"):  # qwix would leave the model float
+        QuantConfig(activations="int8")
     # W4A4 QAT: same params tree, finite straight-through gradients, forward differs from float
     model = qat_model(CFG, QuantConfig(weights="int4", activations="int4"))
     out = model.apply({"params": params}, tokens)
@@ -256,7 +258,7 @@ def test_quantization_aware_training_is_part_of_the_run_config(tmp_path):
     assert config_hash(qat_cfg) != config_hash(float_cfg)
     # activation-only and KV-only QAT runs (the study's A/KV rows) differ from the float twin and
     # from each other
-    variants = [QuantConfig(), QuantConfig(activations="int4"), QuantConfig(weights="int8", activations="int4"),
+    variants = [QuantConfig(), QuantConfig(weights="int8"), QuantConfig(weights="int8", activations="int4"),
                 QuantConfig(kv="int4"), QuantConfig(kv="int3"), QuantConfig(weights="int4")]
     hashes = {config_hash(dataclasses.replace(float_cfg, quant=q)) for q in variants[1:]}
     assert len(hashes) == len(variants) - 1 and config_hash(float_cfg) not in hashes

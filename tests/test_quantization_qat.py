@@ -33,7 +33,7 @@ def _results():
         for spec in ("int3", "int4", "int6"):
             add("qat", n, 32.0, spec)
     for n in (1e4, 2.5e4):
-        for spec in ("a:int4", "kv:int3"):
+        for spec in ("int8/int4", "kv:int3"):
             add("qat", n, 32.0, spec)
     rows.append({**rows[-1], "run_id": "failed_one", "status": "failed", "eval_loss": np.nan})
     return pd.DataFrame(rows)
@@ -41,18 +41,17 @@ def _results():
 
 def test_precisions_of_format_strings():
     assert qq.precisions("int4") == {"P_w": 4.0, "P_a": 16.0, "P_kv": 16.0}
-    assert qq.precisions("a:int4") == {"P_w": 16.0, "P_a": 4.0, "P_kv": 16.0}
     assert qq.precisions("kv:int3") == {"P_w": 16.0, "P_a": 16.0, "P_kv": 3.0}
     assert qq.precisions("int8/int4") == {"P_w": 8.0, "P_a": 4.0, "P_kv": 16.0}
-    with pytest.raises(ValueError, match="a:int1"):
-        qq.precisions("a:int1")
+    with pytest.raises(ValueError, match="kv:int1"):
+        qq.precisions("kv:int1")
 
 
 def test_qat_table_twins_fits_and_report():
     results = _results()
     out = qq.fit_qat(results, bootstrap=0)
     table = out["table"]
-    assert len(table) == 13 and set(table["label"]) == {"W3", "W4", "W6", "A4", "KV3"}
+    assert len(table) == 13 and set(table["label"]) == {"W3", "W4", "W6", "W8A4", "KV3"}
     grid = results[results["role"] == "grid"].set_index(["n_params", "tokens"])["eval_loss"]
     for r in table.itertuples():  # the twin is the float run of the same size and tokens
         assert r.float_loss == grid[(r.n_params, r.tokens)]
@@ -64,8 +63,8 @@ def test_qat_table_twins_fits_and_report():
         assert fitted[name] == pytest.approx(TRUE[name], rel=1e-2), name
     assert any("2 activation QAT runs and 2 KV QAT runs" in n for n in out["notes"])
     text = "\n".join(qq.render(out))
-    assert "| KV3 | - | - | 3 |" in text and "| A4 | - | 4 | - |" in text and "gamma_kv = 1" in text
+    assert "| KV3 | - | - | 3 |" in text and "| W8A4 | 8 | 4 | - |" in text and "gamma_kv = 1" in text
     # weight-only QAT: no precision fit, no A/KV note
-    weights_only = results[~results["qat"].isin(["a:int4", "kv:int3"])]
+    weights_only = results[~results["qat"].isin(["int8/int4", "kv:int3"])]
     out = qq.fit_qat(weights_only, bootstrap=0)
     assert set(out["fits"]) == {"precision_weights"} and not out["notes"]

@@ -74,7 +74,10 @@ def test_bad_formats_are_value_errors_naming_them():
 
     assert parse_format("int4:gptq").method == "gptq"
     assert parse_format("int4/int8").activations == "int8"
-    assert parse_format("a:int4") == QuantConfig(activations="int4") and parse_format("kv:int3").kv == "int3"
+    assert parse_format("int8/int4") == QuantConfig(weights="int8", activations="int4")
+    assert parse_format("kv:int3") == QuantConfig(kv="int3")
+    with pytest.raises(ValueError, match="'/int4'"):
+        parse_format("/int4")
     with pytest.raises(ValueError, match="int9"):
         parse_format("int9")
     with pytest.raises(ValueError, match="format"):
@@ -82,7 +85,7 @@ def test_bad_formats_are_value_errors_naming_them():
 
 
 def test_presets_declare_activation_and_kv_qat_runs_and_a_pod():
-    """cpu: A4 and KV3 QAT runs at the two smallest sizes, each the twin of a float grid run (same
+    """cpu: W8A4 and KV3 QAT runs at the two smallest sizes, each the twin of a float grid run (same
     model and tokens, only ``quant`` differs, so a different run id); pod: 100M-1B at seq 2048."""
     import dataclasses
 
@@ -90,9 +93,9 @@ def test_presets_declare_activation_and_kv_qat_runs_and_a_pod():
 
     runs = list(qstudy.sweep(qstudy.cpu()))
     grid = {(r.config.model, r.config.train.tokens): r for r in runs if r.labels["role"] == "grid"}
-    extra = [r for r in runs if r.labels.get("qat") in ("a:int4", "kv:int3")]
-    assert sorted(r.labels["qat"] for r in extra) == ["a:int4", "a:int4", "kv:int3", "kv:int3"]
-    assert {r.config.quant for r in extra} == {QuantConfig(activations="int4"), QuantConfig(kv="int3")}
+    extra = [r for r in runs if r.labels.get("qat") in ("int8/int4", "kv:int3")]
+    assert sorted(r.labels["qat"] for r in extra) == ["int8/int4", "int8/int4", "kv:int3", "kv:int3"]
+    assert {r.config.quant for r in extra} == {QuantConfig(weights="int8", activations="int4"), QuantConfig(kv="int3")}
     for r in extra:
         twin = grid[(r.config.model, r.config.train.tokens)]
         assert dataclasses.replace(r.config, quant=QuantConfig()) == twin.config and r.run_id != twin.run_id

@@ -56,8 +56,7 @@ def parse_format(spec: str):
     """A study's format string -> `models.quantization.QuantConfig`.
 
     "int4" (weights, round to nearest), "int4:gptq", "int4/int8" (weights int4, activations int8),
-    "a:int4" (activations only), "kv:int4" (keys and values only). ValueError naming the format
-    when it is not understood.
+    "kv:int4" (keys and values only). ValueError naming the format when it is not understood.
     """
     from models.quantization import QuantConfig
 
@@ -65,8 +64,6 @@ def parse_format(spec: str):
     try:
         if text.startswith("kv:"):
             return QuantConfig(kv=text[3:])
-        if text.startswith("a:"):
-            return QuantConfig(activations=text[2:])
         method = "rtn"
         if ":" in text:
             text, method = text.split(":", 1)

@@ -17,6 +17,8 @@ B D^-beta + E):
   activations or keys/values; a precision that a run does not quantize counts as 16 bits
   (Kumar et al.'s bfloat16 high precision; our float runs train in float32, at least as precise).
   gamma_a and gamma_kv rest on the few A/KV runs only: their intervals say how thin that is.
+  Activation runs quantize weights too (W8A4: qwix quantizes a matmul's activations only with its
+  weights), so their delta mixes P_a = 4 with P_w = 8; the law separates the two.
 N counts non-embedding parameters, D training tokens.
 """
 
