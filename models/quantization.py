@@ -25,7 +25,9 @@ contraction axis into tiles with one scale each; the tile must divide that axis 
 quantized matmul (d_model, head_dim for ``out``, d_ff for ``down``) or ``ValueError`` says which.
 
 Activations (``act_qtype`` / ``QuantConfig.activations``) are quantized dynamically per token
-(qwix's absmax over the contraction axis), in the inputs of the same block matmuls.
+(qwix's absmax over the contraction axis), in the inputs of the same block matmuls, and only
+together with their weights: qwix leaves a matmul whose weight rule is None in float, so an
+activation-only rule would silently be the float model (a ValueError here).
 
 Keys and values (``kv``): qwix intercepts ``dot_general`` but not ``jax.nn.dot_product_attention``,
 so an activation rule never touches attention. ``kv`` adds an interception of
@@ -209,6 +211,9 @@ def block_rules(weight_qtype="int8", act_qtype=None, *, module_path: str = BLOCK
     if method not in METHODS:
         raise ValueError(f"method={method!r}; expected one of {METHODS}")
     wq, aq = _qtype(weight_qtype), _qtype(act_qtype)
+    if wq is None and aq is not None:
+        raise ValueError(f"block_rules: act_qtype={act_qtype!r} without weight_qtype changes nothing (qwix "
+                         "quantizes a matmul's activations only together with its weights)")
     if tile_size is None:
         for q in (weight_qtype, act_qtype):
             if q is not None and FORMATS[format_name(q)][2] is not None:

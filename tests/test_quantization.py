@@ -234,11 +234,15 @@ def test_quant_config_and_qat_model(params, tokens):
         QuantConfig(kv="int8", method="gptq")
     with pytest.raises(ValueError, match="without weights"):  # qwix would leave the model float
         QuantConfig(activations="int8")
+    with pytest.raises(ValueError, match="without weight_qtype"):
+        block_rules(None, "int4")
     # W4A4 QAT: same params tree, finite straight-through gradients, forward differs from float
     model = qat_model(CFG, QuantConfig(weights="int4", activations="int4"))
     out = model.apply({"params": params}, tokens)
     ref = Transformer(CFG).apply({"params": params}, tokens)
     assert 0 < float(jnp.abs(out - ref).max()) < 0.2 * float(jnp.abs(ref).max())
+    w4 = qat_model(CFG, QuantConfig(weights="int4")).apply({"params": params}, tokens)
+    assert float(jnp.abs(out - w4).max()) > 0  # the activations are quantized too
     grads = jax.grad(lambda p: jnp.mean(model.apply({"params": p}, tokens) ** 2))(params)
     assert jax.tree.structure(grads) == jax.tree.structure(params)
     assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
