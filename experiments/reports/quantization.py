@@ -271,7 +271,8 @@ def render_report(out: dict, ptq: pd.DataFrame, results: pd.DataFrame, *, title:
     lines += ["## Quantization-aware training: the compute-optimal training precision", ""]
     p = out.get("precision")
     if p is None:
-        lines.append("No QAT runs were fitted (the study's `qat` formats are empty, or the fit failed: see Notes).")
+        lines.append("No compute-optimal training precision: `precision_weights` was not fitted (no weight-only "
+                     "QAT runs, or the fit failed: see Notes).")
     else:
         law = out["fits"]["precision_weights"]
         lines += [f"`precision_weights` on the float and weight-only QAT runs: gamma_w = {law.params['gamma_w']:.3g} bits "
