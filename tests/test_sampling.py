@@ -234,8 +234,8 @@ def test_int8_kv_cache_layout_and_bytes():
     assert kv_cache.cache_bytes(c8) / kv_cache.cache_bytes(c32) == pytest.approx((1 + 4 / dh) / 4, rel=1e-12)
     x = jax.random.normal(jax.random.key(0), (3, 4, CFG.n_kv_heads, dh)) * jnp.array([1e-3, 1.0, 50.0])[:, None, None, None]
     layer = {name: c8[name][0] for name in ("k", "v", "k_scale", "v_scale")}
-    written = kv_cache.write(layer, x, -x, 5)
-    keys, values = kv_cache.read(written, jnp.float32)
+    written = jax.jit(kv_cache.write)(layer, x, -x, 5)
+    keys, values = jax.jit(kv_cache.read, static_argnums=1)(written, jnp.float32)
     step = np.abs(np.asarray(x)).max(-1, keepdims=True) / 127
     assert np.all(np.abs(np.asarray(keys[:, 5:9]) - np.asarray(x)) <= step / 2 * (1 + 1e-5))
     np.testing.assert_array_equal(values[:, 5:9], -keys[:, 5:9])
