@@ -23,7 +23,10 @@ Presets and cost (2-core CPU machine; FLOPs "6N", C = 6 N D with N counting ever
          x 2048 tokens, mesh data=4,fsdp=32 on v5p-256, no remat; 9 weight + 4 A/KV
          QAT runs at 20 tokens/param; a WSD control (300M, 160 tokens/param, 6 checkpoints);
          23 runs, 1.9e21 FLOPs, ~22 h on 128 v5p chips at 40% MFU (estimate, not measured;
-         needs a large corpus: --set base.data.dataset=...)
+         needs a large corpus: --set base.data.dataset=...). Sized with --aot v5p-256
+         (2026-12-04, splash attention): the float steps peak at 7.1, 14.3 and 30.9 GiB per chip
+         (100M, 300M, 1B) of 95 GiB; the 1B W3, KV3 and W8A4 QAT steps at 30.9 GiB; 0.03-0.30 s
+         per step at 40% MFU. The whole preset's --aot (17 distinct steps) costs ~15-20 CPU-min.
 
 The study (Ouyang et al. 2024, "Low-Bit Quantization Favors Undertrained LLMs", arXiv:2411.17691;
 Kumar et al. 2024, "Scaling Laws for Precision", arXiv:2411.04330):
