@@ -1,12 +1,21 @@
 """Many small fits in one call of the engine's solver: `fit_many`, `fit_with_draws`, `evaluate`.
 
 The isoFLOP analysis fits hundreds of tiny problems (a parabola per budget and bootstrap draw, a
-power law per draw); one `run_solver` call each would compile and dispatch far too often. These
-entry points pack (dataset, start) pairs into calls of `ROWS` starts each, over the pooled points
-of their datasets padded to a power of two (at least `COLS`), so one law compiles a handful of
-shapes in all (64, 128, ..., 2048 points) and a new table reuses them; the padding never costs
-more than 2x (a fixed 2,048 made tiny fits pay for 2,048 points each: 30-50 s per analysis).
+power law per draw); one `run_solver` call each would compile and dispatch far too often. `fit_many`
+makes every (dataset, start) pair one start of a single `run_solver` call with per-start data:
+each start carries its own dataset's points, padded to a power of two >= 8, so a law compiles a
+few shapes in all (8, 16, 32, ... points) and a new table reuses them, and the solver refills its
+slots as starts finish.
+
+Why per-start data (issue 14): the earlier version pooled the points of 64 datasets per call, so
+every start paid for all 64 datasets' points (64-256 for a power law over 4-5 budgets), and each
+call of 64 starts ran until its slowest start finished. A few bootstrap refits of the 3-parameter
+L_opt(C) power law on 4-5 budgets have their optimum at E -> 0 and creep to ``max_iter`` (1000):
+each of them held a whole 64-start call over 64-256 points for 1000 iterations (0.3-0.9 s per
+call, 1.5-2.5 s per table, against 0.4 s for the rest of the analysis). Now such a start runs
+1000 iterations over its own 8 points while the slots around it take other starts.
 """
+
 
 from __future__ import annotations
 

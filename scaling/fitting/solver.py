@@ -152,7 +152,9 @@ def compiled_run(law: law_lib.Law, objective: str, slots, queue, queue_n, x, y, 
     stalled, failed or at ``max_iter``) to an output buffer of ``Q + B`` rows and frees their slots.
     The loop ends when the queue is used up (the slots still in flight go back to the caller, to be
     continued with the next queue) or, with ``drain``, when every slot is free. So a slow start
-    never holds finished ones back, and no start waits on a regrouping round. A fresh start's first
+    never holds finished ones back, and no start waits on a regrouping round. The data ``x``, ``y``
+    are shared by every start, or (when the queue has ``"y"`` and ``"x/<covariate>"`` rows and
+    ``x``, ``y`` are None) each start brings its own into its slot. A fresh start's first
     pass evaluates the objective at its initial point (a zero step accepted when finite). Each
     start's path depends on that start alone, whichever slot and call it runs in. The law and the
     objective are static arguments (a `Law` hashes by identity), so jax.jit caches one executable
