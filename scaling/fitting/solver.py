@@ -141,18 +141,17 @@ def _solver(law: law_lib.Law, objective: str):
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def compiled_run(law: law_lib.Law, objective: str, slots, queue, queue_n, x, y, delta, max_iter, ftol, xtol,
-                 drain, keep):
+                 drain):
     """The solver: starts in slots fed from a queue, one `jax.lax.while_loop`, jit-compiled.
 
-    ``compiled_run(law, objective, slots, queue, queue_n, x, y, delta, max_iter, ftol, xtol, drain, keep)``
-    keeps ``B`` starts in flight (the slots, one vmapped row each) inside one `jax.lax.while_loop`. Each pass first loads
+    ``compiled_run(law, objective, slots, queue, queue_n, x, y, delta, max_iter, ftol, xtol, drain)``
+    keeps ``B`` starts in
+    flight (the slots, one vmapped row each) inside one `jax.lax.while_loop`. Each pass first loads
     the next starts of the queue (``Q`` rows, the first ``queue_n`` real) into the free slots, then
     takes one trust-region iteration in every slot, then writes the starts that finished (converged,
     stalled, failed or at ``max_iter``) to an output buffer of ``Q + B`` rows and frees their slots.
     The loop ends when the queue is used up (the slots still in flight go back to the caller, to be
-    continued with the next queue) or, with ``drain``, when at most ``keep`` slots are still busy
-    (`run_solver` moves those few to a call with fewer slots: an iteration costs every slot's work,
-    busy or not, and a tail of slow starts should not pay for idle ones). So a slow start
+    continued with the next queue) or, with ``drain``, when every slot is free. So a slow start
     never holds finished ones back, and no start waits on a regrouping round. The data ``x``, ``y``
     are shared by every start, or (when the queue has ``"y"`` and ``"x/<covariate>"`` rows and
     ``x``, ``y`` are None) each start brings its own into its slot. A fresh start's first
@@ -217,7 +216,7 @@ def compiled_run(law: law_lib.Law, objective: str, slots, queue, queue_n, x, y, 
     def rows(mask, new, old):
         return jnp.where(mask.reshape(mask.shape + (1,) * (new.ndim - 1)), new, old)
 
-    def run(slots, queue, queue_n, x, y, delta, max_iter, ftol, xtol, drain, keep):
+    def run(slots, queue, queue_n, x, y, delta, max_iter, ftol, xtol, drain):
         n_slots, n_queue = slots["z"].shape[0], queue["z"].shape[0]
         # per-start data ("y" and "x/<covariate>" rows in the queue and the slots) or shared x, y
         own = [k for k in queue if k == "y" or k.startswith("x/")]
@@ -228,7 +227,7 @@ def compiled_run(law: law_lib.Law, objective: str, slots, queue, queue_n, x, y, 
 
         def cond(c):
             slots, taken, _, _ = c
-            return (taken < queue_n) | (drain & (jnp.sum(slots["active"], dtype=jnp.int32) > keep))
+            return (taken < queue_n) | (drain & jnp.any(slots["active"]))
 
         def body(c):
             slots, taken, out, n_out = c
@@ -258,7 +257,7 @@ def compiled_run(law: law_lib.Law, objective: str, slots, queue, queue_n, x, y, 
         slots, _, out, n_out = jax.lax.while_loop(cond, body, (slots, jnp.int32(0), out, jnp.int32(0)))
         return slots, out, n_out
 
-    return run(slots, queue, queue_n, x, y, delta, max_iter, ftol, xtol, drain, keep)
+    return run(slots, queue, queue_n, x, y, delta, max_iter, ftol, xtol, drain)
 
 
 def available_cores() -> int:
@@ -267,9 +266,6 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
-
-
-TAIL_SLOTS = 8   # the last slow starts of a `run_solver` call finish on this many slots
 
 
 def slot_count(n_padded: int) -> int:
@@ -348,21 +344,11 @@ def run_solver(law, objective, delta, z0, weights, x, y, *, max_iter: int = 500,
                 if part is None:
                     break
                 queue, queue_n = queue_of(part)
-                slots, out, n_out = run(slots, queue, queue_n, xj, yj, dj, *limits, False, np.int32(0))
+                slots, out, n_out = run(slots, queue, queue_n, xj, yj, dj, *limits, False)
                 store(out, n_out)
             queue, _ = queue_of(np.zeros(1, np.int64))
-            queue = {k: v[:1] for k, v in queue.items()}          # nothing left to load
-            tail = n_slots > TAIL_SLOTS
-            slots, out, n_out = run(slots, queue, np.int32(0), xj, yj, dj, *limits, True,
-                                    np.int32(TAIL_SLOTS if tail else 0))
+            slots, out, n_out = run(slots, queue, np.int32(0), xj, yj, dj, *limits, True)
             store(out, n_out)
-            busy = np.flatnonzero(np.asarray(slots["active"])) if tail else ()
-            if len(busy):                  # the last few slow starts: on TAIL_SLOTS slots
-                pick = np.concatenate([busy, np.full(TAIL_SLOTS - len(busy), busy[0])])
-                slots = {k: np.asarray(v)[pick] for k, v in jax.device_get(slots).items()}
-                slots["active"][len(busy):] = False
-                slots, out, n_out = run(slots, queue, np.int32(0), xj, yj, dj, *limits, True, np.int32(0))
-                store(out, n_out)
 
     workers = min(max(1, threads or available_cores()), len(parts))
     if workers == 1:
