@@ -6,12 +6,12 @@
 Each table is a noisy isoFLOP grid from L(N, D) = E + A/N^alpha + B/D^beta (Hoffmann et al.'s
 Approach 3 fit) with its own number of budgets (3 to 8) and sizes per budget (4 to 12), so every
 table has a different number of runs (15 to 96) and the compiled code can only be reused if the
-engine pads shapes into buckets (`scaling.fitting.solver.padded_size`: 64, 96, 128, 192, ...;
-`scaling.fitting.batched`: 64 starts x a power of two >= 64 points). Two warm-up tables (the
-smallest and the largest shape) compile first; then every table is analysed once, timed (wall),
-with the settings of the experiments' report: 200
-bootstrap draws, Approach 3 from the 243-start coarse grid. Goal (issue 14): every table within 2x
-of the median and all 15 under a minute on 2 cores. The engine runs on the CPU in float64
+engine pads shapes into buckets (`scaling.fitting.solver.padded_size`: 64, 96, 128, 192, ... for
+`scaling.fit`; `scaling.fitting.fit_many`: each start's own points, padded to 8, 16, 32, ...).
+Two warm-up tables (the smallest and the largest shape) compile first; then every table is
+analysed once, timed (wall), with the settings of the experiments' report: 200 bootstrap draws,
+Approach 3 from the 243-start coarse grid. Goal (issue 14): every table within 2x of the median
+and all 15 under a minute on 2 cores. The engine runs on the CPU in float64
 (`scaling.fitting.describe_engine`).
 """
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import time
 import warnings
 
@@ -64,7 +65,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     starts = coarse_starts()
     kwargs = dict(bootstrap=args.bootstrap, approaches=(2, 3), approach3_starts=starts)
-    print(f"engine: {fitting.describe_engine()}")
+    print(f"engine: {fitting.describe_engine()}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for budgets, sizes in ((3, 4), (8, 12)):   # the smallest and the largest shape compile the buckets
@@ -90,6 +91,7 @@ def main(argv=None):
         print(f"\n{label}: {len(times)} tables, total {times.sum():.1f} s, median {median:.2f} s, "
               f"min {times.min():.2f} s ({times.min() / median:.2f}x median), max {times.max():.2f} s "
               f"({times.max() / median:.2f}x median); within 2x of the median: {bool((times <= 2 * median).all())}")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} (1 min), {os.getloadavg()[1]:.1f} (5 min)")
 
 
 if __name__ == "__main__":

@@ -9,17 +9,19 @@ The second runs on 8 simulated CPU devices (or set XLA_FLAGS=--xla_force_host_pl
 the third is the smoke preset made wider and longer (~2 h on a CPU). Workdirs may be relative
 (to the current directory), absolute or gs:// URLs.
 
-Presets and cost (CPU figures measured on the 2-core x86 CI machine; the GPU figure is an
-estimate, no GPU was available when this was written):
+Presets and cost (CPU figures measured on the 2-core x86 CI machine, the GPU figure on one H200):
   smoke  d_model 64, 2 layers, seq 128, batch 16: 130k parameters, 0.33M tokens (160 steps);
          20 s wall, 24 CPU-s (2026-12-04, machine shared with other jobs), most of it start-up
          and compilation; final eval loss 2.460 ± 0.035 nats/byte
   cpu    d_model 128, 4 layers, seq 256, batch 32: 857k parameters, 2.5M tokens (305 steps),
          4.7e10 FLOP per step ("exact"); ~6 min at the ~8k tokens/s of 2 idle cores (17 min
          measured on 2 cores shared with other jobs); final eval loss ~2.40 nats/byte
-  gpu    d_model 1024, 24 layers, 16 heads, seq 2048, bfloat16, batch 32 (65,536 tokens/step):
-         302M parameters with the 256-byte vocabulary, 2e8 tokens (3051 steps), 1.4e14 FLOP
-         per step ("exact"); at 40% MFU on one H100 (989 dense bf16 TFLOP/s) ~18 min.
+  gpu    d_model 1024, 24 layers, 16 heads, seq 2048, bfloat16, batch 32 (65,536 tokens/step),
+         remat dots_saveable, cuDNN attention: 302M parameters with the 256-byte vocabulary, 2e8
+         tokens (3051 steps), 1.4e14 FLOP per step ("exact"). Measured 2026-12-04 on one H200
+         (jax 0.11.2): 158,800 tokens/s, MFU 0.339 ("exact" FLOPs over 989 dense bf16 TFLOP/s),
+         so ~21 min; without remat the step needs a 106 GiB buffer and runs out of memory
+         (`bash benchmarks/gpu_check.sh` reruns the measurement).
 
 Rerunning a command on the same workdir resumes from the last checkpoint, or does nothing if
 the run has completed. Outputs: config.json, metrics.jsonl, result.json, checkpoints/ (see
@@ -71,7 +73,7 @@ def gpu() -> Config:
     """The ~300M-parameter model (d_model 1024, 24 layers) in bfloat16 at sequence length 2048."""
     return Config(
         model=ModelConfig(vocab_size=256, d_model=1024, n_layers=24, n_heads=16,
-                          max_seq_len=2048, dtype="bfloat16"),
+                          max_seq_len=2048, dtype="bfloat16", remat="dots_saveable"),
         data=DataConfig(seq_len=2048, eval_sequences=256, read_threads=8, prefetch_batches=4),
         train=TrainConfig(tokens=200_000_000, batch_size=32, lr=1e-3, warmup=0.05,
                           z_loss=1e-4, log_every=20, checkpoint_every=500, eval_every=1000,

@@ -278,3 +278,47 @@ def test_trust_region_step_satisfies_the_optimality_conditions():
         decrease = -(d @ g + 0.5 * (d * d) @ e)
         assert decrease.max() <= p * (1 + 1e-6) + 1e-15, case
     assert hard > 20
+
+
+def test_fit_many_fits_each_dataset_on_its_own_points_and_reuses_compiled_code():
+    """`fit_many` gives each (dataset, start) its own points: every dataset's optimum agrees with an
+    independent weighted least-squares solve (scipy), a dataset whose offset runs away (an optimum at
+    E -> 0, creeping to max_iter) leaves the others bit-for-bit as they are when fitted without it,
+    and a second call with other datasets of at most 16 points compiles nothing new."""
+    from scipy.optimize import least_squares
+
+    from scaling.fitting.batched import natural_numpy
+
+    rng = np.random.default_rng(3)
+    x = np.geomspace(1e17, 1e21, 12)
+    truth = {"E": 1.7, "A": 30.0, "alpha": 0.08}
+    clean = truth["E"] + truth["A"] * x ** -truth["alpha"]
+    sizes = [5, 7, 9, 12]
+    y = np.stack([clean * np.exp(0.002 * rng.standard_normal(12)) for _ in sizes])
+    w = np.zeros((len(sizes), 12))
+    for r, m in enumerate(sizes):   # m of the 12 points, with bootstrap-like count weights
+        w[r, np.sort(rng.choice(12, m, replace=False))] = rng.integers(1, 4, m)
+    creep = (x[::3] / 1e17) ** -0.05          # a pure power law: E -> 0 is best, the fit creeps
+    y_all = np.vstack([y, np.r_[creep, np.ones(8)]])
+    w_all = np.vstack([w, np.r_[np.ones(4), np.zeros(8)]])
+    x_all = np.vstack([np.tile(x, (4, 1)), np.r_[x[::3], np.ones(8)]])
+    z0 = np.tile(POWER.internal(truth), (5, 1))
+    z, f, ok, _ = fitting.fit_many(POWER, "mse_log", {"x": x_all}, y_all, w_all, z0)
+    assert ok.all()
+    params = natural_numpy(POWER, z)
+    for r in range(len(sizes)):
+        used = w[r] > 0
+
+        def residuals(p):
+            return np.sqrt(w[r, used]) * (np.log(y[r, used]) - np.log(p[0] + p[1] * x[used] ** -p[2]))
+
+        ref = least_squares(residuals, [truth["E"], truth["A"], truth["alpha"]], xtol=1e-15, ftol=1e-15, gtol=1e-15)
+        assert f[r] == pytest.approx(np.sum(ref.fun ** 2), rel=1e-6, abs=1e-14)
+        for j, name in enumerate(POWER.param_names):
+            assert params[name][r] == pytest.approx(ref.x[j], rel=1e-4), (r, name)
+    assert params["E"][4] < 1e-2                      # the runaway dataset went towards E = 0
+    size = fitting.compiled_run._cache_size()
+    alone, f_alone, _, _ = fitting.fit_many(POWER, "mse_log", {"x": x_all[:4]}, y, w, z0[:4])
+    np.testing.assert_array_equal(alone, z[:4])
+    np.testing.assert_array_equal(f_alone, f[:4])
+    assert fitting.compiled_run._cache_size() == size

@@ -8,7 +8,8 @@ Modules, bottom up:
 - `intervals` (bootstrap percentile/BC/BCa, jackknife) and `profile` (profile likelihood);
 - `optimum`: compute-optimal numerics; `fitted`: the `FittedLaw` container and its JSON file;
 - `fitter`: `fit` (multistart, bootstrap, profile) and `simulate`;
-- `batched`: many small fits in one call (`fit_many`, `fit_with_draws`: the isoFLOP analysis).
+- `batched`: many small fits in one call, each start on its own dataset (`fit_many`, `fit_with_draws`:
+  the isoFLOP analysis).
 """
 
 from scaling.fitting.batched import fit_many, fit_with_draws
@@ -18,11 +19,12 @@ from scaling.fitting.fitted import FittedLaw, load
 from scaling.fitting.fitter import distinct_optima, fit, simulate
 from scaling.fitting.objectives import LOG_OBJECTIVES, OBJECTIVES, huber, natural_values, point_losses
 from scaling.fitting.solver import (SLOW_RTOL, SLOW_STEPS, _solver, available_cores, compiled_run,
-                                    describe_engine, engine_device, padded_size, run_solver, slot_count,
+                                    describe_engine, engine_device, own_padded_size, padded_size, run_solver,
+                                    slot_count,
                                     trust_region_step)
 
 __all__ = ["FittedLaw", "LOG_OBJECTIVES", "MERGE_DECIMALS", "OBJECTIVES", "SLOW_RTOL", "SLOW_STEPS",
            "available_cores", "coarse_points", "compiled_run", "data_sha256", "describe_engine",
            "distinct_optima", "engine_device", "fit", "fit_many", "fit_with_draws", "huber", "load",
-           "minimize", "natural_values", "padded_size", "point_losses", "point_weights", "prepare_data",
+           "minimize", "natural_values", "own_padded_size", "padded_size", "point_losses", "point_weights", "prepare_data",
            "run_solver", "simulate", "slot_count", "starts_to_internal", "trust_region_step"]

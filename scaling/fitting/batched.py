@@ -1,12 +1,21 @@
 """Many small fits in one call of the engine's solver: `fit_many`, `fit_with_draws`, `evaluate`.
 
 The isoFLOP analysis fits hundreds of tiny problems (a parabola per budget and bootstrap draw, a
-power law per draw); one `run_solver` call each would compile and dispatch far too often. These
-entry points pack (dataset, start) pairs into calls of `ROWS` starts each, over the pooled points
-of their datasets padded to a power of two (at least `COLS`), so one law compiles a handful of
-shapes in all (64, 128, ..., 2048 points) and a new table reuses them; the padding never costs
-more than 2x (a fixed 2,048 made tiny fits pay for 2,048 points each: 30-50 s per analysis).
+power law per draw); one `run_solver` call each would compile and dispatch far too often. `fit_many`
+makes every (dataset, start) pair one start of a single `run_solver` call with per-start data:
+each start carries its own dataset's points, padded to a power of two >= 8, so a law compiles a
+few shapes in all (8, 16, 32, ... points) and a new table reuses them, and the solver refills its
+slots as starts finish.
+
+Why per-start data (issue 14): the earlier version pooled the points of 64 datasets per call, so
+every start paid for all 64 datasets' points (64-256 for a power law over 4-5 budgets), and each
+call of 64 starts ran until its slowest start finished. A few bootstrap refits of the 3-parameter
+L_opt(C) power law on 4-5 budgets have their optimum at E -> 0 and creep to ``max_iter`` (1000):
+each of them held a whole 64-start call over 64-256 points for 1000 iterations (0.3-0.9 s per
+call, 1.5-2.5 s per table, against 0.4 s for the rest of the analysis). Now such a start runs
+1000 iterations over its own 8 points while the slots around it take other starts.
 """
+
 
 from __future__ import annotations
 
@@ -23,7 +32,7 @@ from scaling.fitting.objectives import LOG_OBJECTIVES
 from scaling.fitting.solver import describe_engine, engine_context, run_solver
 from scaling.laws.law import Law
 
-ROWS, COLS = 64, 64  # one batched solver call: ROWS starts x (at least COLS, a power of two) points
+SLOTS = 64   # starts in flight per thread in `fit_many`'s solver call
 
 
 def bucket(n: int, least: int = 32) -> int:
@@ -32,18 +41,17 @@ def bucket(n: int, least: int = 32) -> int:
 
 
 def fit_many(law: Law, objective: str, x: Mapping[str, np.ndarray], y: np.ndarray, w: np.ndarray,
-                 z0: np.ndarray, *, max_iter: int = 1000):
+             z0: np.ndarray, *, max_iter: int = 1000, chunk: int = SLOTS):
     """Fit ``law`` to R weighted datasets, each from its own starts, with the engine's solver.
 
     ``x`` maps covariates to [n] (shared) or [R, n]; ``y`` [R, n] natural targets; ``w`` [R, n]
     weights (0 = point absent, its values are ignored); ``z0`` internal starts, [R, P] (one per
-    dataset) or [R, S, P]. `run_solver` minimizes from many starts with per-start
-    weights over one shared set of points, so each call takes `ROWS` (dataset, start) pairs, pools
-    the distinct points of their datasets, and gives each start its dataset's weights on the pool
-    (bootstrap resamples and multistarts share most points, so the pool stays small). The pool is
-    padded to a power of two, at least `COLS` points, so one law compiles a few shapes in all.
-    Datasets without any positive weight are not fitted. Returns ``(z [R, P], objective [R],
-    ok [R], objective per start [R, S])``.
+    dataset) or [R, S, P]. Every (dataset, start) pair is one start of a single `run_solver` call
+    with per-start data: each start carries only its dataset's present points (moved to the front,
+    padded to a power of two >= 8, `scaling.fitting.solver.own_padded_size`), so a start costs what
+    its own dataset costs, and ``chunk`` slots are refilled from the queue as starts finish, so a
+    start that needs many iterations holds up no other. Datasets without any positive weight are
+    not fitted. Returns ``(z [R, P], objective [R], ok [R], objective per start [R, S])``.
     """
     y = np.atleast_2d(np.asarray(y, np.float64))
     w = np.atleast_2d(np.asarray(w, np.float64))
@@ -52,29 +60,27 @@ def fit_many(law: Law, objective: str, x: Mapping[str, np.ndarray], y: np.ndarra
     z0 = np.asarray(z0, np.float64).reshape(R, -1, P)
     S = z0.shape[1]
     present = w > 0
-    cols = [np.broadcast_to(np.asarray(x[c], np.float64), (R, n)) for c in law.covariates] + [y]
     f_all = np.full((R, S), np.inf)
     z_all = np.zeros((R, S, P))
-    pairs = [(i, s) for i in np.flatnonzero(present.any(axis=1)) for s in range(S)]
-    for c in range(0, len(pairs), ROWS):
-        call = pairs[c:c + ROWS]
-        call = call + [call[0]] * (ROWS - len(call))        # filled with copies (discarded)
-        reps = np.array([i for i, _ in call])
-        row, col = np.nonzero(present[reps])
-        keys = np.stack([v[reps[row], col] for v in cols], axis=1)
-        pool, inverse = np.unique(keys, axis=0, return_inverse=True)
-        size = bucket(len(pool), COLS)
-        W = np.zeros((ROWS, size))
-        np.add.at(W, (row, inverse.reshape(-1)), w[reps[row], col])
-        padded = np.ones((size, len(cols)))
-        padded[:len(pool)] = pool
-        target = np.log(padded[:, -1]) if objective in LOG_OBJECTIVES else padded[:, -1]
-        out = run_solver(
-            law, objective, 1e-3, np.stack([z0[i, s] for i, s in call]), W,
-            {cv: padded[:, j] for j, cv in enumerate(law.covariates)}, target, max_iter=max_iter, chunk=ROWS)
+    fitted = np.flatnonzero(present.any(axis=1))
+    if len(fitted):
+        cols = [np.broadcast_to(np.asarray(x[c], np.float64), (R, n))[fitted] for c in law.covariates] + [y[fitted]]
+        keep = present[fitted]
+        order = np.argsort(~keep, axis=1, kind="stable")     # present points first, in their order
+        m = int(keep.sum(axis=1).max())
+        order, keep = order[:, :m], np.take_along_axis(keep, order[:, :m], axis=1)
+        first = order[:, :1]                                 # absent slots repeat a present point
+        order = np.where(keep, order, first)
+        cols = [np.take_along_axis(v, order, axis=1) for v in cols]
+        W = np.where(keep, np.take_along_axis(w[fitted], order, axis=1), 0.0)
+        target = np.log(cols[-1]) if objective in LOG_OBJECTIVES else cols[-1]
+        rep = lambda a: np.repeat(a, S, axis=0)   # noqa: E731  (dataset-major pairs: d0 s0, d0 s1, ...)
+        out = run_solver(law, objective, 1e-3, z0[fitted].reshape(-1, P), rep(W),
+                         {cv: rep(cols[j]) for j, cv in enumerate(law.covariates)}, rep(target),
+                         max_iter=max_iter, chunk=chunk)
         f = np.where(out["failed"] | ~np.isfinite(out["f"]) | ~np.isfinite(out["z"]).all(axis=1), np.inf, out["f"])
-        for b, (i, s) in enumerate(call[:len(pairs[c:c + ROWS])]):
-            f_all[i, s], z_all[i, s] = f[b], out["z"][b]
+        f_all[fitted] = f.reshape(-1, S)
+        z_all[fitted] = out["z"].reshape(-1, S, P)
     best = np.argmin(f_all, axis=1)
     f_best = f_all[np.arange(R), best]
     ok = np.isfinite(f_best) & present.any(axis=1)

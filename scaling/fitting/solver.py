@@ -152,7 +152,9 @@ def compiled_run(law: law_lib.Law, objective: str, slots, queue, queue_n, x, y, 
     stalled, failed or at ``max_iter``) to an output buffer of ``Q + B`` rows and frees their slots.
     The loop ends when the queue is used up (the slots still in flight go back to the caller, to be
     continued with the next queue) or, with ``drain``, when every slot is free. So a slow start
-    never holds finished ones back, and no start waits on a regrouping round. A fresh start's first
+    never holds finished ones back, and no start waits on a regrouping round. The data ``x``, ``y``
+    are shared by every start, or (when the queue has ``"y"`` and ``"x/<covariate>"`` rows and
+    ``x``, ``y`` are None) each start brings its own into its slot. A fresh start's first
     pass evaluates the objective at its initial point (a zero step accepted when finite). Each
     start's path depends on that start alone, whichever slot and call it runs in. The law and the
     objective are static arguments (a `Law` hashes by identity), so jax.jit caches one executable
@@ -211,13 +213,15 @@ def compiled_run(law: law_lib.Law, objective: str, slots, queue, queue_n, x, y, 
                     it=s["it"] + jnp.where(fresh, 0, 1), slow=slow, fresh=jnp.asarray(False),
                     done=converged | stalled | failed, converged=converged, failed=failed)
 
-    iterate = jax.vmap(iterate_one, in_axes=(0, 0, None, None, None, None, None))
-
     def rows(mask, new, old):
         return jnp.where(mask.reshape(mask.shape + (1,) * (new.ndim - 1)), new, old)
 
     def run(slots, queue, queue_n, x, y, delta, max_iter, ftol, xtol, drain):
         n_slots, n_queue = slots["z"].shape[0], queue["z"].shape[0]
+        # per-start data ("y" and "x/<covariate>" rows in the queue and the slots) or shared x, y
+        own = [k for k in queue if k == "y" or k.startswith("x/")]
+        axis = 0 if own else None
+        iterate = jax.vmap(iterate_one, in_axes=(0, 0, axis, axis, None, None, None))
         out = {k: jnp.zeros((n_queue + n_slots,) + v.shape[1:], v.dtype) for k, v in slots.items()
                if k in _STATE_KEYS + ("index",)}
 
@@ -237,10 +241,12 @@ def compiled_run(law: law_lib.Law, objective: str, slots, queue, queue_n, x, y, 
                          slow=jnp.zeros(n_slots, jnp.int32), fresh=jnp.ones(n_slots, bool),
                          done=jnp.zeros(n_slots, bool), converged=jnp.zeros(n_slots, bool),
                          failed=jnp.zeros(n_slots, bool), w=queue["w"][src], index=queue["index"][src],
-                         frozen=queue["frozen"][src])
+                         frozen=queue["frozen"][src], **{k: queue[k][src] for k in own})
             slots = {k: rows(load, start[k], v) if k in start else v for k, v in slots.items()}
             active = slots["active"] | load
-            stepped = iterate({k: slots[k] for k in _STATE_KEYS + ("frozen",)}, slots["w"], x, y, delta, ftol, xtol)
+            xs = {k[2:]: slots[k] for k in own if k != "y"} if own else x
+            stepped = iterate({k: slots[k] for k in _STATE_KEYS + ("frozen",)}, slots["w"], xs,
+                              slots["y"] if own else y, delta, ftol, xtol)
             slots = {**slots, **{k: rows(active, v, slots[k]) for k, v in stepped.items()}}
             finish = active & (slots["done"] | (slots["it"] >= max_iter))
             at = jnp.where(finish, n_out + jnp.cumsum(finish, dtype=jnp.int32) - 1, n_queue + n_slots)   # past the end: dropped
@@ -272,36 +278,47 @@ def run_solver(law, objective, delta, z0, weights, x, y, *, max_iter: int = 500,
                xtol: float = 1e-10, chunk: int | None = None, threads: int | None = None, frozen=None) -> dict:
     """Minimize from every row of ``z0`` [S, P] (internal units) with per-start weights [S, n].
 
-    ``frozen`` [S, P] (bool, optional) holds parameters at their start values, per start (profiles).
-    The starts are cut into queues of ``4 * chunk`` rows that ``threads`` threads (default: every
-    available core; an XLA CPU computation runs on the thread that calls it) feed to the compiled
-    solver (`_solver`), each thread keeping ``chunk`` starts in flight (default `slot_count`).
-    Points are padded to `padded_size` with zero weight. ``x`` maps covariates to arrays [n]; ``y``
-    is the target (its log for the log objectives). Returns the final state as numpy arrays: ``z``
-    [S, P], ``f`` [S] (inf where failed), ``g``, ``h``, ``it`` (iterations), ``converged``,
-    ``failed``, ``done``, ``radius``.
+    The data are shared by every start (``y`` [n], ``x`` maps covariates to arrays [n]), or each
+    start has its own (``y`` [S, n], every ``x`` [S, n]: many small datasets in one call, e.g. a
+    fit per bootstrap draw, `scaling.fitting.fit_many`); ``y`` is the target (its log for the log
+    objectives). ``frozen`` [S, P] (bool, optional) holds parameters at their start values, per
+    start (profiles). The starts are cut into queues of ``4 * chunk`` rows that ``threads``
+    threads (default: every available core; an XLA CPU computation runs on the thread that calls
+    it) feed to the compiled solver (`_solver`), each thread keeping ``chunk`` starts in flight
+    (default `slot_count`). Points are padded with zero weight to `padded_size` (shared data) or
+    to a power of two >= `MIN_OWN_PADDED` (per-start data). Returns the final state as numpy
+    arrays: ``z`` [S, P], ``f`` [S] (inf where failed), ``g``, ``h``, ``it`` (iterations),
+    ``converged``, ``failed``, ``done``, ``radius``.
     """
     run = _solver(law, objective)
     z0 = np.asarray(z0, dtype=np.float64)
+    own = np.ndim(y) == 2                                  # per-start data
     weights = np.broadcast_to(np.asarray(weights, dtype=np.float64), (len(z0), np.shape(y)[-1]))
     x, y, weights = _pad_points(x, y, weights)
     n_starts, n_params = z0.shape
     frozen = np.zeros(z0.shape, bool) if frozen is None else np.broadcast_to(np.asarray(frozen, bool), z0.shape)
-    n_slots = chunk or slot_count(len(y))
+    n_slots = chunk or slot_count(y.shape[-1])
     n_queue = 4 * n_slots
     state = dict(z=z0.copy(), f=np.full(n_starts, np.inf), g=np.zeros((n_starts, n_params)),
                  h=np.zeros((n_starts, n_params, n_params)), radius=np.ones(n_starts),
                  it=np.zeros(n_starts, np.int32), slow=np.zeros(n_starts, np.int32),
                  fresh=np.ones(n_starts, bool), done=np.zeros(n_starts, bool),
                  converged=np.zeros(n_starts, bool), failed=np.zeros(n_starts, bool))
+    rows = {"w": weights, "frozen": frozen}                # per-start inputs the queue carries
     with engine_context():
-        xj = {k: jnp.asarray(v, jnp.float64) for k, v in x.items()}
-        yj, dj = jnp.asarray(y, jnp.float64), jnp.asarray(delta, jnp.float64)
+        if own:
+            rows.update({"y": np.asarray(y, np.float64), **{f"x/{k}": np.asarray(v, np.float64) for k, v in x.items()}})
+            xj = yj = None
+        else:
+            xj = {k: jnp.asarray(v, jnp.float64) for k, v in x.items()}
+            yj = jnp.asarray(y, jnp.float64)
+        dj = jnp.asarray(delta, jnp.float64)
         limits = (jnp.asarray(max_iter, jnp.int32), jnp.asarray(ftol, jnp.float64), jnp.asarray(xtol, jnp.float64))
 
     def queue_of(part):
         full = np.concatenate([part, np.zeros(n_queue - len(part), part.dtype)])
-        return dict(z=z0[full], w=weights[full], index=full.astype(np.int32), frozen=frozen[full]), np.int32(len(part))
+        return dict(z=z0[full], index=full.astype(np.int32), **{k: v[full] for k, v in rows.items()}), \
+            np.int32(len(part))
 
     def store(out, n_out):
         out = jax.device_get(out)
@@ -318,8 +335,9 @@ def run_solver(law, objective, delta, z0, weights, x, y, *, max_iter: int = 500,
     def worker():
         with engine_context():                           # (thread-local settings)
             slots = {k: np.repeat(v[:1], n_slots, axis=0) for k, v in state.items()}
-            slots.update(w=np.repeat(weights[:1], n_slots, axis=0), index=np.zeros(n_slots, np.int32),
-                         active=np.zeros(n_slots, bool), frozen=np.zeros((n_slots, n_params), bool))
+            slots.update({k: np.repeat(v[:1], n_slots, axis=0) for k, v in rows.items()})
+            slots.update(index=np.zeros(n_slots, np.int32), active=np.zeros(n_slots, bool),
+                         frozen=np.zeros((n_slots, n_params), bool))
             while True:
                 with lock:
                     part = next(pending, None)
@@ -363,14 +381,31 @@ def padded_size(n: int) -> int:
     return int(2 * power)
 
 
+MIN_OWN_PADDED = 8   # per-start data (one small dataset per start) is padded to 8, 16, 32, ... points
+
+
+def own_padded_size(n: int) -> int:
+    """The padded number of points of per-start data: the next power of two >= n, at least 8.
+
+    Each start evaluates only its own points, so the per-iteration cost follows the padded size:
+    a 4-point power law padded to 8 costs a few times less than the same fit padded to 64.
+    """
+    return max(MIN_OWN_PADDED, 1 << max(0, int(n) - 1).bit_length())
+
+
 def _pad_points(x, y, weights):
-    """Pad the points to `padded_size` with zero-weight copies of point 0 (so they stay finite)."""
-    n = len(y)
-    pad = padded_size(n) - n
+    """Pad the points (the last axis) to `padded_size` (shared data, ``y`` [n]) or `own_padded_size`
+    (per-start data, ``y`` [S, n]) with zero-weight copies of point 0 (so they stay finite)."""
+    n = np.shape(y)[-1]
+    pad = (own_padded_size(n) if np.ndim(y) == 2 else padded_size(n)) - n
     if not pad:
         return x, y, weights
-    x = {k: np.concatenate([v, np.full(pad, v[0])]) for k, v in x.items()}
-    y = np.concatenate([y, np.full(pad, y[0])])
+
+    def extend(v):
+        v = np.asarray(v, np.float64)
+        return np.concatenate([v, np.repeat(v[..., :1], pad, axis=-1)], axis=-1)
+
+    x = {k: extend(v) for k, v in x.items()}
     weights = np.concatenate([weights, np.zeros(weights.shape[:-1] + (pad,))], axis=-1)
-    return x, y, weights
+    return x, extend(y), weights
 
