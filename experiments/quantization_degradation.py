@@ -40,7 +40,10 @@ Kumar et al. 2024, "Scaling Laws for Precision", arXiv:2411.04330):
   (`experiments.measures.ptq`).
 - QAT: the same sizes trained with fake-quantized weights (``quant`` in the run config), which
   with the float runs fit Kumar et al.'s ``precision_weights`` (N_eff = N (1 - e^{-P_w/gamma_w}))
-  and give the compute-optimal training precision under their C = (6/16) N D P.
+  and give the compute-optimal training precision under their C = (6/16) N D P; plus W8A4
+  (activations) and KV3 (keys/values, ``models.quantization.fake_quantize``) runs at the two
+  smallest sizes, each reported against its float twin and, with the rest, fitting Kumar et
+  al.'s ``precision`` law (P_w, P_a, P_kv; ``experiments.reports.quantization_qat``).
 - analyze: `ptq_degradation` (Ouyang Eq. 8, delta = k D^beta / (N^alpha P^gamma)) and
   `ptq_precision` (Kumar Eq. 2, delta = C_T D^gamma_D / N^gamma_N e^{-P/gamma_post}) fitted to the
   weight-only round-to-nearest integer formats, weighted by 1/delta_sem^2; `chinchilla` on the
