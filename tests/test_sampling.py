@@ -217,6 +217,10 @@ def test_int8_kv_cache_equals_fake_quantized_forward(params, greedy, greedy_kv8)
         ref = np.asarray(full(params, jnp.asarray([seq])))[0, len(prompt) - 1:-1]
         np.testing.assert_allclose(greedy_kv8.logits[row], ref, atol=2e-5)
         np.testing.assert_array_equal(greedy_kv8.tokens[row], np.argmax(ref, axis=-1))
+    from models.sampling import generate
+
+    np.testing.assert_array_equal(generate(CFG, params, [PROMPTS[0]], 5, temperature=0.0, kv_cache="int8"),
+                                  greedy_kv8.tokens[:1])
     gap = np.abs(np.asarray(greedy_kv8.logits) - np.asarray(greedy.logits)).max()
     spread = np.abs(np.asarray(greedy.logits)).max()
     assert 1e-3 < gap < 0.05 * spread, (gap, spread)
