@@ -128,8 +128,8 @@ def measure(shape, rounds: int, reps: int, dtype: str) -> dict:
     from models import kv_cache
 
     cache_len = shape[3] + shape[4] - 1  # what the sampler allocates: P + T - 1 slots
-    cache_bytes = {name: kv_cache.cache_bytes(jax.eval_shape(lambda d=d: kv_cache.init_cache(cfg, shape[2], cache_len, d)))
-                   for name, d in (("float", None), ("int8", "int8"))}
+    cache_bytes = {name: kv_cache.cache_bytes(jax.eval_shape(
+        lambda d=d: kv_cache.init_cache(cfg, shape[2], cache_len, d))) for name, d in (("float", None), ("int8", "int8"))}
     return {"shape": shape, "params": param_counts(cfg)["total"], **med,
             "sampler/naive": ratio("sampler", "naive"), "sampler/forward": ratio("sampler", "forward"),
             "int8kv/sampler": ratio("int8kv", "sampler"), "cache_bytes": cache_bytes}

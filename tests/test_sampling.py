@@ -236,7 +236,8 @@ def test_int8_kv_cache_layout_and_bytes():
     dh = CFG.head_dim
     assert c8["k"].dtype == jnp.int8 and c8["k_scale"].shape == (CFG.n_layers, 3, 16, CFG.n_kv_heads)
     assert kv_cache.cache_bytes(c8) / kv_cache.cache_bytes(c32) == pytest.approx((1 + 4 / dh) / 4, rel=1e-12)
-    x = jax.random.normal(jax.random.key(0), (3, 4, CFG.n_kv_heads, dh)) * jnp.array([1e-3, 1.0, 50.0])[:, None, None, None]
+    magnitudes = jnp.array([1e-3, 1.0, 50.0])[:, None, None, None]  # one per row
+    x = jax.random.normal(jax.random.key(0), (3, 4, CFG.n_kv_heads, dh)) * magnitudes
     layer = {name: c8[name][0] for name in ("k", "v", "k_scale", "v_scale")}
     written = jax.jit(kv_cache.write)(layer, x, -x, 5)
     keys, values = jax.jit(kv_cache.read, static_argnums=1)(written, jnp.float32)
