@@ -14,10 +14,9 @@ Presets and cost (2-core CPU machine; FLOPs "6N", C = 6 N D with N counting ever
   cpu    3 sizes (10k-60k params) x 3 lengths (8-128 tokens/param) + a WSD control run with 4
          stable-phase checkpoints; 11 formats (int8, fp8, int6, int5, int4, nf4, int3, int2
          weight-only round-to-nearest, int4 GPTQ, W4A8, W4A4); 9 QAT runs (3 sizes x int3, int4,
-         int6 weights at 32 tokens/param); measured 2026-12-04: 10.3 CPU-min, 20 min
-         wall on the 2-core machine shared with other jobs (load 7-10); idle: not measured.
-         Since then + 4 activation/KV QAT runs (W8A4 and KV3 at the two smallest sizes, 32
-         tokens/param): not measured end to end (see the report of the branch that added them)
+         int6 weights at 32 tokens/param) + 4 activation/KV QAT runs (W8A4 and KV3 at the two
+         smallest sizes); measured 2026-12-04 (23 runs, 168 PTQ rows, 5 laws): 10.7 CPU-min,
+         12.0 min wall on the 2-core machine shared with other jobs (load 4.6-6.5)
   gpu    3 sizes (2M-20M params) x 4 lengths at seq 512, bf16 (estimate, not measured)
   pod    3 sizes (100M, 300M, 1B params) x 10/40/160 tokens/param at seq 2048, bf16, batch 512
          x 2048 tokens, mesh data=4,fsdp=32 on v5p-256, no remat; 9 weight + 4 A/KV
