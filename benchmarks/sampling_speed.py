@@ -43,7 +43,10 @@ float-cache sampler, order rotating, 5 rounds x 2 reps, same shared machine, loa
 
 Cache bytes are (1 + 4/Dh)/4 of float32's (Dh = 32 here). On this CPU the int8 cache is faster,
 not slower, the more so for the larger cache; plausibly memory traffic (a decode step reads the
-whole cache, 3.6x smaller in int8), not profiled. Accelerators: not measured.
+whole cache, 3.6x smaller in int8), not profiled. On one H200 (bfloat16, jax 0.11.2, 5 rounds x
+2 reps; ``--shapes 512,8,256,64,128 1024,24,64,128,128 --dtype bfloat16``) int8kv/sampler is
+1.04 (25M params, 107,350 vs 111,621 gen tok/s) and 1.02 (302M, 11,368 vs 11,594), with 0.5625
+of the bfloat16 cache's bytes; sampler/naive 3.78 and 4.40 (benchmarks/README.md).
 
 The cache pays more the longer the sequence (3.4x at P + T = 32, 13x at 64). A decode step
 handles one token per row, so on CPU the sampler generates 0.13-0.18x the tokens/s that the same
