@@ -483,3 +483,22 @@ def quantized_weight_bytes(qparams) -> dict:
     out["bits_per_weight"] = 8 * out["quantized"] / out["n_quantized"] if out["n_quantized"] else float("nan")
     out["total"] = out["quantized"] + out["float"]
     return out
+
+
+def parse_format(spec: str) -> QuantConfig:
+    """A format string -> `QuantConfig` (the quantization study's `formats` and `qat` entries).
+
+    "int4" (weights, round to nearest), "int4:gptq", "int4/int8" (weights int4, activations int8),
+    "kv:int4" (keys and values only). ValueError naming the format when it is not understood.
+    """
+    text = str(spec).strip()
+    try:
+        if text.startswith("kv:"):
+            return QuantConfig(kv=text[3:])
+        method = "rtn"
+        if ":" in text:
+            text, method = text.split(":", 1)
+        weights, _, activations = text.partition("/")
+        return QuantConfig(weights=weights, activations=activations or None, method=method)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"format {spec!r}: {err}") from None

@@ -53,24 +53,10 @@ COLUMNS = {"N": "n_params_nonembedding", "D": "tokens", "P": "bits", "P_post": "
 
 
 def parse_format(spec: str):
-    """A study's format string -> `models.quantization.QuantConfig`.
+    """`models.quantization.parse_format` (imported on call: this module loads no jax/qwix)."""
+    from models.quantization import parse_format as parse
 
-    "int4" (weights, round to nearest), "int4:gptq", "int4/int8" (weights int4, activations int8),
-    "kv:int4" (keys and values only). ValueError naming the format when it is not understood.
-    """
-    from models.quantization import QuantConfig
-
-    text = str(spec).strip()
-    try:
-        if text.startswith("kv:"):
-            return QuantConfig(kv=text[3:])
-        method = "rtn"
-        if ":" in text:
-            text, method = text.split(":", 1)
-        weights, _, activations = text.partition("/")
-        return QuantConfig(weights=weights, activations=activations or None, method=method)
-    except (ValueError, TypeError) as err:
-        raise ValueError(f"format {spec!r}: {err}") from None
+    return parse(spec)
 
 
 def fit_rows(ptq: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

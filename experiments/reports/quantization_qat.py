@@ -33,7 +33,7 @@ COLUMNS = {"N": "n_params_nonembedding", "D": "tokens", "P_w": "P_w", "P_a": "P_
 
 def precisions(spec) -> dict:
     """{"P_w", "P_a", "P_kv"}: bits of a study format string (``HIGH_PRECISION`` where unquantized)."""
-    from experiments.reports.quantization import parse_format
+    from models.quantization import parse_format
     from models.quantization import format_bits
 
     quant = parse_format(spec)
@@ -51,7 +51,7 @@ def qat_table(results: pd.DataFrame) -> pd.DataFrame:
     """One row per completed QAT run: run_id, qat (format string), label, n_params,
     n_params_nonembedding, tokens, P_w, P_a, P_kv, eval_loss, float_loss (the twin's; NaN when
     it has none), delta."""
-    from experiments.reports.quantization import parse_format
+    from models.quantization import parse_format
 
     qat = _completed(results, "qat")
     if qat.empty:
