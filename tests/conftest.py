@@ -7,7 +7,9 @@ The suite's models are tiny, so its time goes into compiling, not running, XLA p
 tests compile with the CPU backend's optimization level 0 (``--xla_backend_optimization_level=0``,
 machine code that is built faster and runs slower; the programs are the same), which cut
 tests/test_model.py from 87 to 51 CPU-seconds (2026-12-04). Subprocesses and notebook kernels
-inherit it through XLA_FLAGS. An XLA_FLAGS that already sets a level keeps its own.
+inherit it through XLA_FLAGS, except those of `user_env`: the smoke studies (and the tests that
+rerun them and compare) compile as on a user's laptop, with XLA's defaults, so their numbers are
+the ones users get. An XLA_FLAGS that already sets a level keeps its own.
 """
 
 import os
@@ -16,8 +18,10 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in flags:
     flags = (flags + " --xla_force_host_platform_device_count=8").strip()
+TEST_FLAGS = ["xla_force_host_platform_device_count"]  # the flags user_env takes out again
 if "xla_backend_optimization_level" not in flags:
     flags += " --xla_backend_optimization_level=0"
+    TEST_FLAGS.append("xla_backend_optimization_level")
 os.environ["XLA_FLAGS"] = flags
 
 
@@ -53,12 +57,13 @@ NOTEBOOK_VARIABLES = {"ISOFLOP_WORKDIR": "smoke_grid", "PTQ_WORKDIR": "ptq_smoke
 
 
 def user_env(cache_dir=None) -> dict:
-    """A subprocess environment as on a laptop: one CPU device (no simulated devices), the
-    repository importable; ``cache_dir``: JAX's persistent compilation cache (shared by a test's
-    subprocesses so that rerunning the same runs does not compile them again; no number changes)."""
+    """A subprocess environment as on a laptop: one CPU device (no simulated devices), XLA's
+    default optimization level, the repository importable; ``cache_dir``: JAX's persistent
+    compilation cache (shared by a test's subprocesses so that rerunning the same runs does not
+    compile them again; no number changes)."""
     env = dict(os.environ)
     env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split()
-                                if "xla_force_host_platform_device_count" not in f)
+                                if not any(name in f for name in TEST_FLAGS))
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     if cache_dir is not None:
