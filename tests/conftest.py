@@ -2,6 +2,17 @@
 
 The flag must be set before JAX initializes its backends; single-device tests use
 ``jax.devices()[:1]``.
+
+The suite's models are tiny, so its time goes into compiling, not running, XLA programs: the
+tests compile with the CPU backend's optimization level 0 (``--xla_backend_optimization_level=0``,
+machine code that is built faster and runs slower; the HLO programs are the same, float results
+may differ in their last bits), which cut tests/test_model.py from 87 to 51 CPU-seconds and the
+fitting tests (test_loss_laws, test_fitting, test_isoflop) from 108 to 78 (2026-12-04). Subprocesses
+and notebook kernels inherit it through XLA_FLAGS, except those of `user_env`: the smoke studies
+(and the tests that rerun them and compare) compile as on a user's laptop, with XLA's defaults,
+so their numbers are the ones users get (at level 0 the PTQ smoke's last bits moved a trained
+model's int4 delta to -3.7 standard errors, past its check). An XLA_FLAGS that already sets a
+level keeps its own.
 """
 
 import os
@@ -9,13 +20,24 @@ import os
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in flags:
-    os.environ["XLA_FLAGS"] = (flags + " --xla_force_host_platform_device_count=8").strip()
+    flags = (flags + " --xla_force_host_platform_device_count=8").strip()
+TEST_FLAGS = ["xla_force_host_platform_device_count"]  # the flags user_env takes out again
+if "xla_backend_optimization_level" not in flags:
+    flags += " --xla_backend_optimization_level=0"
+    TEST_FLAGS.append("xla_backend_optimization_level")
+os.environ["XLA_FLAGS"] = flags
 
 
 # ----------------------------------------------------------------------------- shared studies
 # The smoke studies run once per test session, exactly as their docstrings and the README say
 # (relative workdir, from an empty directory, one CPU device, the repository importable as after
 # `pip install -e .`); the study tests and the colab tests read their outputs.
+#
+# They start in the background as soon as the session's first test is set up (only the studies
+# that a collected test needs), and the tests that read them run last: the studies' subprocesses
+# use the second core while the in-process tests run on the first (CI has 2 cores, and a
+# subprocess that pytest waits on leaves one idle), so the suite does not wait ~4.5 min for them
+# in series. The fixtures then wait for their own study and check its exit status, as before.
 
 import pathlib  # noqa: E402
 import subprocess  # noqa: E402
@@ -27,15 +49,24 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 README_MAIN = "python -m experiments.isoflop_chinchilla --workdir runs/ci --preset smoke"
 PTQ_COMMAND = "python -m experiments.quantization_degradation --workdir runs/ptq_ci --preset smoke"
 TTS_COMMAND = "python -m experiments.test_time_scaling --workdir runs/tts_ci --preset smoke"
+STUDY_TIMEOUT_S = 1200  # from the study's start; it shares the machine with the rest of the suite
+
+# fixture -> (command, workdir relative to the command's directory, whether it gets a compile cache)
+STUDIES = {"smoke_grid": (README_MAIN, "runs/ci", True),
+           "ptq_smoke": (PTQ_COMMAND, "runs/ptq_ci", False),
+           "tts_smoke": (TTS_COMMAND, "runs/tts_ci", False)}
+# the colab notebooks find a finished study through these variables (tests/test_colabs.py)
+NOTEBOOK_VARIABLES = {"ISOFLOP_WORKDIR": "smoke_grid", "PTQ_WORKDIR": "ptq_smoke", "TTS_WORKDIR": "tts_smoke"}
 
 
 def user_env(cache_dir=None) -> dict:
-    """A subprocess environment as on a laptop: one CPU device (no simulated devices), the
-    repository importable; ``cache_dir``: JAX's persistent compilation cache (shared by a test's
-    subprocesses so that rerunning the same runs does not compile them again; no number changes)."""
+    """A subprocess environment as on a laptop: one CPU device (no simulated devices), XLA's
+    default optimization level, the repository importable; ``cache_dir``: JAX's persistent
+    compilation cache (shared by a test's subprocesses so that rerunning the same runs does not
+    compile them again; no number changes)."""
     env = dict(os.environ)
     env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split()
-                                if "xla_force_host_platform_device_count" not in f)
+                                if not any(name in f for name in TEST_FLAGS))
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     if cache_dir is not None:
@@ -44,35 +75,107 @@ def user_env(cache_dir=None) -> dict:
     return env
 
 
-def run_as_written(command: str, cwd, env, timeout: float = 900):
+def _argv(command: str) -> list[str]:
     argv = command.split()
     assert argv[:2] == ["python", "-m"], command
-    proc = subprocess.run([sys.executable, *argv[1:]], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return [sys.executable, *argv[1:]]
+
+
+def run_as_written(command: str, cwd, env, timeout: float = 900):
+    proc = subprocess.run(_argv(command), cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc
 
 
+def studies_needed(items) -> list[str]:
+    """The study fixtures that these test items read (directly, or through a notebook)."""
+    needed = set()
+    for item in items:
+        needed.update(name for name in getattr(item, "fixturenames", ()) if name in STUDIES)
+        path = getattr(getattr(item, "callspec", None), "params", {}).get("path")
+        if path is not None and str(path).endswith(".ipynb"):
+            text = pathlib.Path(path).read_text()
+            needed.update(f for v, f in NOTEBOOK_VARIABLES.items() if v in text)
+    return [name for name in STUDIES if name in needed]
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Tests that read a smoke study run after the others (stable order otherwise)."""
+    reads = {id(item) for item in items if studies_needed([item])}
+    items[:] = [i for i in items if id(i) not in reads] + [i for i in items if id(i) in reads]
+
+
+class BackgroundStudy:
+    """One smoke command running in its own empty directory; output to files (not pipes, which
+    fill up and stall the child while nobody reads them)."""
+
+    def __init__(self, command: str, root: pathlib.Path, workdir: str, cache: pathlib.Path | None):
+        self.command, self.root, self.cache = command, root, cache
+        self.workdir = root / workdir
+        self.out, self.err = root / "stdout.txt", root / "stderr.txt"
+        with self.out.open("w") as out, self.err.open("w") as err:
+            self.proc = subprocess.Popen(_argv(command), cwd=root, env=user_env(cache),
+                                         stdout=out, stderr=err, text=True)
+        self._done = None
+
+    def wait(self) -> subprocess.CompletedProcess:
+        if self._done is None:
+            try:
+                self.proc.wait(timeout=STUDY_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise
+            self._done = subprocess.CompletedProcess(self.proc.args, self.proc.returncode,
+                                                     self.out.read_text(), self.err.read_text())
+        assert self._done.returncode == 0, self._done.stderr[-4000:]
+        return self._done
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _studies(request, tmp_path_factory):
+    """Starts every smoke study this session's tests read, at once, in the background."""
+    started = {}
+    for name in studies_needed(request.session.items):
+        command, workdir, cached = STUDIES[name]
+        root = tmp_path_factory.mktemp(name)
+        started[name] = BackgroundStudy(command, root, workdir, root / "jax_cache" if cached else None)
+    yield started
+    for study in started.values():  # a study whose tests were not run (-x, a failure) is stopped
+        study.stop()
+
+
+def _finished(studies, name, tmp_path_factory) -> BackgroundStudy:
+    if name not in studies:  # not foreseen (e.g. requested through getfixturevalue): run it now
+        command, workdir, cached = STUDIES[name]
+        root = tmp_path_factory.mktemp(name)
+        studies[name] = BackgroundStudy(command, root, workdir, root / "jax_cache" if cached else None)
+    studies[name].wait()
+    return studies[name]
+
+
 @pytest.fixture(scope="session")
-def smoke_grid(tmp_path_factory):
+def smoke_grid(_studies, tmp_path_factory):
     """The README's main command at smoke size: (workdir, completed process, compile cache)."""
-    root = tmp_path_factory.mktemp("smoke")
-    cache = root / "jax_cache"
-    proc = run_as_written(README_MAIN, root, user_env(cache))
-    return root / "runs" / "ci", proc, cache
+    study = _finished(_studies, "smoke_grid", tmp_path_factory)
+    return study.workdir, study.wait(), study.cache
 
 
 @pytest.fixture(scope="session")
-def ptq_smoke(tmp_path_factory):
+def ptq_smoke(_studies, tmp_path_factory):
     """The PTQ study's smoke command: (workdir, completed process)."""
-    root = tmp_path_factory.mktemp("ptq")
-    proc = run_as_written(PTQ_COMMAND, root, user_env())
-    return root / "runs" / "ptq_ci", proc
+    study = _finished(_studies, "ptq_smoke", tmp_path_factory)
+    return study.workdir, study.wait()
 
 
 @pytest.fixture(scope="session")
-def tts_smoke(tmp_path_factory):
+def tts_smoke(_studies, tmp_path_factory):
     """The test-time study's smoke command: (workdir, completed process)."""
-    root = tmp_path_factory.mktemp("tts")
-    proc = run_as_written(TTS_COMMAND, root, user_env())
-    return root / "runs" / "tts_ci", proc
+    study = _finished(_studies, "tts_smoke", tmp_path_factory)
+    return study.workdir, study.wait()

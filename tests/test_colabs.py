@@ -14,15 +14,14 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from conftest import NOTEBOOK_VARIABLES as STUDY_FIXTURES  # conftest starts those studies
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "colabs").glob("*.ipynb"))
 
 
 def test_there_are_colabs_to_run():
     assert NOTEBOOKS, "colabs/ holds no notebooks"
-
-
-STUDY_FIXTURES = {"ISOFLOP_WORKDIR": "smoke_grid", "PTQ_WORKDIR": "ptq_smoke", "TTS_WORKDIR": "tts_smoke"}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
