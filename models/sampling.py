@@ -54,13 +54,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from models import kv_cache as kvc
+from models.kv_cache import init_cache  # the cache layout lives in models.kv_cache
 from models.transformer import ModelConfig, Transformer
-
-
-def init_cache(cfg: ModelConfig, batch: int, max_len: int, kv_dtype=None) -> dict:
-    """Empty cache for ``batch`` rows of up to ``max_len`` tokens; ``kv_dtype="int8"``: keys and
-    values in int8 with one float32 scale per (layer, row, position, kv head) (``models.kv_cache``)."""
-    return kvc.init_cache(cfg, batch, max_len, kv_dtype)
 
 
 def _top_p_filter(logits, top_p):

@@ -33,8 +33,7 @@ COLUMNS = {"N": "n_params_nonembedding", "D": "tokens", "P_w": "P_w", "P_a": "P_
 
 def precisions(spec) -> dict:
     """{"P_w", "P_a", "P_kv"}: bits of a study format string (``HIGH_PRECISION`` where unquantized)."""
-    from models.quantization import parse_format
-    from models.quantization import format_bits
+    from models.quantization import format_bits, parse_format
 
     quant = parse_format(spec)
     return {name: HIGH_PRECISION if value is None else float(format_bits(value))
