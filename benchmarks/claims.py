@@ -77,10 +77,9 @@ def table_value(file: str, fn: Callable[[pd.DataFrame], float]) -> Callable[[Pat
 # ----------------------------------------------------------------------------- claims
 @dataclasses.dataclass(frozen=True)
 class Claim:
-    """One quoted number. ``value``: the mean over ``seeds`` (the docs quote it with ``digits``
-    decimals); ``spread``: the seeds' values; ``tolerance``: how far a rerun may land from
-    ``value`` and still hold it; ``machines``: a note where the number is known to move across
-    processors."""
+    """One quoted number. ``value``: the mean over the study's seeds (the docs print it with
+    ``fmt``); ``spread``: the seeds' values; ``tolerance``: how far a rerun may land from ``value``
+    and still hold it; ``machines``: a note where the number is known to move across processors."""
 
     id: str
     study: str
@@ -88,13 +87,13 @@ class Claim:
     read: Callable[[Path], float]
     value: float
     tolerance: float
-    digits: int = 3
+    fmt: str = "{:.3f}"
     spread: tuple[float, ...] = ()
     machines: str = ""
 
     def quoted(self) -> str:
         """The number as the docs print it."""
-        return f"{self.value:.{self.digits}f}"
+        return self.fmt.format(self.value)
 
     def holds(self, measured: float) -> bool:
         return math.isfinite(measured) and abs(measured - self.value) <= self.tolerance
@@ -120,6 +119,44 @@ def by_id(claim_id: str) -> Claim:
     raise KeyError(f"no claim {claim_id!r}; `python -m benchmarks.claims --list` lists them")
 
 
+# ----------------------------------------------------------------------------- isoflop (cpu)
+# 25 byte-level models of 5k-160k parameters, 5 budgets 6.25e10-1e12 FLOPs ("6N"); seeds 0 and 1
+# (seed s: train.seed = s, data.shuffle_seed + s). Held out: the largest budget, each approach
+# refitted on the other four.
+_A = lambda i, key="a": json_value("analysis.json", "approaches", str(i), "exponents", key)  # noqa: E731
+_X = lambda i, key: json_value("analysis.json", "extrapolation", "predictions", str(i), key)  # noqa: E731
+
+
+def _tokens_per_param(agg):
+    def read(workdir: Path) -> float:
+        budgets = json.loads((workdir / "analysis.json").read_text())["approaches"]["2"]["budgets"]
+        return agg(b["tokens_per_param"] for b in budgets)
+    return read
+
+
+ISOFLOP = [
+    claim(id="isoflop.cpu.approach1_a", study="isoflop", what="Approach 1's a (N_opt ∝ C^a)", read=_A(1),
+          value=0.467, tolerance=0.1, spread=(0.467, 0.467)),
+    claim(id="isoflop.cpu.approach2_a", study="isoflop", what="Approach 2's a", read=_A(2),
+          value=0.518, tolerance=0.05, spread=(0.518, 0.518)),
+    claim(id="isoflop.cpu.approach3_a", study="isoflop", what="Approach 3's a", read=_A(3),
+          value=0.567, tolerance=0.05, spread=(0.567, 0.567)),
+    claim(id="isoflop.cpu.tokens_per_param_min", study="isoflop", fmt="{:.0f}", read=_tokens_per_param(min),
+          what="fewest tokens per parameter at a budget's parabola minimum", value=55, tolerance=10, spread=(55, 55)),
+    claim(id="isoflop.cpu.tokens_per_param_max", study="isoflop", fmt="{:.0f}", read=_tokens_per_param(max),
+          what="most tokens per parameter at a budget's parabola minimum", value=63, tolerance=10, spread=(63, 63)),
+    claim(id="isoflop.cpu.heldout_loss", study="isoflop", what="optimal loss of the held-out largest budget",
+          read=json_value("analysis.json", "extrapolation", "reference", "loss"), value=1.371, tolerance=0.02,
+          spread=(1.371, 1.371)),
+    claim(id="isoflop.cpu.approach2_heldout_error", study="isoflop", fmt="{:+.2%}", read=_X(2, "loss_rel_error"),
+          what="Approach 2's error on the held-out optimal loss", value=0.0085, tolerance=0.01, spread=(0.0085, 0.0085)),
+    claim(id="isoflop.cpu.approach3_heldout_error", study="isoflop", fmt="{:+.1%}", read=_X(3, "loss_rel_error"),
+          what="Approach 3's error on the held-out optimal loss", value=0.030, tolerance=0.02, spread=(0.030, 0.030)),
+    claim(id="isoflop.cpu.approach1_heldout_error", study="isoflop", fmt="{:+.1%}", read=_X(1, "loss_rel_error"),
+          what="Approach 1's error on the held-out optimal loss", value=0.064, tolerance=0.03, spread=(0.064, 0.064)),
+]
+
+
 # ----------------------------------------------------------------------------- checking
 def check(workdirs: dict[str, list[Path]], claims: list[Claim] | None = None) -> list[dict]:
     """One row per (claim, workdir): the measured value and whether it holds. A claim whose study
@@ -142,8 +179,8 @@ def check(workdirs: dict[str, list[Path]], claims: list[Claim] | None = None) ->
 def format_list() -> str:
     lines = []
     for c in CLAIMS:
-        spread = ", ".join(f"{v:.{c.digits}f}" for v in c.spread)
-        lines.append(f"{c.id}  {c.quoted()} ± {c.tolerance:.{c.digits}g}  [seeds: {spread}]  {c.what}"
+        spread = ", ".join(c.fmt.format(v) for v in c.spread)
+        lines.append(f"{c.id}  {c.quoted()} ± {c.fmt.format(c.tolerance).lstrip("+")}  [seeds: {spread}]  {c.what}"
                      + (f"  ({c.machines})" if c.machines else ""))
     for study, (command, seeds) in STUDIES.items():
         lines.append(f"# {study}: " + command.format(workdir=f"runs/{study}_s{{seed}}", seed="{seed}")
@@ -212,8 +249,8 @@ def main(argv=None) -> int:
             status, got = "not checked", "(no workdir: give --workdir or --run)"
         else:
             status = "holds" if r["holds"] else "FAILS"
-            got = f"{r['measured']:.{c.digits + 1}f} in {r['workdir']}" + (f" ({r['error']})" if r["error"] else "")
-        print(f"{status:11s} {c.id}: {c.quoted()} ± {c.tolerance:.{c.digits}g}, measured {got}")
+            got = f"{c.fmt.format(r['measured'])} in {r['workdir']}" + (f" ({r['error']})" if r["error"] else "")
+        print(f"{status:11s} {c.id}: {c.quoted()} ± {c.fmt.format(c.tolerance).lstrip("+")}, measured {got}")
     failed = sum(not r["holds"] for r in checked)
     print(f"claims: {len(checked) - failed} of {len(checked)} checks hold"
           + (f", {failed} fail" if failed else "") + f"; {len(rows) - len(checked)} not checked")
