@@ -180,7 +180,7 @@ def format_list() -> str:
     lines = []
     for c in CLAIMS:
         spread = ", ".join(c.fmt.format(v) for v in c.spread)
-        lines.append(f"{c.id}  {c.quoted()} ± {c.fmt.format(c.tolerance).lstrip("+")}  [seeds: {spread}]  {c.what}"
+        lines.append(f"{c.id}  {c.quoted()} ± {c.fmt.format(c.tolerance).lstrip('+')}  [seeds: {spread}]  {c.what}"
                      + (f"  ({c.machines})" if c.machines else ""))
     for study, (command, seeds) in STUDIES.items():
         lines.append(f"# {study}: " + command.format(workdir=f"runs/{study}_s{{seed}}", seed="{seed}")
@@ -250,7 +250,7 @@ def main(argv=None) -> int:
         else:
             status = "holds" if r["holds"] else "FAILS"
             got = f"{c.fmt.format(r['measured'])} in {r['workdir']}" + (f" ({r['error']})" if r["error"] else "")
-        print(f"{status:11s} {c.id}: {c.quoted()} ± {c.fmt.format(c.tolerance).lstrip("+")}, measured {got}")
+        print(f"{status:11s} {c.id}: {c.quoted()} ± {c.fmt.format(c.tolerance).lstrip('+')}, measured {got}")
     failed = sum(not r["holds"] for r in checked)
     print(f"claims: {len(checked) - failed} of {len(checked)} checks hold"
           + (f", {failed} fail" if failed else "") + f"; {len(rows) - len(checked)} not checked")
