@@ -23,3 +23,14 @@ def test_docs_build_strict(tmp_path):
     assert proc.returncode == 0, f"mkdocs build --strict failed:\n{proc.stdout}\n{proc.stderr}"
     assert (tmp_path / "site" / "index.html").is_file()
     assert (tmp_path / "site" / "api" / "scaling" / "index.html").is_file()
+
+
+def test_law_library_page_lists_every_law_with_its_formula():
+    """docs/laws.md has a section per registered law, quoting the formula the code states."""
+    import scaling.laws
+
+    page = (ROOT / "docs" / "laws.md").read_text()
+    for name in scaling.laws.names():
+        law = scaling.laws.get(name)
+        assert f"### `{name}`" in page, f"docs/laws.md has no section for the law {name!r}"
+        assert law.formula in page, f"docs/laws.md does not quote {name}'s formula: {law.formula}"
