@@ -34,3 +34,11 @@ def test_law_library_page_lists_every_law_with_its_formula():
         law = scaling.laws.get(name)
         assert f"### `{name}`" in page, f"docs/laws.md has no section for the law {name!r}"
         assert law.formula in page, f"docs/laws.md does not quote {name}'s formula: {law.formula}"
+
+
+def test_published_page_lists_every_published_fit():
+    import scaling
+
+    page = (ROOT / "docs" / "published.md").read_text()
+    for name in scaling.published.names():
+        assert f"`{name}`" in page, f"docs/published.md does not list the published fit {name!r}"
