@@ -42,3 +42,20 @@ def test_published_page_lists_every_published_fit():
     page = (ROOT / "docs" / "published.md").read_text()
     for name in scaling.published.names():
         assert f"`{name}`" in page, f"docs/published.md does not list the published fit {name!r}"
+
+
+def test_readme_links_and_first_commands():
+    """The README's relative links reach files (on GitHub too), and its first commands are the
+    main job and the tests, as .ci/run runs them."""
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme)
+    assert links
+    for link in links:
+        if not re.match(r"[a-z]+://", link):
+            assert (ROOT / link).exists(), f"README.md links to {link}, which does not exist"
+    commands = re.findall(r"^pip install .*$", readme, flags=re.M)
+    assert commands[:2] == [
+        "pip install -e . && python -m experiments.isoflop_chinchilla --workdir runs/demo --preset cpu",
+        "pip install -e '.[test]' && pytest tests"]
