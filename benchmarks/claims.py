@@ -43,8 +43,8 @@ import pandas as pd
 # study -> (command with {workdir} and {seed}, seeds the claims were measured with)
 STUDIES = {
     "isoflop": ("python -m experiments.isoflop_chinchilla --workdir {workdir} --preset cpu --set seeds={seed}", (0, 1)),
-    "ptq": ("python -m experiments.quantization_degradation --workdir {workdir} --preset cpu --set seeds={seed}", (0, 1)),
-    "tts": ("python -m experiments.test_time_scaling --workdir {workdir} --preset cpu --set seeds={seed}", (0, 1)),
+    "quantization": ("python -m experiments.quantization_degradation --workdir {workdir} --preset cpu --set seeds={seed}", (0, 1)),
+    "test_time": ("python -m experiments.test_time_scaling --workdir {workdir} --preset cpu --set seeds={seed}", (0, 1)),
 }
 
 
