@@ -28,8 +28,8 @@ import qwix
 from qwix.contrib import gptq as qgptq
 
 from models import gptq
-from models.quant_formats import _is_with_aux
-from models.qwix_rules import KvPtqProvider, _as_quant, block_rules, check_tiles, kv_format, quant_rules
+from models.quant_formats import is_quantized_leaf
+from models.qwix_rules import KvPtqProvider, block_rules, check_tiles, kv_format, quant_rules, split_quant
 from models.transformer import ModelConfig, Transformer, unstack_layers
 
 
@@ -41,7 +41,7 @@ def ptq_model(cfg: ModelConfig, rules=None, *, kv=None) -> nn.Module:
     """The Transformer with qwix's PTQ provider (expects quantized params from ``ptq``).
 
     ``rules``: a ``QuantConfig`` or a list of qwix rules (default int8 weights)."""
-    quant, rule_list = _as_quant(rules)
+    quant, rule_list = split_quant(rules)
     if quant is not None:
         rule_list, kv = quant_rules(cfg, quant), quant.kv if kv is None else kv
     rule_list = block_rules() if rule_list is None else rule_list
@@ -99,7 +99,7 @@ def ptq(cfg: ModelConfig, params, rules=None, *, calibration: Iterable | None = 
     GPTQ needs ``calibration`` batches (see ``gptq_stats``). Quantized leaves are qwix
     ``WithAux(QArray)`` (values + scales); everything the rules do not match is returned as is.
     """
-    quant, rule_list = _as_quant(rules)
+    quant, rule_list = split_quant(rules)
     if quant is not None:
         rule_list, kv = quant_rules(cfg, quant), quant.kv if kv is None else kv
     rule_list = block_rules() if rule_list is None else rule_list
@@ -132,5 +132,5 @@ def dequantize_params(qparams):
     replaced by ``dequant(values) * scale``, float32). For code that runs the plain
     ``Transformer`` (``models.sampling.generate``): it reproduces weight-only PTQ; activation
     and KV quantization need ``ptq_model``."""
-    return jax.tree.map(lambda x: qwix.dequantize(x.array).astype(jnp.float32) if _is_with_aux(x) else x,
-                        qparams, is_leaf=_is_with_aux)
+    return jax.tree.map(lambda x: qwix.dequantize(x.array).astype(jnp.float32) if is_quantized_leaf(x) else x,
+                        qparams, is_leaf=is_quantized_leaf)

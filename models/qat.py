@@ -13,7 +13,7 @@ import dataclasses
 import flax.linen as nn
 import qwix
 
-from models.qwix_rules import KvQtProvider, _as_quant, block_rules, check_tiles, kv_format, quant_rules
+from models.qwix_rules import KvQtProvider, block_rules, check_tiles, kv_format, quant_rules, split_quant
 from models.transformer import ModelConfig, Transformer
 
 
@@ -22,7 +22,7 @@ def qat_model(cfg: ModelConfig, quant=None) -> nn.Module:
     ``Transformer(cfg)``, fake-quantized forward matmuls (and keys/values with ``kv``),
     straight-through gradients. ``quant``: a ``QuantConfig`` or a list of qwix rules (default
     int8 weights). A ``QuantConfig`` with nothing set gives the plain ``Transformer(cfg)``."""
-    quant_cfg, rules = _as_quant(quant)
+    quant_cfg, rules = split_quant(quant)
     kv = None
     if quant_cfg is not None:
         if not quant_cfg.enabled:

@@ -55,7 +55,7 @@ def format_name(qtype) -> str:
     return name
 
 
-def _qtype(name):
+def qwix_type(name):
     """The qwix qtype of a format (None stays None): dtypes for int4/int8/fp8, strings otherwise."""
     return None if name is None else FORMATS[format_name(name)][0]
 
@@ -144,7 +144,7 @@ def kv_calibration(qtype) -> str:
 def quantize_per_token(x, qtype, axis: int = -1):
     """qwix ``QArray`` of ``x`` with one scale per slice along ``axis`` (``kv_calibration``)."""
     axis = axis % x.ndim
-    return qwix.quantize(x, _qtype(qtype), channelwise_axes=[a for a in range(x.ndim) if a != axis],
+    return qwix.quantize(x, qwix_type(qtype), channelwise_axes=[a for a in range(x.ndim) if a != axis],
                          calibration_method=kv_calibration(qtype))
 
 
@@ -162,7 +162,8 @@ def fake_quantize(x, qtype, axis: int = -1):
 # --------------------------------------------------------------------------- accounting
 
 
-def _is_with_aux(x) -> bool:
+def is_quantized_leaf(x) -> bool:
+    """Whether ``x`` is a quantized leaf of a params tree (qwix ``WithAux``: values + scales)."""
     return type(x).__name__ == "WithAux"
 
 
@@ -183,7 +184,7 @@ def quantized_weight_bytes(qparams) -> dict:
     out = {"values": 0.0, "scales": 0.0, "float": 0, "n_quantized": 0}
 
     def visit(x):
-        if not _is_with_aux(x):
+        if not is_quantized_leaf(x):
             out["float"] += sum(_nbytes(leaf) for leaf in jax.tree.leaves(x))
             return x
         array = x.array
@@ -198,7 +199,7 @@ def quantized_weight_bytes(qparams) -> dict:
                 out["scales"] += count * (scale_bits / 8 if scale_bits else jnp.dtype(aux.dtype).itemsize)
         return x
 
-    jax.tree.map(visit, qparams, is_leaf=_is_with_aux)
+    jax.tree.map(visit, qparams, is_leaf=is_quantized_leaf)
     out["quantized"] = out["values"] + out["scales"]
     out["bits_per_weight"] = 8 * out["quantized"] / out["n_quantized"] if out["n_quantized"] else float("nan")
     out["total"] = out["quantized"] + out["float"]

@@ -21,7 +21,7 @@ import jax
 import qwix
 from qwix.contrib import gptq as qgptq
 
-from models.quant_formats import FORMATS, METHODS, QuantConfig, _qtype, fake_quantize, format_name
+from models.quant_formats import FORMATS, METHODS, QuantConfig, fake_quantize, format_name, qwix_type
 from models.transformer import ModelConfig
 
 BLOCK_PATH = r"layers(_\d+)?/(attention/(query|key|value|out)|mlp/(gate|up|down))"
@@ -66,7 +66,7 @@ def block_rules(weight_qtype="int8", act_qtype=None, *, module_path: str = BLOCK
     """
     if method not in METHODS:
         raise ValueError(f"method={method!r}; expected one of {METHODS}")
-    wq, aq = _qtype(weight_qtype), _qtype(act_qtype)
+    wq, aq = qwix_type(weight_qtype), qwix_type(act_qtype)
     if wq is None and aq is not None:
         raise ValueError(f"block_rules: act_qtype={act_qtype!r} without weight_qtype changes nothing (qwix "
                          "quantizes a matmul's activations only together with its weights)")
@@ -89,7 +89,8 @@ def quant_rules(cfg: ModelConfig, quant: QuantConfig, *, qat: bool = False) -> l
                        method="rtn" if qat else quant.method, cfg=cfg)
 
 
-def _as_quant(quant) -> tuple[QuantConfig | None, list | None]:
+def split_quant(quant) -> tuple[QuantConfig | None, list | None]:
+    """(the QuantConfig, None) or (None, the list of qwix rules) of a ``quant`` argument."""
     if quant is None or isinstance(quant, QuantConfig):
         return quant, None
     return None, list(quant)
@@ -127,4 +128,4 @@ class KvPtqProvider(_KvMixin, qwix.PtqProvider):
 
 
 def kv_format(kv):
-    return None if kv is None else _qtype(kv)
+    return None if kv is None else qwix_type(kv)
