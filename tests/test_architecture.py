@@ -108,3 +108,22 @@ def test_old_module_paths_are_the_moved_modules():
         "assert scaling.loss_laws is scaling.laws.loss and scaling.quantization_laws is scaling.laws.quantization\n"
         "assert scaling.fit is scaling.fitting.fit and scaling.load is load\n")
     assert out.returncode == 0, out.stderr[-3000:]
+
+
+def test_split_modules_keep_their_old_import_paths():
+    """harness.train, harness.data and models.quantization were split along their seams; the names
+    they held are still importable from them, and are the moved objects."""
+    out = _python(
+        "import experiments.harness.train as train, experiments.harness.data as data\n"
+        "import models.quantization as quant\n"
+        "from experiments.harness import plan, step, evaluate, divergence, tokenizers, sources, packing, mixtures\n"
+        "from models import quant_formats, qwix_rules, ptq, qat\n"
+        "assert train.make_plan is plan.make_plan and train.build is step.build and train.StepKey is step.StepKey\n"
+        "assert train.evaluate is evaluate.evaluate and train.DivergenceMonitor is divergence.DivergenceMonitor\n"
+        "assert train.token_losses is step.token_losses and train.with_schedule is step.with_schedule\n"
+        "assert data.make_tokenizer is tokenizers.make_tokenizer and data.load_source is sources.load_source\n"
+        "assert data.packed_train_rows is packing.packed_train_rows and data.mixed_train_rows is mixtures.mixed_train_rows\n"
+        "assert data.split_info is sources.split_info and data.train_sentencepiece is tokenizers.train_sentencepiece\n"
+        "assert quant.QuantConfig is quant_formats.QuantConfig and quant.parse_format is quant_formats.parse_format\n"
+        "assert quant.block_rules is qwix_rules.block_rules and quant.ptq is ptq.ptq and quant.qat_model is qat.qat_model\n")
+    assert out.returncode == 0, out.stderr[-3000:]
