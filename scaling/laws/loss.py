@@ -79,6 +79,8 @@ def _chinchilla_design(rng, n):
 
 chinchilla = register(Law(
     name="chinchilla",
+    objective="huber_log",
+    objective_source='Huber (delta = 1e-3) on log loss: Hoffmann et al. 2022, Sec. 3.3 (Approach 3) and Besiroglu et al. 2024, Sec. 2 (their refit, and the 4,500-start grid)',
     params=(
         Param("E", "log", grid=tuple(math.exp(e) for e in (-1.0, -0.5, 0.0, 0.5, 1.0)),
               doc="irreducible loss (nats/token)"),
@@ -152,6 +154,8 @@ def _kaplan_design(rng, n):
 
 kaplan = register(Law(
     name="kaplan",
+    objective="huber_log",
+    objective_source="huber_log, the library's default (Epoch AI's protocol for Chinchilla, Besiroglu et al. 2024, Sec. 2); the source's own fitting objective was not checked",
     params=(
         Param("N_c", "log", grid=(1e11, 1e13, 1e15), doc="parameter scale (non-embedding)"),
         Param("D_c", "log", grid=(1e11, 1e13, 1e15), doc="token scale"),
@@ -190,6 +194,8 @@ def _compute_design(rng, n):
 
 power_law = register(Law(
     name="power_law",
+    objective="huber_log",
+    objective_source="huber_log, the library's default (Epoch AI's protocol for Chinchilla, Besiroglu et al. 2024, Sec. 2); the source's own fitting objective was not checked",
     params=(
         Param("E", "log", grid=(0.1, 1.0, 3.0), doc="asymptote (y at x -> infinity)"),
         Param("A", "log", grid=tuple(math.exp(a) for a in (0.0, 5.0, 10.0, 15.0, 20.0)),
@@ -224,6 +230,8 @@ def _deepseek_design(rng, n):
 
 pure_power_law = register(Law(
     name="pure_power_law",
+    objective="mse_log",
+    objective_source='least squares on log values (a straight line in log-log): the hyperparameter laws of DeepSeek-AI 2024 (Sec. 3.1) and the isoFLOP frontiers of Hoffmann et al. 2022 (Approaches 1-2) are such fits',
     params=(
         Param("A", "log", grid=tuple(math.exp(a) for a in (-10.0, -5.0, 0.0, 5.0, 10.0)),
               doc="scale"),
@@ -260,6 +268,8 @@ def _step_law_design(rng, n):
 
 power_law_2d = register(Law(
     name="power_law_2d",
+    objective="mse_log",
+    objective_source="least squares on log values: the Step Law fit of Li et al. 2025 (a plane in log space; the authors' code, github.com/step-law/steplaw, code/fit_tool.py)",
     params=(
         Param("A", "log", grid=tuple(math.exp(a) for a in (-10.0, -5.0, 0.0, 5.0, 10.0)),
               doc="scale"),
@@ -329,6 +339,8 @@ def _data_constrained_design(rng, n):
 
 data_constrained = register(Law(
     name="data_constrained",
+    objective="huber_log",
+    objective_source="Huber (delta = 1e-3) on log loss, Hoffmann et al.'s protocol, which Muennighoff et al. 2023 follow (not re-checked in their paper here)",
     params=(
         Param("E", "log", grid=(1.5, 2.5), doc="irreducible loss"),
         Param("A", "log", grid=(math.exp(4.0), math.exp(7.0)), doc="parameter-term scale"),
@@ -409,6 +421,8 @@ def _overtraining_design(rng, n):
 
 overtraining = register(Law(
     name="overtraining",
+    objective="huber_log",
+    objective_source="huber_log, the library's default (Epoch AI's protocol for Chinchilla, Besiroglu et al. 2024, Sec. 2); the source's own fitting objective was not checked",
     params=(
         Param("E", "log", grid=(1.0, 2.0), doc="irreducible loss"),
         Param("a", "log", grid=(1.0, 1e2, 1e4), doc="parameter-limited scale"),
@@ -517,6 +531,8 @@ def _lr_annealing_design(rng, n):
 
 lr_annealing = register(Law(
     name="lr_annealing",
+    objective="huber_log",
+    objective_source="huber_log, the library's default (Epoch AI's protocol for Chinchilla, Besiroglu et al. 2024, Sec. 2); the source's own fitting objective was not checked",
     params=(
         Param("L0", "log", grid=(1.0, 2.0, 3.0), doc="loss floor"),
         Param("A", "log", grid=(0.3, 1.0, 3.0), doc="forward-area scale"),

@@ -228,6 +228,7 @@ def _beta_simulate(rng, params, x):
 
 pass_at_k_beta = register(Law(
     name="pass_at_k_beta",
+    objective_source='maximum likelihood (beta-binomial): Schaeffer et al. 2025',
     params=(
         Param("alpha", "log", grid=(0.1, 0.5, 2.0), doc="Beta shape at p -> 0; the power-law exponent of -log pass@k"),
         Param("beta", "log", grid=(0.5, 3.0, 20.0), doc="Beta shape at p -> 1"),
@@ -276,6 +277,8 @@ def _k_design(low, high):
 
 coverage_power_law = register(Law(
     name="coverage_power_law",
+    objective="huber_log",
+    objective_source="huber_log, the library's default (Epoch AI's protocol for Chinchilla, Besiroglu et al. 2024, Sec. 2); the source's own fitting objective was not checked",
     params=(
         Param("a", "log", grid=(0.3, 1.0, 3.0), doc="-log coverage at k = 1 (Brown et al.'s -a)"),
         Param("b", "log", grid=(0.1, 0.3, 0.7), doc="power-law exponent of -log coverage (Brown et al.'s -b)"),
@@ -340,6 +343,8 @@ def _verifier_log_fn(p, x):
 
 verifier_ceiling = register(Law(
     name="verifier_ceiling",
+    objective="huber_log",
+    objective_source="huber_log, the library's default (Epoch AI's protocol for Chinchilla, Besiroglu et al. 2024, Sec. 2); the source's own fitting objective was not checked",
     params=(
         Param("p_correct", "bounded", lower=0.0, upper=1.0, grid=(0.1, 0.4, 0.8),
               doc="probability that one sample is correct"),
@@ -380,6 +385,8 @@ def _coverage_nd_design(rng, n):
 
 coverage_compute_law = register(Law(
     name="coverage_compute_law",
+    objective="huber_log",
+    objective_source="huber_log, the library's default (Epoch AI's protocol for Chinchilla, Besiroglu et al. 2024, Sec. 2); the source's own fitting objective was not checked",
     params=(
         Param("A", "log", grid=(1.0, 30.0, 1e3), doc="-log coverage at N = D = k = 1"),
         Param("a_N", grid=(0.0, 0.3), doc="how fast -log coverage falls with parameters"),
