@@ -96,6 +96,9 @@ def test_degenerate_fits_are_listed_and_marked_in_one_markdown_line():
     assert {e["param"] for e in fl.diagnostics() if e["kind"] == "edge"} == {"A"}   # 3.5e24 > e^23
     sane = {"E": 1.82, "A": 482.0, "B": 2085.0, "alpha": 0.35, "beta": 0.37}
     assert scaling.FittedLaw("chinchilla", sane).diagnostics_markdown() == ""
+    # what is derived from the fit says so: compute optima carry the diagnostics
+    assert fl.compute_optimal(1e22)["diagnostics"] == fl.diagnostics()
+    assert scaling.FittedLaw("chinchilla", sane).compute_optimal(1e22)["diagnostics"] == []
 
 
 def test_a_parameter_on_its_bound_or_one_sided_edge_is_recorded_and_warned():
