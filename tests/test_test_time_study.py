@@ -17,7 +17,7 @@ from experiments import test_time_scaling as tts
 from experiments.harness import tasks
 from experiments.reports import test_time as report
 from experiments.runner import runs as runs_lib
-from scaling.test_time import pass_at_k_curve
+from scaling.laws.pass_at_k import pass_at_k_curve
 
 
 def test_the_docstring_command_is_the_tested_one():

@@ -8,17 +8,18 @@ imported, by importing its modules here, so ``names()`` is the same whatever els
   (Hoffmann et al. 2022, Approach 2);
 - quantization laws (`scaling.laws.quantization`): precision, precision_weights, ptq_precision,
   ptq_degradation;
-- test-time compute laws (`scaling.laws.test_time`): coverage_power_law, pass_at_k_beta,
+- test-time compute laws (`scaling.laws.pass_at_k`; the old path `scaling.laws.test_time` warns): coverage_power_law, pass_at_k_beta,
   verifier_ceiling, coverage_compute_law (coverage across a family of models); and (`scaling.laws.beta_binomial`) pass_at_k_zero_inflated_beta.
 
-`scaling.laws.law` defines `Law` and `Param`; user laws are registered with `register`.
+`scaling.laws.law` defines `Law`, `Param` and `logsumexp` (a stable log of a sum of positive terms,
+for a law's ``log_fn``); user laws are registered with `register`.
 """
 
-from scaling.laws.law import Law, Param, get, names, register
+from scaling.laws.law import Law, Param, get, logsumexp, names, register
 from scaling.laws import beta_binomial as _beta_binomial  # noqa: F401  (the shipped laws register themselves once)
 from scaling.laws import loss as _loss  # noqa: F401
 from scaling.laws import parabola as _parabola  # noqa: F401
 from scaling.laws import quantization as _quantization  # noqa: F401
-from scaling.laws import test_time as _test_time  # noqa: F401
+from scaling.laws import pass_at_k as _pass_at_k  # noqa: F401
 
-__all__ = ["Law", "Param", "get", "names", "register"]
+__all__ = ["Law", "Param", "get", "logsumexp", "names", "register"]
