@@ -1,8 +1,11 @@
 """The analyze stage of a test-time-compute study: pass@k laws per model and across models, the
 verifier ceiling, the training + sampling compute frontier, held-out checks, figures, report.md.
 
-    run_study(..., measures=[counts], analyze=pass_at_k.analyze_stage)    # in an experiment file
+    run_study(..., measures=[counts], analyze=pass_at_k.REPORT.stage)     # in an experiment file
     out = pass_at_k.analyze(counts, results, queries=1e6)                 # on any counts table
+
+The report is declared on the report kit (`experiments.reports.kit`): `REPORT` names its sections,
+figures and the frontier table; `compute` fits (per model, so not a single `kit.Fit`).
 
 Inputs: counts.csv, one row per (run, problem) with n samples, c exactly correct, c_weak accepted by
 the weak checker, the run's training ``flops`` and ``sampling_flops`` of its n samples.
@@ -29,17 +32,15 @@ budgets predicts the largest budget's pass@k curves.
 
 from __future__ import annotations
 
-import io as _io
 import logging
 import math
 import warnings
 
 import numpy as np
 import pandas as pd
-from etils import epath
 
-from experiments.harness import io
 from experiments.reports import files as files_lib
+from experiments.reports.kit import Plot, Report, Section, fmt as _g, interval as _iv
 
 log = logging.getLogger(__name__)
 
@@ -234,17 +235,7 @@ def analyze(counts: pd.DataFrame, results: pd.DataFrame, *, queries: float = 1e6
             "frontier": frontier(models, queries), "queries": queries}
 
 
-# ----------------------------------------------------------------------------- files
-
-
-def _g(x, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "n/a"
-    return f"{x:.{digits}g}"
-
-
-def _iv(band, digits: int = 3) -> str:
-    return "n/a" if band is None else f"[{_g(band[0], digits)}, {_g(band[1], digits)}]"
+# ----------------------------------------------------------------------------- report
 
 
 def fitted_laws(out: dict) -> dict:
@@ -260,16 +251,26 @@ def fitted_laws(out: dict) -> dict:
     return laws
 
 
-def render_report(out: dict, results: pd.DataFrame, *, title: str, files: dict) -> str:
-    models = out["models"]
-    lines = [f"# Test-time compute study: {title}", "", "## What was run", ""]
-    lines.append(f"- {len(results)} runs ({int((results['status'] == 'completed').sum())} completed), "
-                 f"{len(models)} sampled: {models[0]['problems'] if models else 0} held-out problems x "
-                 f"{models[0]['n'] if models else 0} samples each")
-    lines += ["", "## Per model: measured pass@k and fitted laws", "",
-              "| run | N | D | solved | pass@1 | pass@n | Beta alpha | Beta beta | ZI-Beta pi | coverage b | notes |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for m in models:
+def compute(context) -> dict:
+    """`analyze` on the study's counts.csv; its laws and notes for the kit."""
+    study = context.declaration
+    out = analyze(context.measurements["counts"], context.results, queries=getattr(study, "queries", 1e6),
+                  bootstrap=getattr(study, "bootstrap", 0))
+    notes = [n for m in out["models"] for n in m["notes"]] + ([out["cross_model_note"]] if out["cross_model_note"] else [])
+    return {**out, "laws": fitted_laws(out), "notes": notes}
+
+
+def what_was_run(a) -> list[str]:
+    models, results = a.out["models"], a.results
+    return [f"- {len(results)} runs ({int((results['status'] == 'completed').sum())} completed), "
+            f"{len(models)} sampled: {models[0]['problems'] if models else 0} held-out problems x "
+            f"{models[0]['n'] if models else 0} samples each"]
+
+
+def per_model_table(a) -> list[str]:
+    lines = ["| run | N | D | solved | pass@1 | pass@n | Beta alpha | Beta beta | ZI-Beta pi | coverage b | notes |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for m in a.out["models"]:
         beta = m["fits"].get("pass_at_k_beta", {}).get("law")
         zib = m["fits"].get("pass_at_k_zero_inflated_beta", {}).get("law")
         cov = m["fits"].get("coverage_power_law", {}).get("law")
@@ -278,46 +279,53 @@ def render_report(out: dict, results: pd.DataFrame, *, title: str, files: dict) 
                      f"{_g(beta.params['alpha']) if beta else 'n/a'} {_iv(beta.interval('alpha')) if beta else ''} | "
                      f"{_g(beta.params['beta']) if beta else 'n/a'} | {_g(zib.params['pi']) if zib else 'n/a'} | "
                      f"{_g(cov.params['b']) if cov else 'n/a'} | {'; '.join(n[:90] for n in m['notes'][:2])} |")
-    lines += ["", "## Across models: coverage(N, D, k) = exp(-A N^-a_N D^-a_D k^-b)", ""]
-    law = out["cross_model"]
+    return lines
+
+
+def across_models(a) -> list[str]:
+    law = a.out["cross_model"]
     if law is None:
-        lines.append(f"Not fitted: {out['cross_model_note']}")
-    else:
-        for name, value in law.params.items():
-            iv = law.interval(name) if law.samples is not None else None
-            lines.append(f"- {name} = {_g(value, 4)} (95% {_iv(iv)})")
-    lines += ["", "## Held-out check 1: 16 samples per problem predict pass@n", ""]
-    held = [h for h in out["held_out_samples"] if "predicted" in h]
+        return [f"Not fitted: {a.out['cross_model_note']}"]
+    return [f"- {name} = {_g(value, 4)} (95% {_iv(law.interval(name) if law.samples is not None else None)})"
+            for name, value in law.params.items()]
+
+
+def held_out_samples_section(a) -> list[str]:
+    held = [h for h in a.out["held_out_samples"] if "predicted" in h]
     if not held:
-        lines.append("Not run: " + "; ".join(h.get("skipped", "") for h in out["held_out_samples"][:2]) or "n <= 16")
-    else:
-        lines += ["| run | law | k | measured | predicted | 95% | error | covers |", "|---|---|---|---|---|---|---|---|"]
-        for h in held:
-            err = "n/a" if h["rel_error"] is None else f"{100 * h['rel_error']:+.1f}%"
-            lines.append(f"| {h['run_id']} | {h['law']} | {int(h['k'])} | {h['measured']:.4f} | {h['predicted']:.4f} | "
-                         f"{_iv(h['interval'], 3)} | {err} | {h['covers']} |")
-        for name in BETA_LAWS:
-            errs = [abs(h["rel_error"]) for h in held if h["law"] == name and h["rel_error"] is not None]
-            cov = [h["covers"] for h in held if h["law"] == name and h["covers"] is not None]
-            if errs:
-                lines.append(f"\n- {name}: median |error| {100 * float(np.median(errs)):.1f}%, band covers "
-                             f"{sum(cov)}/{len(cov)}")
-    lines += ["", "## Held-out check 2: the smaller budgets predict the largest budget's pass@k", ""]
-    hb = out["held_out_budget"]
+        return ["Not run: " + "; ".join(h.get("skipped", "") for h in a.out["held_out_samples"][:2]) or "n <= 16"]
+    lines = ["| run | law | k | measured | predicted | 95% | error | covers |", "|---|---|---|---|---|---|---|---|"]
+    for h in held:
+        err = "n/a" if h["rel_error"] is None else f"{100 * h['rel_error']:+.1f}%"
+        lines.append(f"| {h['run_id']} | {h['law']} | {int(h['k'])} | {h['measured']:.4f} | {h['predicted']:.4f} | "
+                     f"{_iv(h['interval'], 3)} | {err} | {h['covers']} |")
+    for name in BETA_LAWS:
+        errs = [abs(h["rel_error"]) for h in held if h["law"] == name and h["rel_error"] is not None]
+        cov = [h["covers"] for h in held if h["law"] == name and h["covers"] is not None]
+        if errs:
+            lines.append(f"\n- {name}: median |error| {100 * float(np.median(errs)):.1f}%, band covers "
+                         f"{sum(cov)}/{len(cov)}")
+    return lines
+
+
+def held_out_budget_section(a) -> list[str]:
+    hb = a.out["held_out_budget"]
     if "skipped" in hb:
-        lines.append(f"Not run: {hb['skipped']}")
-    else:
-        lines += [f"coverage_compute_law fitted on budgets {', '.join(_g(b) for b in hb['fitted_on'])}, "
-                  f"predicting C = {_g(hb['budget'])}:", "",
-                  "| run | k | measured | predicted | 95% | error | covers |", "|---|---|---|---|---|---|---|"]
-        for r in hb["rows"]:
-            err = "n/a" if r["rel_error"] is None else f"{100 * r['rel_error']:+.1f}%"
-            lines.append(f"| {r['run_id']} | {int(r['k'])} | {r['measured']:.4f} | {r['predicted']:.4f} | "
-                         f"{_iv(r['interval'])} | {err} | {r['covers']} |")
-    lines += ["", "## Weak checker: best-of-k accuracy and its ceiling (Stroebl et al. 2024)", "",
-              "| run | measured FPR | fitted fpr | fitted p_correct | ceiling p/(p + fpr(1-p)) | accuracy at k=n |",
-              "|---|---|---|---|---|---|"]
-    for m in models:
+        return [f"Not run: {hb['skipped']}"]
+    lines = [f"coverage_compute_law fitted on budgets {', '.join(_g(b) for b in hb['fitted_on'])}, "
+             f"predicting C = {_g(hb['budget'])}:", "",
+             "| run | k | measured | predicted | 95% | error | covers |", "|---|---|---|---|---|---|---|"]
+    for r in hb["rows"]:
+        err = "n/a" if r["rel_error"] is None else f"{100 * r['rel_error']:+.1f}%"
+        lines.append(f"| {r['run_id']} | {int(r['k'])} | {r['measured']:.4f} | {r['predicted']:.4f} | "
+                     f"{_iv(r['interval'])} | {err} | {r['covers']} |")
+    return lines
+
+
+def weak_checker(a) -> list[str]:
+    lines = ["| run | measured FPR | fitted fpr | fitted p_correct | ceiling p/(p + fpr(1-p)) | accuracy at k=n |",
+             "|---|---|---|---|---|---|"]
+    for m in a.out["models"]:
         v = m["verifier"]
         fit = v["fit"]
         if fit is None:
@@ -326,43 +334,39 @@ def render_report(out: dict, results: pd.DataFrame, *, title: str, files: dict) 
         p, f = fit.params["p_correct"], fit.params["fpr"]
         lines.append(f"| {m['run_id']} | {_g(m['weak_fpr'])} | {_g(f)} | {_g(p)} | {_g(p / (p + f * (1 - p)))} | "
                      f"{v['accuracy'][-1]:.4f} |")
-    lines += ["", f"## Training + sampling compute for {_g(out['queries'])} queries", "",
-              "C_total = C_train (6N) + queries x k x sampling FLOPs per sample (2N per token, prefill shared). "
-              "Points on the frontier (no cheaper (model, k) has a higher pass rate):", "",
-              "| C_total | model | N | k | pass@k |", "|---|---|---|---|---|"]
-    table = out["frontier"]
+    return lines
+
+
+def frontier_section(a) -> list[str]:
+    lines = ["C_total = C_train (6N) + queries x k x sampling FLOPs per sample (2N per token, prefill shared). "
+             "Points on the frontier (no cheaper (model, k) has a higher pass rate):", "",
+             "| C_total | model | N | k | pass@k |", "|---|---|---|---|---|"]
+    table = a.out["frontier"]
     if not table.empty:
         for r in table[table["on_frontier"]].itertuples():
             lines.append(f"| {_g(r.total_flops)} | {r.run_id} | {_g(r.n_params)} | {int(r.k)} | {r.pass_at_k:.4f} |")
-    bad = results[results["status"] != "completed"]
-    lines += ["", "## Failed, diverged and unfinished runs", ""]
-    lines += ["None: every run completed."] if bad.empty else [f"- {r.run_id}: {r.status} ({r.reason})" for r in bad.itertuples()]
-    lines += ["", "## Files", ""] + [f"- {k}: " + ", ".join(f"`{p}`" for p in v) for k, v in files.items()]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
-def write_plots(workdir, out: dict, dpi: int = 110) -> list[epath.Path]:
+def _plots():
     from experiments.reports import pass_at_k_plots as tplots
 
-    figures = {"pass_at_k": lambda: tplots.plot_pass_at_k(out["models"]),
-               "neg_log_pass_at_k": lambda: tplots.plot_neg_log_pass(out["models"], out["cross_model"]),
-               "params_vs_compute": lambda: tplots.plot_params_vs_compute(out["models"]),
-               "compute_frontier": lambda: tplots.plot_frontier(out["frontier"], out["queries"])}
-    return list(files_lib.write_figures(workdir, figures, dpi).values())
+    return tplots
 
 
-def analyze_stage(context) -> dict:
-    study = context.declaration
-    out = analyze(context.measurements["counts"], context.results, queries=getattr(study, "queries", 1e6),
-                  bootstrap=getattr(study, "bootstrap", 0))
-    workdir = context.workdir
-    fits = files_lib.write_fits(workdir, fitted_laws(out))
-    plots = write_plots(workdir, out)
-    buffer = _io.StringIO()
-    out["frontier"].to_csv(buffer, index=False)
-    io.write_text_atomic(workdir / "frontier.csv", buffer.getvalue())
-    files = {"measurements": ["counts.csv", "frontier.csv"], "fits": [f"fits/{p.name}" for p in fits],
-             "plots": [f"plots/{p.name}" for p in plots]}
-    io.write_text_atomic(workdir / "report.md", render_report(out, context.results, title=context.title, files=files))
-    notes = [n for m in out["models"] for n in m["notes"]] + ([out["cross_model_note"]] if out["cross_model_note"] else [])
-    return {"fitted": [p.stem for p in fits], "report": workdir / "report.md", "notes": notes, "analysis": out}
+REPORT = Report(
+    title="Test-time compute study", compute=compute, show_notes=False,
+    sections=[
+        Section("What was run", what_was_run),
+        Section("Per model: measured pass@k and fitted laws", per_model_table),
+        Section("Across models: coverage(N, D, k) = exp(-A N^-a_N D^-a_D k^-b)", across_models),
+        Section("Held-out check 1: 16 samples per problem predict pass@n", held_out_samples_section),
+        Section("Held-out check 2: the smaller budgets predict the largest budget's pass@k", held_out_budget_section),
+        Section("Weak checker: best-of-k accuracy and its ceiling (Stroebl et al. 2024)", weak_checker),
+        Section(lambda a: f"Training + sampling compute for {_g(a.out['queries'])} queries", frontier_section)],
+    plots=[Plot("pass_at_k", lambda a: _plots().plot_pass_at_k(a.out["models"])),
+           Plot("neg_log_pass_at_k", lambda a: _plots().plot_neg_log_pass(a.out["models"], a.out["cross_model"])),
+           Plot("params_vs_compute", lambda a: _plots().plot_params_vs_compute(a.out["models"])),
+           Plot("compute_frontier", lambda a: _plots().plot_frontier(a.out["frontier"], a.out["queries"]))],
+    tables={"frontier.csv": lambda a: a.out["frontier"]})
+analyze_stage = REPORT.stage
