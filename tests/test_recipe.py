@@ -68,3 +68,24 @@ def test_derive_changes_nested_fields_only():
     study = derive(Tiny(), name="t2", base={"data": {"seq_len": 32}, "train": {"log_every": 7}})
     assert study.base.data.seq_len == 32 and study.base.train.log_every == 7
     assert study.base.data.eval_sequences == recipe.BASE.data.eval_sequences and study.name == "t2"
+
+
+def test_a_fitted_law_file_is_a_rule(tmp_path):
+    """``--set lr=<fitted-law file>`` (the hyperparameter-law studies' hand-off): the rule is the
+    law's prediction at the run's N (non-embedding) and D."""
+    import numpy as np
+    import pandas as pd
+
+    import scaling
+    from experiments.reports.files import write_fits
+
+    n = np.repeat([1e2, 1e3, 1e4], 3)
+    d = np.tile([1e4, 1e5, 1e6], 3)
+    data = pd.DataFrame({"N": n, "D": d, "y": 0.5 * n ** -0.3 * d ** -0.05})
+    (path,) = write_fits(tmp_path, {"lr_opt": scaling.fit("power_law_2d", data)})
+    study = apply_overrides(Tiny(), [f"lr={path}", "lr_scale=1"])
+    run = next(iter(study.runs()))
+    n_ne = param_counts(run.config.model)["nonembedding"]
+    assert run.config.train.lr == pytest.approx(0.5 * n_ne ** -0.3 * run.config.train.tokens ** -0.05, rel=1e-3)
+    with pytest.raises(ValueError, match="no such fitted-law file"):
+        apply_overrides(Tiny(), [f"lr={tmp_path / 'missing.json'}"])

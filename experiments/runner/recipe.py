@@ -19,10 +19,11 @@ What the recipe owns (each a field of the declaration, so ``--set`` reaches it):
 * the batch rule ``rows_per_step`` (an integer, or the name of a rule in `BATCH_RULES`: tokens per
   step, divided by seq_len and rounded to whole sequences), rounded up to ``batch_multiple``
   (`experiments.runner.study.fit_batch_to_mesh` raises it to the mesh's batch divisor);
-* the learning-rate rule: ``lr_scale`` x ``lr`` (a number, or the name of a rule in `LR_RULES`);
-  a rule is any callable ``f(N, D, C)`` of non-embedding parameters N, training tokens D and
-  training FLOPs C under the study's convention (`as_rule`; a fitted-law file is one more branch
-  there);
+* the learning-rate rule: ``lr_scale`` x ``lr`` (a number, the name of a rule in `LR_RULES`, or
+  a fitted-law file, ``--set lr=runs/hp/fits/lr_opt.json --set lr_scale=1``); a rule is any
+  callable ``f(N, D, C)`` of non-embedding parameters N, training tokens D and training FLOPs C
+  under the study's convention (`as_rule`, `law_rule`); ``rows_per_step`` takes the same (a
+  rule's value is tokens per step);
 * steps and tokens: the nearest whole number of steps for the budget (`design.steps_for_budget`)
   or for the tokens; tokens are then steps x rows x seq_len. Runs under ``min_steps`` steps are
   dropped from the sweep (``short_runs="drop"``, logged) or lengthened to ``min_steps``
@@ -88,16 +89,49 @@ def base_config(**sections) -> Config:
 
 def as_rule(value, rules: Mapping[str, Rule], what: str) -> Rule:
     """A rule from a declaration's field: a number (a constant), the name of a rule in ``rules``,
-    or a callable ``f(N, D, C)``. (A fitted-law file, e.g. ``--set lr=runs/hp/fits/lr.json``, is
-    one more branch here: load it with `scaling.load` and predict at N, D, C.)"""
+    a fitted-law file (``--set lr=runs/hp/fits/lr_opt.json``, `law_rule`) or a callable
+    ``f(N, D, C)``."""
     if callable(value):
         return value
     if isinstance(value, str):
         if value in rules:
             return rules[value]
-        raise ValueError(f"{what}={value!r}: unknown rule; rules: {sorted(rules)} or a number")
+        if value.endswith(".json") or "://" in value:
+            return law_rule(value, what)
+        raise ValueError(f"{what}={value!r}: unknown rule; rules: {sorted(rules)}, a fitted-law .json file "
+                         "or a number")
     constant = float(value)
     return lambda n, d, c: constant
+
+
+def law_rule(path: str, what: str = "rule") -> Rule:
+    """A fitted law (`scaling.load`) as a rule: its covariates must be among N (non-embedding
+    parameters), D (tokens), C (training FLOPs; ``x`` is read as C); the rule is its prediction.
+    Extrapolation warnings are silenced (a rule is used beyond its fit on purpose)."""
+    import warnings
+
+    import numpy as np
+    from etils import epath
+
+    import scaling
+
+    if not epath.Path(path).exists():
+        raise ValueError(f"{what}={path!r}: no such fitted-law file")
+    law = scaling.load(path)
+    slots = {"N": 0, "D": 1, "C": 2, "x": 2}
+    covariates = tuple(law.law.covariates)
+    if any(c not in slots for c in covariates):
+        raise ValueError(f"{what}={path!r}: the law {law.law.name!r} takes {covariates}; a rule's inputs are "
+                         "N, D and C (or x = C)")
+
+    def rule(n, d, c):
+        values = (n, d, c)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            out = law.predict(**{k: np.array([float(values[slots[k]])]) for k in covariates})
+        return float(np.asarray(out).reshape(-1)[0])
+
+    return rule
 
 
 @dataclasses.dataclass(frozen=True)
