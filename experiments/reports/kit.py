@@ -193,11 +193,12 @@ def held_out_section(rows: list[dict]) -> list[str]:
     if not done:
         return [f"Not run: {rows[0]['skipped'] if rows else 'nothing held out'}"]
     covariates = [k for k in done[0] if k not in ("run_id", "measured", "predicted", "interval", "rel_error", "covers")]
-    lines = ["| run | " + " | ".join(covariates) + " | measured | predicted | 95% | error | covers |",
-             "|---|" + "---|" * len(covariates) + "---|---|---|---|---|"]
+    runs = any(r["run_id"] for r in done)  # a derived table (one row per size, say) has no run ids
+    lines = [("| run " if runs else "") + "| " + " | ".join(covariates) + " | measured | predicted | 95% | error | covers |",
+             ("|---" if runs else "") + "|" + "---|" * len(covariates) + "---|---|---|---|---|"]
     for r in done:
         err = "n/a" if r["rel_error"] is None else f"{100 * r['rel_error']:+.1f}%"
-        lines.append(f"| {r['run_id']} | " + " | ".join(fmt(r[c]) for c in covariates) +
+        lines.append((f"| {r['run_id']} " if runs else "") + "| " + " | ".join(fmt(r[c]) for c in covariates) +
                      f" | {fmt(r['measured'], 4)} | {fmt(r['predicted'], 4)} | {interval(r['interval'])} | {err} | "
                      f"{'n/a' if r['covers'] is None else ('yes' if r['covers'] else 'no')} |")
     errors = [abs(r["rel_error"]) for r in done if r["rel_error"] is not None]
