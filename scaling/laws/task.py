@@ -11,7 +11,9 @@ error_exponential   eps - k exp(-gamma L)                          L -> error
 ==================  ============================================  ======================
 
 Both are fitted by least squares on the target (``mse``): accuracies and errors lie in [0, 1]
-and may be 0, so no logs are taken (``positive=("L",)``).
+and may be 0, so no logs are taken (``positive=("L",)``). The sigmoid's height ``a`` and floor
+``b`` are bounded to (0, 1), accuracy's range (the paper states no bounds): without them a fit to a
+ladder that has only seen the start of the jump runs ``a`` to any height (a band above 1.0).
 """
 
 from __future__ import annotations
@@ -44,10 +46,11 @@ accuracy_sigmoid = register(Law(
                      "models' checkpoints): Bhagia et al. 2024, step 2 (unverified: the fitting "
                      "objective was not checked in the paper text)",
     params=(
-        Param("a", "log", grid=(0.5, 1.0), doc="height of the jump (accuracy gained from chance to the ceiling)"),
+        Param("a", lower=0.0, upper=1.0, grid=(0.3, 0.6, 0.9),
+              doc="height of the jump (accuracy gained from chance to the ceiling), in (0, 1)"),
         Param("L0", "log", grid=(0.7, 1.2, 2.0), doc="task loss at the jump's midpoint"),
         Param("k", grid=(-3.0, -10.0, -30.0), doc="steepness; negative: accuracy rises as the loss falls"),
-        Param("b", grid=(0.0, 0.25), doc="accuracy at high loss (chance level)"),
+        Param("b", lower=0.0, upper=1.0, grid=(0.01, 0.25), doc="accuracy at high loss (chance level), in (0, 1)"),
     ),
     covariates=("L",),
     target="accuracy",
