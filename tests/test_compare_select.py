@@ -57,6 +57,8 @@ def test_compare_recovers_a_known_compute_multiplier_within_its_band(known_multi
     d = comp.diagnostics                                   # noise at the stated sem: no lack of fit
     assert not d["lack_of_fit"] and 0.4 < d["reduced_chi2"] < 1.6 and d["p_value"] > 0.01
     out = json.loads(json.dumps(comp.to_dict()))           # JSON-ready
+    fig = scaling.plots.plot_comparison(comp)                # headless, returns the Figure
+    assert len(fig.axes) == 2
     assert out["recipes"] == ["base", "better"] and len(out["compute_multiplier"]["multiplier"]) == 7
 
 
@@ -109,6 +111,7 @@ def test_select_on_gadre_et_al_runs_prefers_their_law_holding_out_the_largest_mo
                          columns={"loss": "loss_c4_val"})
     assert list(sel.table["law"]) == ["overtraining", "chinchilla", "kaplan"], sel.table
     assert sel.table.iloc[0]["score"] < 0.02 and sel.table.iloc[-1]["score"] > 0.05
+    assert scaling.plots.plot_selection(sel).get_xticklabels()[0].get_text() == "overtraining"
 
 
 # ---------------------------------------------------------------------------------- two-step task prediction
@@ -147,6 +150,8 @@ def test_two_step_predicts_a_known_sigmoid_jump_beyond_the_ladder():
     band = tp.predict(N, D, level=0.95)
     assert band.method == "bootstrap_chained"
     assert band.lower <= true_acc <= band.upper and abs(band.value - true_acc) < 0.03, (band, true_acc)
+    ax = scaling.plots.plot_two_step(tp, df, targets=[(N, D, true_acc)])
+    assert ax.get_ylabel() == "accuracy"
     assert tp.target == "accuracy" and json.loads(json.dumps(tp.to_dict()))["chaining"]["method"] == "bootstrap_chained"
 
 

@@ -14,7 +14,7 @@ level, predicts the held-out rows, and ranks the candidates by extrapolation err
 - score: the median of the per-split errors, with their min and max (the spread across splits)
   and the median signed relative error (bias: > 0 over-predicts). Ties go to fewer parameters.
 
-Li et al. 2025 ("(Mis)Fitting: A Survey of Scaling Laws", arXiv:2502.18969) show how much fitted
+Li et al. 2025 ("(Mis)Fitting: A Survey of Scaling Laws"; arXiv number not verified here) show how much fitted
 laws move with such choices; this makes the choice a measurement.
 """
 
