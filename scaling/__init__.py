@@ -19,9 +19,11 @@ Layout (each layer imports only the layers below it; ``tests/test_architecture.p
 - `scaling.flops` (FLOP accounting and the FLOP-convention vocabulary) and `scaling.io` (JSON
   files) at the bottom.
 
-Importing this package is cheap: submodules (and jax, matplotlib) load on first use. The module
-paths of earlier versions (``scaling.fitted``, ``scaling.isoflop``, ``scaling.test_time``, ...)
-still import: they name the modules that moved (`_MOVED`).
+Importing this package is cheap and changes no global jax setting: submodules (and jax,
+matplotlib) load on first use, and the commands (not the library) choose jax's platform. The module
+paths of earlier versions (``scaling.fitted``, ``scaling.isoflop``, ...) still import: they name
+the modules that moved (`_MOVED`); ``scaling.test_time`` (now `scaling.laws.pass_at_k`) warns
+(`_DEPRECATED`).
 """
 
 import importlib

@@ -96,6 +96,9 @@ def test_degenerate_fits_are_listed_and_marked_in_one_markdown_line():
     assert {e["param"] for e in fl.diagnostics() if e["kind"] == "edge"} == {"A"}   # 3.5e24 > e^23
     sane = {"E": 1.82, "A": 482.0, "B": 2085.0, "alpha": 0.35, "beta": 0.37}
     assert scaling.FittedLaw("chinchilla", sane).diagnostics_markdown() == ""
+    # what is derived from the fit says so: compute optima carry the diagnostics
+    assert fl.compute_optimal(1e22)["diagnostics"] == fl.diagnostics()
+    assert scaling.FittedLaw("chinchilla", sane).compute_optimal(1e22)["diagnostics"] == []
 
 
 def test_a_parameter_on_its_bound_or_one_sided_edge_is_recorded_and_warned():
@@ -226,3 +229,24 @@ def test_lr_annealing_areas_warmup_convention():
                                                                                          warmup="peak")[0])
     with pytest.raises(ValueError, match="warmup must be one of"):
         lr_annealing_areas(lr, warmup="ignore")
+
+
+def test_reports_write_fits_through_save_and_take_bands_from_predict(tmp_path):
+    from experiments.reports import files
+
+    rng = np.random.default_rng(5)
+    samples = {"E": 1.8 * np.exp(0.01 * rng.standard_normal(300)), "A": np.full(300, 500.0),
+               "alpha": 0.15 + 0.005 * rng.standard_normal(300)}
+    fl = scaling.FittedLaw("power_law", {"E": 1.8, "A": 500.0, "alpha": 0.15}, samples=samples,
+                           data={"ranges": {"x": [1e18, 1e20]}})
+    (path,) = files.write_fits(tmp_path, {"loss_opt": fl})
+    fl.save(tmp_path / "direct.json")
+    assert path.read_text() == (tmp_path / "direct.json").read_text()
+    assert scaling.load(path).params == fl.params
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # the next rung lies beyond the fitted range on purpose
+        point, (lo, hi) = files.predict_with_band(fl, x=1e22)
+    band = fl.predict(x=1e22, level=0.95, extrapolate=True)
+    assert (point, lo, hi) == (band.value, band.lower, band.upper) and lo < point < hi
+    draws = samples["E"] + 500.0 * 1e22 ** -samples["alpha"]
+    assert (lo, hi) == pytest.approx(tuple(np.percentile(draws, [2.5, 97.5])), rel=1e-12)

@@ -6,7 +6,8 @@ the loss-minimizing N and D at budgets C, with bands over the fit's parameter dr
 (`FittedLaw.draws`), and the budget that reaches a loss. Chinchilla's frontier is closed-form
 (Hoffmann et al. 2022, Eq. 4); any other law is minimized numerically. A frontier law (a law of C
 fitted to an isoFLOP approach's N_opt, D_opt or loss_opt; ``data.target`` says which) answers with
-its prediction at C.
+its prediction at C. Every answer carries ``"diagnostics"``: the fit's `FittedLaw.diagnostics`
+(empty when the fit is sound); where it is not empty, the answer is derived from an unreliable fit.
 """
 
 from __future__ import annotations
@@ -101,7 +102,8 @@ def compute_optimal(fitted, C, level: float = 0.95, **fixed) -> dict:
         out[key] = _shaped(out[key], shape)
     out["C"] = _shaped(flat, shape)
     out.update(k=fitted.k, flop_convention=fitted.flop_convention,
-               method="closed_form" if _closed_form(fitted) else "numeric", interval_method=how)
+               method="closed_form" if _closed_form(fitted) else "numeric", interval_method=how,
+               diagnostics=fitted.diagnostics())
     return out
 
 
@@ -140,7 +142,7 @@ def _frontier_optimal(fitted, C: np.ndarray, level: float) -> dict:
         n, d = (y, flat / (fitted.k * y)) if key == "N" else (flat / (fitted.k * y), y)
         out["tokens_per_param"] = _shaped(d / n, C.shape)
     out.update(C=_shaped(flat, C.shape), k=fitted.k, flop_convention=fitted.flop_convention, method="frontier_law",
-               interval_method=how if band is not None else None)
+               interval_method=how if band is not None else None, diagnostics=fitted.diagnostics())
     return out
 
 
@@ -182,5 +184,6 @@ def compute_for_loss(fitted, loss, level: float = 0.95, **fixed) -> dict:
         lo, hi = np.percentile(cd, [50 * (1 - level), 50 * (1 + level)], axis=0)
         out["C_interval"] = (_shaped(lo, target.shape), _shaped(hi, target.shape))
         out["fraction_reachable"] = _shaped(np.isfinite(cd).mean(axis=0), target.shape)
-    out.update(k=fitted.k, flop_convention=fitted.flop_convention, interval_method=how)
+    out.update(k=fitted.k, flop_convention=fitted.flop_convention, interval_method=how,
+               diagnostics=fitted.diagnostics())
     return out

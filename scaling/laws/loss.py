@@ -66,7 +66,8 @@ def _chinchilla_design(rng, n):
 chinchilla = register(Law(
     name="chinchilla",
     objective="huber_log",
-    objective_source='Huber (delta = 1e-3) on log loss: Hoffmann et al. 2022, Sec. 3.3 (Approach 3) and Besiroglu et al. 2024, Sec. 2 (their refit, and the 4,500-start grid)',
+    objective_source=('Huber (delta = 1e-3) on log loss: Hoffmann et al. 2022, Sec. 3.3 (Approach 3) and Besiroglu et '
+                      'al. 2024, Sec. 2 (their refit, and the 4,500-start grid)'),
     params=(
         Param("E", "log", grid=tuple(math.exp(e) for e in (-1.0, -0.5, 0.0, 0.5, 1.0)),
               doc="irreducible loss (nats/token)"),
@@ -217,7 +218,9 @@ def _deepseek_design(rng, n):
 pure_power_law = register(Law(
     name="pure_power_law",
     objective="mse_log",
-    objective_source='least squares on log values (a straight line in log-log): the hyperparameter laws of DeepSeek-AI 2024 (Sec. 3.1) and the isoFLOP frontiers of Hoffmann et al. 2022 (Approaches 1-2) are such fits',
+    objective_source=('least squares on log values (a straight line in log-log): the hyperparameter laws of DeepSeek-AI'
+                      ' 2024 (Sec. 3.1) and the isoFLOP frontiers of Hoffmann et al. 2022 (Approaches 1-2) are such '
+                      'fits'),
     params=(
         Param("A", "log", grid=tuple(math.exp(a) for a in (-10.0, -5.0, 0.0, 5.0, 10.0)),
               doc="scale"),
