@@ -9,7 +9,9 @@ Layout (each layer imports only the layers below it; ``tests/test_architecture.p
 
 - `scaling.plots`: figures of laws, fits and isoFLOP analyses (matplotlib).
 - `scaling.analysis`: studies built on fitted laws (`scaling.analysis.isoflop`: Hoffmann et al.'s
-  three approaches); `scaling.published`: published fits and data.
+  three approaches; `scaling.compare`: two recipes by their compute multiplier; `scaling.select`:
+  laws ranked by extrapolation error; `scaling.fit_two_step`: task accuracy through a task loss);
+  `scaling.published`: published fits and data.
 - `scaling.fitting`: the one fitting engine (objectives, solver, `fit`, intervals, profile
   likelihood, the `FittedLaw` container and its file, compute-optimal numerics).
 - `scaling.laws`: laws as pure jnp functions (`Law`, `Param`) and the registry (loss,
@@ -47,6 +49,9 @@ _LAZY = {
     "plots": ("scaling.plots", None),
     "isoflop": ("scaling.analysis.isoflop", None),
     "pass_at_k": ("scaling.laws.pass_at_k", None),
+    "compare": ("scaling.analysis.compare", "compare"),
+    "select": ("scaling.analysis.select", "select"),
+    "fit_two_step": ("scaling.analysis.task_accuracy", "fit_two_step"),
     "test_time": ("scaling.laws.pass_at_k", None),   # deprecated name (_DEPRECATED)
 }
 
