@@ -44,7 +44,7 @@ import pandas as pd
 STUDIES = {
     "isoflop": ("python -m experiments.isoflop_chinchilla --workdir {workdir} --preset cpu --set seeds={seed}", (0, 1)),
     "ptq": ("python -m experiments.quantization_degradation --workdir {workdir} --preset cpu --set seeds={seed}", (0, 1)),
-    "tts": ("python -m experiments.test_time_scaling --workdir {workdir} --preset cpu --set seeds={seed}", (0, 1)),
+    "tts": ("python -m experiments.studies.inference_compute --workdir {workdir} --preset cpu --set seeds={seed}", (0, 1)),
 }
 
 

@@ -127,3 +127,45 @@ def test_split_modules_keep_their_old_import_paths():
         "assert quant.QuantConfig is quant_formats.QuantConfig and quant.parse_format is quant_formats.parse_format\n"
         "assert quant.block_rules is qwix_rules.block_rules and quant.ptq is ptq.ptq and quant.qat_model is qat.qat_model\n")
     assert out.returncode == 0, out.stderr[-3000:]
+
+
+def test_old_study_paths_are_the_moved_modules_and_test_named_ones_warn():
+    """Study files live in experiments/studies/; the old import paths are the same modules (no copy),
+    and the product modules that were named like tests warn that they moved."""
+    out = _python(
+        "import warnings\n"
+        "import experiments.isoflop_chinchilla as a, experiments.isoflop_nonembed as b\n"
+        "import experiments.quantization_degradation as c\n"
+        "from experiments import studies\n"
+        "assert a is studies.isoflop_chinchilla and b is studies.isoflop_nonembed and c is studies.quantization_degradation\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    import experiments.test_time_scaling as t, experiments.reports.test_time as r\n"
+        "    import experiments.reports.test_time_plots as p\n"
+        "import experiments.studies.inference_compute as t2, experiments.reports.pass_at_k as r2\n"
+        "import experiments.reports.pass_at_k_plots as p2\n"
+        "assert t is t2 and r is r2 and p is p2\n"
+        "moved = [w for w in caught if issubclass(w.category, DeprecationWarning) and 'deprecated' in str(w.message)]\n"
+        "assert len(moved) == 3, [str(w.message) for w in caught]\n")
+    assert out.returncode == 0, out.stderr[-3000:]
+
+
+def test_the_old_test_time_command_still_runs_with_a_deprecation_warning():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "experiments.test_time_scaling", "--help"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "experiments.studies.inference_compute" in proc.stderr and "DeprecationWarning" in proc.stderr
+    assert "--preset" in proc.stdout
+
+
+def test_every_study_file_is_found_without_registration():
+    """The tests' smoke fixtures come from the study files' SMOKE constants (tests/conftest.py), and
+    the import-linter layer is the package: a new file in experiments/studies/ needs neither."""
+    import conftest
+
+    found = conftest.discover_studies()
+    assert {"smoke_grid", "ptq_smoke", "tts_smoke"} <= set(found)
+    assert found["tts_smoke"]["module"] == "inference_compute"
+    text = (ROOT / ".importlinter").read_text()
+    assert "studies : train_lm" in text and "isoflop_chinchilla :" not in text

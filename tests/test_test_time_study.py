@@ -13,10 +13,10 @@ import pytest
 
 import scaling
 from conftest import TTS_COMMAND
-from experiments import test_time_scaling as tts
 from experiments.harness import tasks
-from experiments.reports import test_time as report
+from experiments.reports import pass_at_k as report
 from experiments.runner import runs as runs_lib
+from experiments.studies import inference_compute as tts
 from scaling.test_time import pass_at_k_curve
 
 
