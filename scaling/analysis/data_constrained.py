@@ -211,6 +211,7 @@ def analyze(df: pd.DataFrame, *, target: str = "loss", columns: Mapping[str, str
             threads: int | None = None) -> dict:
     """Fit, parameters beside the published ones, the two held-out checks, what repeating buys.
 
+    A held-out check whose refit fails (too few runs left) holds ``"error"`` instead of numbers.
     ``held_out_epochs``: runs with at least this many epochs are held out in the first check
     (default: the largest epoch count of the grid when it has few distinct values, else its
     90th percentile). ``budgets`` and ``budget_u``: compute budgets (C = 6 N D) and the unique
@@ -230,16 +231,17 @@ def analyze(df: pd.DataFrame, *, target: str = "loss", columns: Mapping[str, str
     if held_out_epochs is None:
         distinct = np.unique(np.round(epochs, 6))
         held_out_epochs = float(distinct[-1] if len(distinct) <= 12 else np.quantile(epochs, 0.9))
-    checks = []
-    by_epochs = epochs < held_out_epochs
-    if by_epochs.any() and not by_epochs.all():
-        checks.append(held_out(df, by_epochs, name=f"epochs >= {held_out_epochs:g} held out", level=level,
-                               **args))
     u = t["U"].to_numpy()
-    by_u = u < u.max()
-    if by_u.any() and not by_u.all():
-        checks.append(held_out(df, by_u, name=f"largest unique-token budget ({u.max():.3g}) held out",
-                               level=level, **args))
+    checks = []
+    for name, train in ((f"epochs >= {held_out_epochs:.3g} held out", epochs < held_out_epochs),
+                        (f"largest unique-token budget ({u.max():.3g}) held out", u < u.max())):
+        if not train.any() or train.all():
+            continue
+        try:
+            checks.append(held_out(df, train, name=name, level=level, **args))
+        except ValueError as err:  # too few runs left to refit: said, not raised
+            checks.append({"name": name, "n_fit": int(train.sum()), "n_held_out": int((~train).sum()),
+                           "error": str(err)})
     out = {"procedure": procedure, "n_runs": len(t), "level": level, "params": params,
            "held_out": checks, "repetition": repetition_value(fitted, level), "fitted": fitted}
     if len(budgets):
