@@ -9,11 +9,12 @@ and where repeating stops paying.
     python -m experiments.studies.data_constrained --workdir runs/dc_ci --preset smoke
 
 Presets (2-core CPU machine): smoke 2 sizes x 2 U x 3 epochs (12 runs of 2k-5k-parameter
-models, ~0.5M tokens in all; fitted jointly, few bootstrap draws): about 1-2 min on one core
-(measured on the shared machine: see docs/studies/data_constrained.md). cpu 3 sizes x 3 U x 4
-epochs (36 runs, 1 to 30 epochs, ~2.9e7 tokens in all, plus the same analysis on Muennighoff et
-al.'s published runs): estimated at most 15 CPU-minutes from the isoFLOP cpu preset's measured
-token rate; not measured (the machine was shared when this was written).
+models, 1.6M tokens in all; fitted jointly, 20 bootstrap draws): 1.8 CPU-minutes measured
+(2026-12-06: 83 CPU-s training + 23 CPU-s analysis; 9 min wall on the heavily shared machine).
+cpu 3 sizes x 3 U x 4 epochs (36 runs of 1e4-1e5 parameters, 1 to 30 epochs, 4.2e7 tokens in
+all, plus the same analysis on Muennighoff et al.'s published runs): NOT measured; estimated at
+~8-10 CPU-minutes of training from the isoFLOP cpu preset's measured rate (4.5e7 tokens in 8
+CPU-minutes at similar sizes) plus ~2-3 for the fits, so within 15.
 
 Every run of the grid is its own run (its own cosine schedule to its own length), as in the
 paper; the caps are nested (a smaller U is a subset of a larger one), so budgets differ in how
