@@ -101,8 +101,7 @@ def params_lines(a) -> list[str]:
             row += f" {fmt(p['value'])} | {_iv(p['interval'])} |"
         row += f" {fmt(dc.PUBLISHED[k]) if k in dc.PUBLISHED else '-'} |"
         lines.append(row)
-    lines += ["", f"Procedure: {own['procedure']} ({a.out['fitted'].fit.get('procedure', 'joint')}; see "
-              "`scaling.analysis.data_constrained`). Published: Muennighoff et al. 2023, App. A (the "
+    lines += ["", f"Procedure: {own['procedure']} (see `scaling.analysis.data_constrained`). Published: Muennighoff et al. 2023, App. A (the "
               "datablations README's constants), fitted on 10M-9B-parameter models and 100M-178B unique "
               "tokens of C4, dropout 0.1; these runs are byte-level models of thousands of parameters on "
               "the embedded corpus, so agreement is not expected to transfer across that gap in scale."]

@@ -213,8 +213,8 @@ def analyze(df: pd.DataFrame, *, target: str = "loss", columns: Mapping[str, str
 
     A held-out check whose refit fails (too few runs left) holds ``"error"`` instead of numbers.
     ``held_out_epochs``: runs with at least this many epochs are held out in the first check
-    (default: the largest epoch count of the grid when it has few distinct values, else its
-    90th percentile). ``budgets`` and ``budget_u``: compute budgets (C = 6 N D) and the unique
+    (default: 95% of the largest epoch count when the grid has at most 12 distinct counts, so
+    runs a step short of it count too, else the 90th percentile). ``budgets`` and ``budget_u``: compute budgets (C = 6 N D) and the unique
     tokens at which `compute_optimal_for_u` is reported (default U: the largest of the runs).
     Returns plain JSON-ready values plus ``"fitted"`` (the `FittedLaw`).
     """
@@ -229,8 +229,8 @@ def analyze(df: pd.DataFrame, *, target: str = "loss", columns: Mapping[str, str
             params[k]["published"] = PUBLISHED[k]
     epochs = t["epochs"].to_numpy()
     if held_out_epochs is None:
-        distinct = np.unique(np.round(epochs, 6))
-        held_out_epochs = float(distinct[-1] if len(distinct) <= 12 else np.quantile(epochs, 0.9))
+        distinct = np.unique(np.round(epochs, 1))  # a grid's epochs, up to the rounding of steps
+        held_out_epochs = float(0.95 * distinct[-1] if len(distinct) <= 12 else np.quantile(epochs, 0.9))
     u = t["U"].to_numpy()
     checks = []
     for name, train in ((f"epochs >= {held_out_epochs:.3g} held out", epochs < held_out_epochs),
