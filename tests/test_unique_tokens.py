@@ -203,3 +203,13 @@ def test_kill_in_the_second_epoch_resumes_bit_for_bit(data_dir, tmp_path):
     assert got["unique_tokens"] == CAP and got["epochs"] == STEPS * BATCH * (SEQ + 1) / CAP == 5.0
     assert got["unique_tokens_seen"] == CAP
     assert [r["epochs"] for r in metrics[1] if "train_loss" in r][:2] == [0.625, 1.25]
+
+
+def test_the_cap_applies_to_the_base_data_set_of_a_mixture(data_dir):
+    cfg = capped(data_dir, 20_000, mixture=("verifiable_tasks/small:0.25",))
+    iterator = data.make_train_iterator(cfg, global_batch_size=8, seed=0)
+    batches = [next(iterator) for _ in range(10)]
+    iterator.close()
+    assert all(b["inputs"].shape == (8, 64) for b in batches)
+    # the base data set's share of the rows reads the capped subset
+    assert subsets.epochs_read(cfg, steps=10, global_batch_size=8) == pytest.approx(10 * 8 * 65 * 0.75 / 20_000)
