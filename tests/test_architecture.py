@@ -91,7 +91,7 @@ def test_law_registry_does_not_depend_on_what_was_imported():
         "assert L.names() == before, (before, L.names())\n"
         "print(len(before))\n")
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.strip() == "18"
+    assert out.stdout.strip() == "20"
 
 
 def test_old_module_paths_are_the_moved_modules():
@@ -103,7 +103,7 @@ def test_old_module_paths_are_the_moved_modules():
         "from scaling.fitted import FittedLaw, load\n"
         "assert scaling.fitted is scaling.fitting.fitted and FittedLaw is scaling.FittedLaw\n"
         "assert scaling.isoflop is scaling.analysis.isoflop and scaling.isoflop_plots is scaling.plots.isoflop\n"
-        "assert scaling.test_time is scaling.laws.test_time and scaling.law is scaling.laws.law\n"
+        "assert scaling.test_time is scaling.laws.pass_at_k and scaling.law is scaling.laws.law\n"
         "assert scaling.intervals is scaling.fitting.intervals and scaling.profile is scaling.fitting.profile\n"
         "assert scaling.loss_laws is scaling.laws.loss and scaling.quantization_laws is scaling.laws.quantization\n"
         "assert scaling.fit is scaling.fitting.fit and scaling.load is load\n")
@@ -126,6 +126,46 @@ def test_split_modules_keep_their_old_import_paths():
         "assert data.split_info is sources.split_info and data.train_sentencepiece is tokenizers.train_sentencepiece\n"
         "assert quant.QuantConfig is quant_formats.QuantConfig and quant.parse_format is quant_formats.parse_format\n"
         "assert quant.block_rules is qwix_rules.block_rules and quant.ptq is ptq.ptq and quant.qat_model is qat.qat_model\n")
+    assert out.returncode == 0, out.stderr[-3000:]
+
+
+def test_renamed_pass_at_k_module_keeps_its_old_paths_with_a_deprecation_warning():
+    out = _python(
+        "import warnings\n"
+        "warnings.simplefilter('error', DeprecationWarning)\n"
+        "import scaling.laws as L, scaling.laws.pass_at_k as new\n"
+        "names = L.names()\n"
+        "for old in ('scaling.laws.test_time', 'scaling.test_time'):\n"
+        "    try:\n"
+        "        __import__(old)\n"
+        "    except DeprecationWarning as w:\n"
+        "        assert 'scaling.laws.pass_at_k' in str(w), w\n"
+        "    else:\n"
+        "        raise AssertionError(old + ' did not warn')\n"
+        "warnings.simplefilter('ignore', DeprecationWarning)\n"
+        "import importlib, sys\n"
+        "assert importlib.import_module('scaling.laws.test_time') is new\n"
+        "assert importlib.import_module('scaling.test_time') is new and L.names() == names\n"
+        "assert new.fitted_pass_at_k is importlib.import_module('scaling.laws.test_time').fitted_pass_at_k\n")
+    assert out.returncode == 0, out.stderr[-3000:]
+
+
+def test_importing_and_fitting_changes_no_global_jax_setting():
+    """The library leaves the platform to the commands: importing every scaling module, and a fit
+    (which runs on the CPU in float64 through thread-local contexts), leave jax.config as it was."""
+    out = _python(
+        "import jax\n"
+        "before = dict(jax.config.values)\n"
+        "import scaling, scaling.fitting, scaling.fitting.solver, scaling.laws, scaling.analysis, scaling.published\n"
+        "import scaling.plots, scaling.analysis.isoflop\n"
+        "assert dict(jax.config.values) == before, {k: (before.get(k), v) for k, v in jax.config.values.items()\n"
+        "                                            if before.get(k) != v}\n"
+        "import numpy as np\n"
+        "x = np.geomspace(1e18, 1e21, 12)\n"
+        "f = scaling.fit('power_law', {'x': x, 'y': 1.8 + 500 * x ** -0.15})\n"
+        "assert abs(f.params['alpha'] - 0.15) < 1e-3, f.params\n"
+        "assert dict(jax.config.values) == before\n"
+        "assert 'float64' in f.fit['device'] and f.fit['device'].startswith('cpu')\n")
     assert out.returncode == 0, out.stderr[-3000:]
 
 

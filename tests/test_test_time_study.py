@@ -17,7 +17,7 @@ from experiments.harness import tasks
 from experiments.reports import pass_at_k as report
 from experiments.runner import runs as runs_lib
 from experiments.studies import inference_compute as tts
-from scaling.test_time import pass_at_k_curve
+from scaling.laws.pass_at_k import pass_at_k_curve
 
 
 def test_the_docstring_command_is_the_tested_one():

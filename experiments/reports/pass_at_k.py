@@ -55,7 +55,7 @@ def ks_for(n: int) -> np.ndarray:
 
 def pass_curve(rows: pd.DataFrame, ks) -> np.ndarray:
     """Mean over problems of the unbiased pass@k estimator (Chen et al. 2021)."""
-    from scaling.test_time import pass_at_k_curve
+    from scaling.laws.pass_at_k import pass_at_k_curve
 
     return np.asarray(pass_at_k_curve(rows["n"].to_numpy(), rows["c"].to_numpy(), ks), np.float64)
 
@@ -72,7 +72,7 @@ def _quiet_fit(*args, **kwargs):
 def per_model(counts: pd.DataFrame, results: pd.DataFrame, *, bootstrap: int = 0) -> list[dict]:
     """Fits and measured curves of every model (module docstring)."""
     from experiments.harness.tasks import weak_false_positive_rate
-    from scaling.test_time import fitted_pass_at_k
+    from scaling.laws.pass_at_k import fitted_pass_at_k
 
     out = []
     meta = results.set_index("run_id")
@@ -155,7 +155,7 @@ def cross_model(models: list[dict], *, bootstrap: int = 0):
 
 def held_out_samples(counts: pd.DataFrame, models: list[dict], *, first: int = 16, seed: int = 0) -> list[dict]:
     """Fit each model's Beta laws on ``first`` of its n samples per problem, predict pass@n."""
-    from scaling.test_time import fitted_pass_at_k
+    from scaling.laws.pass_at_k import fitted_pass_at_k
 
     rng = np.random.default_rng(seed)
     out = []
