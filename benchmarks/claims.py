@@ -44,7 +44,8 @@ import pandas as pd
 # and test-time studies have no claims yet: their numbers in the docs are one seed, quoted with the
 # value a second machine gave (docs/reproducibility.md); a second seed of each is the next step.
 STUDIES = {
-    "isoflop": ("python -m experiments.isoflop_chinchilla --workdir {workdir} --preset cpu --set seeds={seed}", (0, 1)),
+    "isoflop": ("python -m experiments.isoflop_chinchilla --workdir {workdir} --preset cpu --set seeds={seed} "
+                "--set rung_budgets=4e12", (0, 1)),
 }
 
 
@@ -157,6 +158,33 @@ ISOFLOP = [
           value=0.018285432720298034, spread=(0.03042243075233997, 0.006148434688256099), tolerance=0.025),
     claim(id="isoflop.cpu.approach1_heldout_error", study="isoflop", what="Approach 1's error on the held-out optimal loss", read=_X(1, "loss_rel_error"), fmt="{:+.1%}",
           value=0.08516481441207835, spread=(0.0636330875859561, 0.1066965412382006), tolerance=0.045),
+]
+
+
+# The ladder's prediction rung (--set rung_budgets=4e12, 4x the largest budget): the model Approach
+# 2's N_opt(C) calls compute-optimal (108k parameters with seed 0, 130k with seed 1), trained, and
+# every law's prediction of its loss made before it was trained (rung.json). Both seeds: every law
+# over-predicts; Approach 1's band misses, Approaches 2 and 3 cover.
+def _rung(key=None, field="rel_error"):
+    def read(workdir: Path) -> float:
+        row = json.loads((workdir / "rung.json").read_text())["rows"][0]
+        return float(row["eval_loss"] if key is None else row["predictions"][key][field])
+    return read
+
+
+RUNG = [
+    claim(id="isoflop.cpu.rung_loss", study="isoflop", what="measured loss of the rung at 4e12 FLOPs",
+          read=_rung(), fmt="{:.3f}", value=1.229751128980419,
+          spread=(1.250815955793708, 1.2086863021671301), tolerance=0.045),
+    claim(id="isoflop.cpu.rung_approach2_error", study="isoflop", fmt="{:+.1%}", read=_rung("approach2_loss_opt"),
+          what="Approach 2's L_opt(C) error on the rung's loss (predicted before it was trained)",
+          value=0.04843726433758022, spread=(0.0455815087559055, 0.051293019919254945), tolerance=0.02),
+    claim(id="isoflop.cpu.rung_approach3_error", study="isoflop", fmt="{:+.1%}", read=_rung("approach3_loss_opt"),
+          what="Approach 3's L_opt(C) error on the rung's loss", value=0.025954871890608744, spread=(0.03278226556296415, 0.019127478218253335),
+          tolerance=0.02),
+    claim(id="isoflop.cpu.rung_approach1_error", study="isoflop", fmt="{:+.1%}", read=_rung("approach1_loss_opt"),
+          what="Approach 1's L_opt(C) error on the rung's loss", value=0.07575624400120762, spread=(0.05779780304123472, 0.09371468496118052),
+          tolerance=0.04),
 ]
 
 
