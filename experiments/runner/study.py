@@ -190,11 +190,13 @@ def run_study(name: str, workdir, runs: Iterable[Run], *, declaration: Any = Non
               measures: Sequence[Measure] = (),
               analyze: Callable[[StudyContext], Mapping] | None = None,
               rung: Rung | None = None, train_fn=None, progress: bool = True,
-              aot: str | None = None, aot_slices: int = 1) -> dict:
+              aot: str | None = None, aot_slices: int = 1, executor=None) -> dict:
     """Train every run, then each measure stage, then the analysis; see the module docstring.
 
     With ``aot`` (a TPU accelerator type) nothing is trained: `aot_study` checks every distinct
     train step against that topology instead.
+    ``executor`` (`experiments.runner.executors`: serial, the default, or Ray) runs each run's
+    training and measure rows; the files written and the exit status do not depend on it.
     Returns ``{"results", "measurements", "outputs", "summary"}``; raises `StudyFailed` when no
     run completed or when the analysis fitted nothing. Only process 0 analyzes; when the analysis
     raises there, the other processes of a multi-host study are left waiting at the rung's
@@ -202,7 +204,10 @@ def run_study(name: str, workdir, runs: Iterable[Run], *, declaration: Any = Non
     """
     from experiments.harness.config import to_dict
 
+    from experiments.harness import metrics_log
+
     quiet_logging()
+    metrics_log.configure(group=name)  # one TensorBoard / W&B view per study
     started = time.perf_counter()
     workdir = io.resolve_workdir(workdir)
     runs = list(runs)
@@ -218,14 +223,15 @@ def run_study(name: str, workdir, runs: Iterable[Run], *, declaration: Any = Non
                                                "measures": names})
     log.info("%s: %d runs at %d budgets -> %s", name, len(runs), len({r.budget for r in runs}), workdir)
     results = train_runs(runs, workdir, flop_convention=flop_convention, train_fn=train_fn,
-                         progress=progress, desc=name)
+                         progress=progress, desc=name, executor=executor)
     completed = results["status"] == "completed"
     if not completed.any():
         raise StudyFailed(f"{name}: all {len(results)} runs failed or diverged; first: "
                           f"{_first_failure(results)}; see {workdir / RESULTS_FILE}")
     measurements = {}
     for measure in measures:
-        measurements[measure.name] = measure_runs(measure, runs, results, workdir, progress=progress)
+        measurements[measure.name] = measure_runs(measure, runs, results, workdir, progress=progress,
+                                                    executor=executor)
     outputs = None
     if analyze is not None and is_writer():
         context = StudyContext(name, workdir, results, measurements, declaration, preset,
@@ -241,7 +247,8 @@ def run_study(name: str, workdir, runs: Iterable[Run], *, declaration: Any = Non
         rung_runs = list(rung.runs(workdir))
         if rung_runs:
             rung_results = train_runs(rung_runs, workdir / rung.directory, flop_convention=flop_convention,
-                                      train_fn=train_fn, progress=progress, desc=f"{name} rung")
+                                      train_fn=train_fn, progress=progress, desc=f"{name} rung",
+                                      executor=executor)
             if is_writer():
                 context = StudyContext(name, workdir, results, measurements, declaration, preset,
                                        flop_convention, started)
@@ -262,5 +269,16 @@ def main(argv, *, description: str, presets, default_preset: str, stages: Callab
     study = fit_batch_to_mesh(study, aot=args.aot, aot_slices=args.aot_slices)
     parts = dict(stages(study))
     runs = parts.pop("runs")
-    return run_study(study.name, args.workdir, runs, declaration=study, preset=args.preset,
-                     aot=args.aot, aot_slices=args.aot_slices, **parts)
+    if args.aot and getattr(args, "aot_search", False):
+        return aot_search_study(study.name, args.workdir, runs, args.aot, args.aot_slices)
+    from experiments.harness import metrics_log
+    from experiments.runner.executors import from_args
+
+    metrics_log.configure(getattr(args, "log", None))
+    executor = None if args.aot else from_args(args)
+    try:
+        return run_study(study.name, args.workdir, runs, declaration=study, preset=args.preset,
+                         aot=args.aot, aot_slices=args.aot_slices, executor=executor, **parts)
+    finally:
+        if executor is not None:
+            executor.close()
