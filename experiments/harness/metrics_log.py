@@ -38,7 +38,6 @@ import io as _io
 import logging
 import os
 import re
-import socket
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -145,7 +144,7 @@ def _tensorboard(run_dir: epath.Path, start_step: int):
     if io.is_url(run_dir):
         _register_url_writers()
     # a unique file per session (a resumed run's writer may start within the same second)
-    suffix = f".{socket.gethostname()}.{os.getpid()}.s{start_step}"
+    suffix = f".{os.getpid()}.s{start_step}"  # tensorboardX names the file by time and host
     return SummaryWriter(os.fspath(run_dir), purge_step=start_step + 1 if start_step else None,
                          filename_suffix=suffix, flush_secs=30)
 

@@ -38,6 +38,7 @@ import os
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -137,13 +138,16 @@ class RayExecutor:
         self.log_settings = metrics_log.current()
         self.started_cluster = not ray.is_initialized() and not address
         if not ray.is_initialized():
+            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage reports leave the machine
             options = dict(runtime_env={"env_vars": worker_env()}, include_dashboard=False,
                            log_to_driver=True, configure_logging=False)
-            if address:
-                ray.init(address=address, **options)
-            else:
-                ray.init(num_cpus=workers or os.cpu_count() or 1, object_store_memory=200 * 2**20,
-                         **options)
+            with warnings.catch_warnings():  # fork+exec of Ray's daemons after JAX started: harmless
+                warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
+                if address:
+                    ray.init(address=address, **options)
+                else:  # a local cluster, on the loopback interface only
+                    ray.init(num_cpus=workers or os.cpu_count() or 1, object_store_memory=200 * 2**20,
+                             _node_ip_address="127.0.0.1", **options)
         self._remote = ray.remote(max_retries=0)(call)
 
     def imap(self, fn: Callable, args: Sequence[tuple], configs: Sequence = ()) -> Iterator[tuple[int, Outcome]]:

@@ -282,3 +282,27 @@ def main(argv, *, description: str, presets, default_preset: str, stages: Callab
     finally:
         if executor is not None:
             executor.close()
+
+
+def aot_search_study(name: str, workdir, runs: Sequence[Run], topology: str, slices: int = 1) -> dict:
+    """``--aot TOPOLOGY --aot_search``: the largest per-device batch that fits, for each distinct
+    model of the runs and each remat policy (`experiments.harness.aot_search`); prints the
+    frontier and writes aot_search.json. `StudyFailed` when libtpu is missing or no model fits
+    at any batch under any policy."""
+    from experiments.harness import aot_search
+
+    quiet_logging()
+    workdir = io.resolve_workdir(workdir)
+    try:
+        records = aot_search.search([(r.run_id, r.config) for r in runs], topology, slices)
+    except (ImportError, RuntimeError) as err:
+        raise StudyFailed(f"{name}: --aot {topology} needs libtpu (pip install -e '.[tpu]'): "
+                          f"{shorten(str(err))}") from err
+    path = aot_search.write_search_json(workdir, records) if is_writer() else None
+    print(aot_search.format_frontier(records), flush=True)
+    if not any(r["max_per_device_batch"] for r in records):
+        raise StudyFailed(f"{name} on {topology}: no model fits at per-device batch 1 under any "
+                          f"remat policy; see {path}")
+    summary = f"{name}: AOT fit search on {topology} (x{slices}): {len(records)} model x remat rows; {path}"
+    print(summary, flush=True)
+    return {"aot_search": records, "summary": summary}
