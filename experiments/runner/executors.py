@@ -140,7 +140,7 @@ class RayExecutor:
         if not ray.is_initialized():
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage reports leave the machine
             options = dict(runtime_env={"env_vars": worker_env()}, include_dashboard=False,
-                           log_to_driver=True, configure_logging=False)
+                           log_to_driver=False, configure_logging=False)
             with warnings.catch_warnings():  # fork+exec of Ray's daemons after JAX started: harmless
                 warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
                 if address:
