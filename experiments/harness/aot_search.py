@@ -64,7 +64,7 @@ def _probe(run_id: str, cfg: Config, remat: str, per_device: int, shard: int,
 
 
 def search(configs: Sequence[tuple[str, Config]], topology: str, slices: int = 1, *,
-           remats: Sequence[str] = REMAT_POLICIES, max_per_device: int = 4096) -> list[dict]:
+           remats: Sequence[str] = REMAT_POLICIES, max_per_device: int = 1024) -> list[dict]:
     """The frontier (module docstring): one record per distinct model and remat policy."""
     tpu = aot.parse_topology(topology)
     out = []

@@ -98,9 +98,10 @@ def make_parser(description: str, presets: Presets, default_preset: str) -> argp
                              "without training; writes aot.json (needs pip install -e '.[tpu]')")
     parser.add_argument("--aot_slices", type=int, default=1,
                         help="with --aot: the number of slices (multi-slice, DCN data axis)")
-    parser.add_argument("--aot_search", action="store_true",
-                        help="with --aot: for each remat policy, the largest per-device batch of "
-                             "each distinct model that fits (the frontier; aot_search.json)")
+    parser.add_argument("--aot_search", metavar="MAX", type=int, nargs="?", const=1024, default=None,
+                        help="with --aot: for each remat policy, the largest per-device batch (up "
+                             "to MAX, default 1024) of each distinct model that fits (the "
+                             "frontier; aot_search.json); nothing is trained")
     group = parser.add_argument_group("executor (where a study's runs train; docs/distributed.md)")
     group.add_argument("--executor", choices=("serial", "ray"), default="serial",
                        help="serial: one run after another in this process (default); ray: each "

@@ -269,8 +269,13 @@ def main(argv, *, description: str, presets, default_preset: str, stages: Callab
     study = fit_batch_to_mesh(study, aot=args.aot, aot_slices=args.aot_slices)
     parts = dict(stages(study))
     runs = parts.pop("runs")
-    if args.aot and getattr(args, "aot_search", False):
-        return aot_search_study(study.name, args.workdir, runs, args.aot, args.aot_slices)
+    if getattr(args, "aot_search", None) is not None:
+        if not args.aot:
+            raise ValueError("--aot_search needs --aot TOPOLOGY (e.g. --aot v5p-256 --aot_search)")
+        if args.aot_search < 1:
+            raise ValueError(f"--aot_search {args.aot_search}: the largest per-device batch to try, >= 1")
+        return aot_search_study(study.name, args.workdir, runs, args.aot, args.aot_slices,
+                                max_per_device=args.aot_search)
     from experiments.harness import metrics_log
     from experiments.runner.executors import from_args
 
@@ -284,7 +289,8 @@ def main(argv, *, description: str, presets, default_preset: str, stages: Callab
             executor.close()
 
 
-def aot_search_study(name: str, workdir, runs: Sequence[Run], topology: str, slices: int = 1) -> dict:
+def aot_search_study(name: str, workdir, runs: Sequence[Run], topology: str, slices: int = 1, *,
+                     max_per_device: int = 1024) -> dict:
     """``--aot TOPOLOGY --aot_search``: the largest per-device batch that fits, for each distinct
     model of the runs and each remat policy (`experiments.harness.aot_search`); prints the
     frontier and writes aot_search.json. `StudyFailed` when libtpu is missing or no model fits
@@ -294,7 +300,8 @@ def aot_search_study(name: str, workdir, runs: Sequence[Run], topology: str, sli
     quiet_logging()
     workdir = io.resolve_workdir(workdir)
     try:
-        records = aot_search.search([(r.run_id, r.config) for r in runs], topology, slices)
+        records = aot_search.search([(r.run_id, r.config) for r in runs], topology, slices,
+                                    max_per_device=max_per_device)
     except (ImportError, RuntimeError) as err:
         raise StudyFailed(f"{name}: --aot {topology} needs libtpu (pip install -e '.[tpu]'): "
                           f"{shorten(str(err))}") from err
