@@ -1,7 +1,8 @@
 """A gs:// workdir for real: the smoke isoFLOP study against a local GCS emulator.
 
-The emulator (`gcp-storage-emulator`, from PyPI; in-memory) is started and stopped by this module
-on 127.0.0.1 only. Every layer that writes the workdir reaches it:
+The emulator (`gcp-storage-emulator`, from PyPI; in memory; with the objects.moveTo route that
+gcsfs renames with added, `tests/gcs_emulator.py`) is started and stopped by this module on
+127.0.0.1 only. Every layer that writes the workdir reaches it:
 
 * etils.epath (results.csv, study.json, metrics.jsonl, result.json, fits/, report.md, the
   TensorBoard event files) through gcsfs, which honours ``STORAGE_EMULATOR_HOST``;
@@ -23,6 +24,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -42,9 +44,8 @@ def gcs_emulator(tmp_path_factory):
         port = probe.getsockname()[1]
     log = tmp_path_factory.mktemp("gcs") / "emulator.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1",
-                                 "--port", str(port), "--in-memory", "--default-bucket", BUCKET],
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("gcs_emulator.py")), str(port),
+                                 BUCKET], stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(300):  # at most ~60 s for it to listen

@@ -131,11 +131,8 @@ class RayExecutor:
             import ray
         except ImportError as err:
             raise ImportError("--executor ray needs Ray: pip install -e '.[ray]'") from err
-        from experiments.harness import metrics_log
-
         self.ray, self.kind = ray, resources
         task_resources(None, resources)  # a bad kind fails before the cluster starts
-        self.log_settings = metrics_log.current()
         self.started_cluster = not ray.is_initialized() and not address
         if not ray.is_initialized():
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage reports leave the machine
@@ -151,12 +148,15 @@ class RayExecutor:
         self._remote = ray.remote(max_retries=0)(call)
 
     def imap(self, fn: Callable, args: Sequence[tuple], configs: Sequence = ()) -> Iterator[tuple[int, Outcome]]:
+        from experiments.harness import metrics_log
+
         ray = self.ray
+        settings = metrics_log.current()  # the study's, as run_study set them (group = its name)
         futures = {}
         for index, unit in enumerate(args):
             config = configs[index] if index < len(configs) else None
             options = task_resources(config, self.kind)
-            futures[self._remote.options(**options).remote(fn, unit, self.log_settings)] = index
+            futures[self._remote.options(**options).remote(fn, unit, settings)] = index
         try:
             while futures:
                 done, _ = ray.wait(list(futures), num_returns=1)
