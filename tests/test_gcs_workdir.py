@@ -138,6 +138,11 @@ def test_smoke_study_on_a_gs_workdir_trains_is_killed_resumes_fits_and_loads_bac
         names = [p.name for p in run_dir.iterdir()]
         assert "checkpoints" in names and any(n.startswith("events.out.tfevents") for n in names), names
         assert [p.name for p in (run_dir / "checkpoints").iterdir()]
+        # TensorBoard's own reader reads the curve straight from the bucket (through fsspec)
+        from test_metrics_log import event_scalars
+        from experiments.harness import io as hio
+        expected = [r["step"] for r in hio.read_jsonl(run_dir / "metrics.jsonl") if "train_loss" in r]
+        assert [step for step, _ in event_scalars(os.fspath(run_dir))] == expected
     finally:
         for k, v in old.items():
             if v is None:
