@@ -8,7 +8,7 @@
 int8 cache (symmetric absmax, per token): each new key/value vector x (one layer, row, position and
 kv head; Dh values, after the rotary embedding for keys) is stored as q = round(x / s) in
 [-127, 127] int8 with s = max|x| / 127 in float32, and read back as q * s. The numbers come from
-``models.quantization.quantize_per_token`` (qwix), the same call as the fake-quantized KV path
+``models.quant_formats.quantize_per_token`` (qwix), the same call as the fake-quantized KV path
 (``fake_quantize(x, "int8")``, ``QuantConfig(kv="int8")``), so sampling with this cache
 reproduces a full forward pass of ``ptq_model(cfg, QuantConfig(kv="int8"))`` to float
 tolerance (tests/test_sampling.py; ``quantization.kv_calibration`` says why the scale is
@@ -26,6 +26,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from models.quant_formats import quantize_per_token
 
 KV_DTYPES = (None, "int8", "float32", "bfloat16", "float16")
 
@@ -61,9 +63,7 @@ def is_quantized(cache) -> bool:
 
 def quantize(x):
     """(int8 values, float32 scales without the last axis) of ``x`` [..., Dh]: the KV fake
-    quantization's numbers (``models.quantization.quantize_per_token(x, "int8")``)."""
-    from models.quantization import quantize_per_token
-
+    quantization's numbers (``models.quant_formats.quantize_per_token(x, "int8")``)."""
     q = quantize_per_token(x, "int8")
     return q.qvalue, q.scale[..., 0].astype(jnp.float32)
 

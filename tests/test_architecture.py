@@ -14,13 +14,72 @@ def _python(code: str) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
+def _lint_imports(config: Path, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    code = ("import sys; from importlinter.cli import lint_imports_command; "
+            f"sys.argv = ['lint-imports', '--config', {str(config)!r}, '--no-cache']; lint_imports_command()")
+    env = {**os.environ, "PYTHONPATH": str(cwd)}
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
 def test_import_linter_contracts_are_kept():
     """Layers experiments -> models -> scaling; inside scaling plots -> analysis | published -> fitting
-    -> laws -> flops | io; no cycles between sibling modules (the contracts in .importlinter)."""
-    out = _python("import sys; from importlinter.cli import lint_imports_command; "
-                  "sys.argv = ['lint-imports', '--config', '.importlinter', '--no-cache']; lint_imports_command()")
+    -> laws -> flops | io; inside models and experiments their layers; no cycles between sibling
+    modules (the contracts in .importlinter, every one of them)."""
+    out = _lint_imports(ROOT / ".importlinter")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "5 kept, 0 broken" in out.stdout, out.stdout[-3000:]
+    contracts = (ROOT / ".importlinter").read_text().count("[importlinter:contract:")
+    assert f"{contracts} kept, 0 broken" in out.stdout, out.stdout[-3000:]
+
+
+def test_import_linter_sees_function_level_imports(tmp_path):
+    """A circle closed by an import inside a function breaks an acyclic_siblings contract
+    (grimp reads every import statement, not only the module-level ones), so the contracts
+    above hold function-level imports too."""
+    package = tmp_path / "circle"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("from circle import b\n")
+    (package / "b.py").write_text("def f():\n    from circle import a\n    return a\n")
+    config = tmp_path / ".importlinter"
+    config.write_text("[importlinter]\nroot_packages =\n    circle\n\n"
+                      "[importlinter:contract:acyclic]\nname = no circles\ntype = acyclic_siblings\n"
+                      "ancestors =\n    circle\n")
+    out = _lint_imports(config, tmp_path)
+    assert out.returncode != 0 and "0 kept, 1 broken" in out.stdout, out.stdout[-3000:] + out.stderr[-3000:]
+
+
+JAX_SETTINGS = """
+import json, os, sys
+import jax
+def settings():
+    names = sorted(n for n in jax.config.values if isinstance(jax.config.values[n], (bool, int, float, str, type(None))))
+    return {n: jax.config.values[n] for n in names}, dict(os.environ)
+before, env = settings()
+for name in sys.argv[1:]:
+    __import__(name)
+after, env_after = settings()
+changed = {n: (before[n], after.get(n)) for n in before if before[n] != after.get(n)}
+changed_env = sorted(k for k in set(env) | set(env_after) if env.get(k) != env_after.get(k))
+print(json.dumps({"config": changed, "environ": changed_env}, default=str))
+"""
+
+
+def test_importing_models_and_the_harness_changes_no_jax_setting():
+    """Importing the library (models, the training harness) leaves jax's global configuration and
+    the environment as they were; the commands (``cli``, the entry points) decide the platform."""
+    modules = ["models", "models.transformer", "models.sharding", "models.shapes", "models.quantization",
+               "models.sampling", "experiments.harness.train", "experiments.harness.data",
+               "experiments.harness.aot", "experiments.harness.restore", "experiments.harness.cli"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    out = subprocess.run([sys.executable, "-c", JAX_SETTINGS, *modules], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    import json
+
+    changes = json.loads(out.stdout.strip().splitlines()[-1])
+    assert changes == {"config": {}, "environ": []}, changes
 
 
 def test_law_registry_does_not_depend_on_what_was_imported():
@@ -48,4 +107,23 @@ def test_old_module_paths_are_the_moved_modules():
         "assert scaling.intervals is scaling.fitting.intervals and scaling.profile is scaling.fitting.profile\n"
         "assert scaling.loss_laws is scaling.laws.loss and scaling.quantization_laws is scaling.laws.quantization\n"
         "assert scaling.fit is scaling.fitting.fit and scaling.load is load\n")
+    assert out.returncode == 0, out.stderr[-3000:]
+
+
+def test_split_modules_keep_their_old_import_paths():
+    """harness.train, harness.data and models.quantization were split along their seams; the names
+    they held are still importable from them, and are the moved objects."""
+    out = _python(
+        "import experiments.harness.train as train, experiments.harness.data as data\n"
+        "import models.quantization as quant\n"
+        "from experiments.harness import plan, step, evaluate, divergence, tokenizers, sources, packing, mixtures\n"
+        "from models import quant_formats, qwix_rules, ptq, qat\n"
+        "assert train.make_plan is plan.make_plan and train.build is step.build and train.StepKey is step.StepKey\n"
+        "assert train.evaluate is evaluate.evaluate and train.DivergenceMonitor is divergence.DivergenceMonitor\n"
+        "assert train.token_losses is step.token_losses and train.with_schedule is step.with_schedule\n"
+        "assert data.make_tokenizer is tokenizers.make_tokenizer and data.load_source is sources.load_source\n"
+        "assert data.packed_train_rows is packing.packed_train_rows and data.mixed_train_rows is mixtures.mixed_train_rows\n"
+        "assert data.split_info is sources.split_info and data.train_sentencepiece is tokenizers.train_sentencepiece\n"
+        "assert quant.QuantConfig is quant_formats.QuantConfig and quant.parse_format is quant_formats.parse_format\n"
+        "assert quant.block_rules is qwix_rules.block_rules and quant.ptq is ptq.ptq and quant.qat_model is qat.qat_model\n")
     assert out.returncode == 0, out.stderr[-3000:]

@@ -46,7 +46,12 @@ def test_smoke_ptq_study_end_to_end(ptq_smoke):
     for rid, group in final.groupby("run_id"):
         by = group.set_index("format")
         assert by.loc["float", "delta"] == 0.0 and by.loc["float", "loss"] == by.loc["int8", "loss"]
-        assert by.loc["int2", "delta"] > by.loc["int4", "delta"] > -3 * by.loc["int4", "delta_sem"]
+        # int2 degrades more than int4, resolved by their own paired errors; int4 moves the loss by
+        # less than the held-out loss's own sampling error, in either direction (rounding to 4 bits
+        # can lower a tiny model's loss by a few paired SEM: -2 here, -5.2 on another processor)
+        d2, d4 = by.loc["int2", "delta"], by.loc["int4", "delta"]
+        assert d2 - d4 > 2 * math.hypot(by.loc["int2", "delta_sem"], by.loc["int4", "delta_sem"])
+        assert abs(d4) < by.loc["int4", "loss_sem"]
         assert by.loc["int2", "delta"] > 2 * by.loc["int2", "delta_sem"] > 0  # resolved (the fits use >= 2 sem)
         assert abs(by.loc["int8", "delta"]) < 5e-4
         assert by.loc["int2", "loss_quantized"] == pytest.approx(by.loc["int2", "loss"] + by.loc["int2", "delta"])

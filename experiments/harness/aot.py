@@ -50,7 +50,8 @@ from jax.sharding import AxisType, Mesh
 
 from experiments.harness import io
 from experiments.harness.config import Config
-from experiments.harness.train import StepKey, build, make_plan
+from experiments.harness.plan import make_plan
+from experiments.harness.step import StepKey, build
 from models import sharding as msharding
 from scaling import flops as sflops
 

@@ -9,6 +9,15 @@ a ``bool`` takes true/false/1/0, ``X | None`` takes "none", a tuple takes "1,2,3
 ``int | str`` field (a number or the name of a rule) takes either. An unknown key is a
 ``ValueError`` naming it and listing the keys that exist there.
 
+Why hand-written (checked against tyro 1.0.17, draccus 0.11.6, dacite 1.9.2, cattrs 26.2.1): tyro
+and draccus parse an ``int`` field with ``int()`` ("2e7" fails), tyro reports a multi-line panel
+and keeps a field derived from the preset (``head_dim``, ``d_ff``) when ``d_model`` changes,
+draccus builds from the class's defaults (no preset instance); cattrs silently structures
+{"n": 1.5, "b": "false"} as n=1, b=True and needs a hook per ``int | str`` union; dacite accepts
+``true`` for an int field and says neither the section nor the known keys of an unknown one.
+fiddle and ml_collections parse overrides through absl flags. None keeps ``--set key=value`` with
+these semantics, so the ~240 lines below stay.
+
 Learning-rate and batch-size rules (``train.lr="deepseek"``, ``train.batch_size="deepseek"``) turn
 the model size and token budget into a number; see ``LR_RULES`` and ``BATCH_RULES``.
 """

@@ -1,5 +1,11 @@
 """Language-model data: TFDS source → Grain shuffle → tokenize → pack → row shuffle → batch.
 
+This module holds ``DataConfig``, the training iterator and the evaluation batches; the stages
+live beside it, one job each, and their names are importable from here too:
+``tokenizers`` (byte and SentencePiece, and training the latter), ``sources`` (a split's TFDS
+source, texts and size), ``packing`` (rows of seq_len + 1 tokens, process sharding, the row
+shuffle's window and seed), ``mixtures`` (several sources by token share).
+
 Pipeline for training (:func:`make_train_iterator`), all Grain 0.2.18 ``grain.MapDataset`` /
 ``grain.IterDataset`` transformations, deterministic given the seed:
 
@@ -48,25 +54,28 @@ index and the rows already served from it: a restore re-reads that window (at mo
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
-import math
-import os
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import grain
 import numpy as np
-import tensorflow_datasets as tfds
 
-from experiments.harness import corpus
+from experiments.harness import corpus, tasks
+from experiments.harness.mixtures import mixed_train_rows
+from experiments.harness.packing import (_check_process, _Lookup, _packed_rows,  # noqa: F401
+                                         packed_train_rows, row_shuffle_seed, shuffle_window_rows,
+                                         to_model_batch, train_document_indices)
+from experiments.harness.sources import (SplitInfo, _not_empty, _text_of, _Tokenize,  # noqa: F401
+                                         document_texts, load_source, split_info, tokens_per_epoch)
+from experiments.harness.tokenizers import (TOKENIZERS, ByteTokenizer, SentencePieceTokenizer,  # noqa: F401
+                                            Tokenizer, _tokenizer_fingerprint, make_tokenizer,
+                                            train_sentencepiece, vocab_size)
 
 log = logging.getLogger(__name__)
 
 STATE_FORMAT = 2  # 2: with the row-shuffle window
-TOKENIZERS = ("byte", "sentencepiece")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,236 +149,7 @@ class DataConfig:
         if self.read_threads < 1 or self.prefetch_batches < 0:
             raise ValueError("DataConfig.read_threads must be >= 1 and prefetch_batches >= 0")
         if self.mixture:
-            from experiments.harness import tasks
-
             tasks.parse_mixture(self.mixture)  # ValueError naming the bad entry
-
-
-# --------------------------------------------------------------------------------------------
-# Tokenizers
-
-
-class Tokenizer(Protocol):
-    vocab_size: int
-
-    def encode(self, text: str | bytes) -> np.ndarray: ...
-
-    def decode(self, ids: Sequence[int] | np.ndarray) -> str: ...
-
-
-class ByteTokenizer:
-    """UTF-8 bytes as tokens: id = byte value, vocab 256, no special ids (segments mark docs)."""
-
-    vocab_size = 256
-    name = "byte"
-
-    def encode(self, text: str | bytes) -> np.ndarray:
-        raw = text.encode("utf-8") if isinstance(text, str) else bytes(text)
-        return np.frombuffer(raw, dtype=np.uint8).astype(np.int32)
-
-    def decode(self, ids: Sequence[int] | np.ndarray) -> str:
-        ids = np.asarray(ids)
-        if ids.size and (ids.min() < 0 or ids.max() > 255):
-            raise ValueError(f"byte token ids must lie in [0, 255], got range [{ids.min()}, {ids.max()}]")
-        return ids.astype(np.uint8).tobytes().decode("utf-8", errors="replace")
-
-
-class SentencePieceTokenizer:
-    """A SentencePiece model loaded from a ``.model`` file."""
-
-    name = "sentencepiece"
-
-    def __init__(self, model_path: str | os.PathLike):
-        import sentencepiece as spm
-
-        path = os.fspath(model_path)
-        if not os.path.isfile(path):
-            raise ValueError(f"SentencePiece model not found: {path}")
-        self.model_path = path
-        self._sp = spm.SentencePieceProcessor(model_file=path)
-        self.vocab_size = int(self._sp.get_piece_size())
-
-    def encode(self, text: str | bytes) -> np.ndarray:
-        if isinstance(text, bytes):
-            text = text.decode("utf-8")
-        return np.asarray(self._sp.encode(text), dtype=np.int32)
-
-    def decode(self, ids: Sequence[int] | np.ndarray) -> str:
-        return self._sp.decode([int(i) for i in np.asarray(ids).ravel()])
-
-    def fingerprint(self) -> str:
-        with open(self.model_path, "rb") as f:
-            return hashlib.sha256(f.read()).hexdigest()[:16]
-
-
-def train_sentencepiece(
-    texts: Iterable[str | bytes],
-    vocab_size: int,
-    path: str | os.PathLike,
-    *,
-    model_type: str = "bpe",
-    chunk_chars: int = 4096,
-    max_chunks: int = 200_000,
-    num_threads: int = 2,
-) -> SentencePieceTokenizer:
-    """Trains a lossless SentencePiece model on ``texts`` and writes ``path`` (a ``.model``).
-
-    Lossless for any UTF-8 text: identity normalization, whitespace kept as is (no dummy
-    prefix, no collapsing; whitespace-only pieces allowed, which suits code indentation), and
-    byte fallback, so characters outside the learned pieces become byte pieces. Hence
-    ``decode(encode(t)) == t`` except for text containing U+2581 (▁), SentencePiece's own
-    whitespace marker. No BOS/EOS/PAD ids (documents are separated by segment ids); id 0 is
-    ``<unk>`` (never produced, thanks to byte fallback). Documents are cut into chunks of at
-    most ``chunk_chars`` characters (newlines kept) because SentencePiece skips longer inputs.
-    The vocabulary holds the 256 byte pieces, so ``vocab_size`` must exceed 257.
-
-    BPE is the default: on this corpus (2 cores) it trained 4,096 pieces on 2 MB of text in
-    3.4 s against 30 s for unigram, and on the whole 30 MB train split in 29 s (unigram did not
-    finish in 500 s), at 3.2 UTF-8 bytes per token on the held-out split (unigram: 3.0).
-    """
-    import sentencepiece as spm
-
-    if vocab_size <= 257:
-        raise ValueError(f"vocab_size must exceed 257 (256 byte pieces + <unk>), got {vocab_size}")
-    path = os.fspath(path)
-    if not path.endswith(".model"):
-        raise ValueError(f"SentencePiece model path must end in .model, got {path}")
-
-    def chunks() -> Iterator[str]:
-        count = 0
-        for text in texts:
-            if isinstance(text, bytes):
-                text = text.decode("utf-8")
-            for start in range(0, len(text), chunk_chars):
-                if count >= max_chunks:
-                    return
-                yield text[start : start + chunk_chars]
-                count += 1
-
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=chunks(),
-        model_prefix=path[: -len(".model")],
-        vocab_size=vocab_size,
-        model_type=model_type,
-        normalization_rule_name="identity",
-        add_dummy_prefix=False,
-        remove_extra_whitespaces=False,
-        allow_whitespace_only_pieces=True,
-        split_digits=True,
-        byte_fallback=True,
-        character_coverage=0.9995,
-        max_sentence_length=4 * chunk_chars + 16,  # bytes; a chunk is at most 4 bytes/char
-        hard_vocab_limit=False,
-        unk_id=0,
-        bos_id=-1,
-        eos_id=-1,
-        pad_id=-1,
-        num_threads=num_threads,
-        minloglevel=2,
-    )
-    return SentencePieceTokenizer(path)
-
-
-def make_tokenizer(cfg: DataConfig) -> ByteTokenizer | SentencePieceTokenizer:
-    """The tokenizer a config names."""
-    if cfg.tokenizer == "byte":
-        return ByteTokenizer()
-    return SentencePieceTokenizer(cfg.spm_model)
-
-
-def vocab_size(cfg: DataConfig) -> int:
-    """Vocabulary size of the config's tokenizer (256 for bytes)."""
-    return make_tokenizer(cfg).vocab_size
-
-
-def _tokenizer_fingerprint(tokenizer) -> str:
-    if isinstance(tokenizer, SentencePieceTokenizer):
-        return f"sentencepiece:{tokenizer.fingerprint()}"
-    return f"{tokenizer.name}:{tokenizer.vocab_size}"
-
-
-# --------------------------------------------------------------------------------------------
-# Source
-
-
-def load_source(cfg: DataConfig, split: str):
-    """The random-access TFDS data source of one split (builds the embedded corpus if needed)."""
-    data_dir = corpus.default_data_dir(cfg.data_dir)
-    from experiments.harness import tasks
-
-    if tasks.is_task_dataset(cfg.dataset):  # generated locally; train records computed, not read
-        return tasks.load_source(cfg.dataset, split, data_dir)
-    if corpus.is_embedded(cfg.dataset):
-        corpus.prepare(cfg.dataset, data_dir)  # build once, under a lock
-        name = cfg.dataset if "/" in cfg.dataset else f"{cfg.dataset}/full"
-        source = tfds.data_source(name, split=split, data_dir=str(data_dir), download=False)
-    else:
-        try:
-            source = tfds.data_source(
-                cfg.dataset, split=split, data_dir=str(data_dir), download=cfg.download
-            )
-        except Exception as err:  # TFDS raises several types; name the dataset and dir
-            raise ValueError(
-                f"cannot read TFDS dataset {cfg.dataset!r} split {split!r} from {data_dir} as "
-                f"ArrayRecord (prepare it there first, or set DataConfig.download): {err}"
-            ) from err
-    if len(source) == 0:
-        raise ValueError(f"split {split!r} of {cfg.dataset!r} is empty")
-    return source
-
-
-def document_texts(cfg: DataConfig, split: str, limit: int | None = None) -> Iterator[bytes]:
-    """The raw texts of a split in stored order (e.g. to train a SentencePiece model)."""
-    source = load_source(cfg, split)
-    for i in range(len(source) if limit is None else min(limit, len(source))):
-        yield _text_of(source[i], cfg.text_key)
-
-
-def _text_of(record: dict, text_key: str) -> bytes | str:
-    try:
-        return record[text_key]
-    except KeyError:
-        raise ValueError(f"record has no feature {text_key!r}; features: {sorted(record)}") from None
-
-
-class _Tokenize(grain.transforms.Map):
-    def __init__(self, tokenizer, text_key: str):
-        self._tokenizer = tokenizer
-        self._text_key = text_key
-
-    def map(self, record):
-        return {"tokens": self._tokenizer.encode(_text_of(record, self._text_key))}
-
-
-def _not_empty(element) -> bool:
-    return element["tokens"].shape[0] > 0
-
-
-# --------------------------------------------------------------------------------------------
-# Packing
-
-
-def _packed_rows(documents: grain.IterDataset, seq_len: int) -> grain.IterDataset:
-    """Concatenate-then-split packing into rows of seq_len + 1 tokens (long docs continue)."""
-    return grain.experimental.ConcatThenSplitIterDataset(
-        documents, length_struct={"tokens": seq_len + 1}
-    )
-
-
-def to_model_batch(rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Packed rows ``{tokens, tokens_segment_ids, tokens_positions}`` [b, L+1] → model batch [b, L]."""
-    tokens = np.asarray(rows["tokens"], dtype=np.int32)
-    segments = np.asarray(rows["tokens_segment_ids"], dtype=np.int32)
-    positions = np.asarray(rows["tokens_positions"], dtype=np.int32)
-    same_document = (segments[:, :-1] == segments[:, 1:]) & (segments[:, :-1] != 0)
-    return {
-        "inputs": tokens[:, :-1],
-        "targets": tokens[:, 1:],
-        "segment_ids": segments[:, :-1],
-        "positions": positions[:, :-1],
-        "weights": same_document.astype(np.float32),
-    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -448,83 +228,6 @@ def _close_and_drop(holder: list) -> None:
         if close is not None:
             close()
     holder.clear()
-
-
-def _check_process(process_index: int, process_count: int) -> None:
-    if process_count < 1 or not 0 <= process_index < process_count:
-        raise ValueError(f"process_index={process_index} must lie in [0, process_count={process_count})")
-
-
-def train_document_indices(
-    num_documents: int,
-    *,
-    seed: int,
-    num_epochs: int | None,
-    process_index: int = 0,
-    process_count: int = 1,
-) -> grain.MapDataset:
-    """Record indices this process reads, in order: per-epoch shuffles, every P-th taken.
-
-    Epoch ``e`` is a permutation of ``range(num_documents)`` seeded with ``seed + e``
-    (Grain's ``shuffle`` + ``repeat``); process ``i`` of ``P`` takes stream items
-    ``i, i + P, ...``, so over each epoch the processes' documents are disjoint and complete.
-    """
-    _check_process(process_index, process_count)
-    return (
-        grain.MapDataset.range(num_documents)
-        .shuffle(seed=seed)
-        .repeat(num_epochs)[process_index::process_count]
-    )
-
-
-class _Lookup(grain.transforms.Map):
-    def __init__(self, source):
-        self._source = source
-
-    def map(self, index):
-        return self._source[int(index)]
-
-
-def packed_train_rows(
-    cfg: DataConfig,
-    *,
-    seed: int,
-    process_index: int = 0,
-    process_count: int = 1,
-    tokenizer=None,
-) -> grain.IterDataset:
-    """This process's packed rows ``{tokens, tokens_segment_ids, tokens_positions}`` [L + 1]."""
-    tokenizer = make_tokenizer(cfg) if tokenizer is None else tokenizer
-    source = load_source(cfg, cfg.train_split)
-    if len(source) < process_count:
-        raise ValueError(f"{len(source)} train documents cannot be shared by {process_count} processes")
-    documents = (
-        train_document_indices(
-            len(source), seed=seed, num_epochs=cfg.num_epochs,
-            process_index=process_index, process_count=process_count,
-        )
-        .map(_Lookup(source))
-        .map(_Tokenize(tokenizer, cfg.text_key))
-        .to_iter_dataset(grain.ReadOptions(num_threads=cfg.read_threads, prefetch_buffer_size=64))
-        .filter(_not_empty)
-    )
-    return _packed_rows(documents, cfg.seq_len)
-
-
-def shuffle_window_rows(cfg: DataConfig) -> int:
-    """Rows per row-shuffle window: ``ceil(shuffle_tokens / (seq_len + 1))``; 0 or 1 = off."""
-    return -(-cfg.shuffle_tokens // (cfg.seq_len + 1))
-
-
-def row_shuffle_seed(seed: int, process_index: int) -> int:
-    """Seed of the row shuffle of one process, in [0, 2**31).
-
-    Grain seeds window ``k`` with ``row_seed + k``, which must stay below 2**32, hence 31 bits;
-    derived from (seed, process) by SHA-256 so it is unrelated to the document-order seeds
-    ``seed + epoch`` and differs between processes.
-    """
-    digest = hashlib.sha256(f"rows:{seed}:{process_index}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") % 2**31
 
 
 def shuffled_train_rows(
@@ -663,79 +366,3 @@ def make_eval_batches(
         lo = start + process_index * local
         batches.append({k: v[lo : lo + local].copy() for k, v in model_rows.items()})
     return batches
-
-
-# --------------------------------------------------------------------------------------------
-# Size information
-
-
-@dataclasses.dataclass(frozen=True)
-class SplitInfo:
-    """Size of one split under a tokenizer: ``rows = ceil(tokens / (seq_len + 1))`` packed rows."""
-
-    dataset: str
-    split: str
-    documents: int
-    tokens: int
-    seq_len: int
-
-    @property
-    def rows(self) -> int:
-        return math.ceil(self.tokens / (self.seq_len + 1))
-
-    @property
-    def input_tokens(self) -> int:
-        """Tokens fed as model inputs in one pass: the last token of each packed row is a target only."""
-        return self.tokens - self.rows
-
-
-def split_info(cfg: DataConfig, split: str | None = None) -> SplitInfo:
-    """Counts documents and tokens of a split (default: the train split) by tokenizing it."""
-    split = cfg.train_split if split is None else split
-    tokenizer = make_tokenizer(cfg)
-    source = load_source(cfg, split)
-    tokens = 0
-    for i in range(len(source)):
-        text = _text_of(source[i], cfg.text_key)
-        if isinstance(tokenizer, ByteTokenizer):
-            tokens += len(text.encode("utf-8") if isinstance(text, str) else text)
-        else:
-            tokens += len(tokenizer.encode(text))
-    return SplitInfo(cfg.dataset, split, len(source), tokens, cfg.seq_len)
-
-
-def tokens_per_epoch(cfg: DataConfig) -> int:
-    """Tokens in one pass over the train split, all processes together."""
-    return split_info(cfg).tokens
-
-
-def mixed_train_rows(cfg, mixture: Sequence[str] | Sequence[tuple[str, float]], *, seed: int,
-                     process_index: int = 0, process_count: int = 1, tokenizer=None) -> grain.IterDataset:
-    """Packed training rows of ``cfg.dataset`` and the ``mixture`` datasets, mixed by token share.
-
-    Each source goes through `packed_train_rows` on its own (own document shuffle, seeded
-    ``seed + j`` for source j; own packing), so every row holds documents of one source and all
-    rows have seq_len + 1 tokens; ``grain.IterDataset.mix`` then interleaves the rows in the
-    proportions (1 - sum(w), w_1, ...), which are therefore the fractions of training tokens.
-    Task datasets are built on first use. Returns the rows before the row shuffle (pass them to
-    ``grain.experimental.WindowShuffleIterDataset`` as `shuffled_train_rows` does).
-    """
-    from experiments.harness import tasks
-
-    pairs = tasks.parse_mixture(mixture) if mixture and isinstance(mixture[0], str) else list(mixture)
-    if not pairs:
-        raise ValueError("mixed_train_rows: empty mixture")
-    sources = [(cfg.dataset, 1.0 - sum(w for _, w in pairs))] + pairs
-    tokenizer = make_tokenizer(cfg) if tokenizer is None else tokenizer
-    rows, weights = [], []
-    for j, (name, weight) in enumerate(sources):
-        if tasks.is_task_dataset(name):
-            tasks.prepare(name, cfg.data_dir)
-        fields = {"dataset": name, "train_split": tasks.TRAIN_SPLIT if j else cfg.train_split}
-        if hasattr(cfg, "mixture"):
-            fields["mixture"] = ()  # each part is one plain source
-        part = dataclasses.replace(cfg, **fields)
-        rows.append(packed_train_rows(part, seed=seed + j, process_index=process_index,
-                                            process_count=process_count, tokenizer=tokenizer))
-        weights.append(weight)
-    return grain.IterDataset.mix(rows, weights)

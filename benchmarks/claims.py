@@ -1,0 +1,261 @@
+"""The numbers the docs quote from the studies, with their tolerances, in one place, and a command
+that checks them.
+
+    python -m benchmarks.claims --list                         # every claim: id, value, tolerance, source
+    python -m benchmarks.claims --workdir isoflop=runs/iso_s0 --workdir isoflop=runs/iso_s1
+    python -m benchmarks.claims --run --study isoflop --out runs/claims   # train what is missing, then check
+
+A claim is one number a study's cpu preset produced (an exponent, an error, a loss), the value the
+docs quote (the mean over the seeds it was measured with), the spread over those seeds, and a
+tolerance: a rerun of the same preset holds the claim when its value lies within the tolerance of
+the quoted one. Tolerances are set from the measured seed spread (at least twice the largest
+deviation of a seed from the mean) and widened where the number is known to move across machines
+(XLA's CPU numerics differ between processors in the last bits, and training amplifies them:
+`machines` says so per claim). A claim whose seeds disagree in sign or conclusion is not made.
+
+The docs tie each quoted number to its claim with a comment right after the number,
+``0.518 <!-- claim: isoflop.cpu.approach2_a -->``; `tests/test_claims.py` checks that every tagged
+number in README.md and docs/ equals the claim's quoted value as printed by `Claim.quoted`, so the
+docs and this file cannot drift apart.
+
+Each workdir given with ``--workdir STUDY=PATH`` is one seed's run of that study's preset (several
+per study: one per seed). ``--run`` trains the studies that have no workdir into ``--out``, one
+workdir per seed the claims were measured with (the commands `--list` prints; each cpu preset costs
+10-13 CPU-minutes per seed). Exit status: 0 when every checked claim holds, 1 when one does not,
+2 for bad arguments (one line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import shlex
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+# ----------------------------------------------------------------------------- the studies
+# study -> (command with {workdir} and {seed}, seeds the claims were measured with)
+STUDIES = {
+    "isoflop": ("python -m experiments.isoflop_chinchilla --workdir {workdir} --preset cpu --set seeds={seed}", (0, 1)),
+    "quantization": ("python -m experiments.quantization_degradation --workdir {workdir} --preset cpu --set seeds={seed}", (0, 1)),
+    "test_time": ("python -m experiments.test_time_scaling --workdir {workdir} --preset cpu --set seeds={seed}", (0, 1)),
+}
+
+
+# ----------------------------------------------------------------------------- readers
+def fit_param(file: str, name: str) -> Callable[[Path], float]:
+    """A fitted parameter from ``fits/<file>.json``."""
+    def read(workdir: Path) -> float:
+        import scaling
+        return float(scaling.load(workdir / "fits" / f"{file}.json").params[name])
+    return read
+
+
+def json_value(file: str, *keys) -> Callable[[Path], float]:
+    """A number inside a JSON file of the workdir (``analysis.json``, ``rung.json``)."""
+    def read(workdir: Path) -> float:
+        value = json.loads((workdir / file).read_text())
+        for key in keys:
+            value = value[key]
+        return float(value)
+    return read
+
+
+def table_value(file: str, fn: Callable[[pd.DataFrame], float]) -> Callable[[Path], float]:
+    """``fn`` of a CSV table of the workdir (``results.csv``, ``ptq.csv``, ``counts.csv``)."""
+    def read(workdir: Path) -> float:
+        return float(fn(pd.read_csv(workdir / file)))
+    return read
+
+
+# ----------------------------------------------------------------------------- claims
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """One quoted number. ``value``: the mean over the study's seeds (the docs print it with
+    ``fmt``); ``spread``: the seeds' values; ``tolerance``: how far a rerun may land from ``value``
+    and still hold it; ``machines``: a note where the number is known to move across processors."""
+
+    id: str
+    study: str
+    what: str
+    read: Callable[[Path], float]
+    value: float
+    tolerance: float
+    fmt: str = "{:.3f}"
+    spread: tuple[float, ...] = ()
+    machines: str = ""
+
+    def quoted(self) -> str:
+        """The number as the docs print it."""
+        return self.fmt.format(self.value)
+
+    def holds(self, measured: float) -> bool:
+        return math.isfinite(measured) and abs(measured - self.value) <= self.tolerance
+
+
+CLAIMS: list[Claim] = []  # filled below, study by study
+
+
+def claim(**kw) -> Claim:
+    c = Claim(**kw)
+    if c.study not in STUDIES:
+        raise ValueError(f"claim {c.id}: unknown study {c.study!r}; known: {sorted(STUDIES)}")
+    if any(o.id == c.id for o in CLAIMS):
+        raise ValueError(f"claim {c.id}: declared twice")
+    CLAIMS.append(c)
+    return c
+
+
+def by_id(claim_id: str) -> Claim:
+    for c in CLAIMS:
+        if c.id == claim_id:
+            return c
+    raise KeyError(f"no claim {claim_id!r}; `python -m benchmarks.claims --list` lists them")
+
+
+# ----------------------------------------------------------------------------- isoflop (cpu)
+# 25 byte-level models of 5k-160k parameters, 5 budgets 6.25e10-1e12 FLOPs ("6N"); seeds 0 and 1
+# (seed s: train.seed = s, data.shuffle_seed + s). Held out: the largest budget, each approach
+# refitted on the other four.
+_A = lambda i, key="a": json_value("analysis.json", "approaches", str(i), "exponents", key)  # noqa: E731
+_X = lambda i, key: json_value("analysis.json", "extrapolation", "predictions", str(i), key)  # noqa: E731
+
+
+def _tokens_per_param(agg):
+    def read(workdir: Path) -> float:
+        budgets = json.loads((workdir / "analysis.json").read_text())["approaches"]["2"]["budgets"]
+        return agg(b["tokens_per_param"] for b in budgets)
+    return read
+
+
+ISOFLOP = [
+    claim(id="isoflop.cpu.approach1_a", study="isoflop", what="Approach 1's a (N_opt ∝ C^a)", read=_A(1),
+          value=0.467, tolerance=0.1, spread=(0.467, 0.467)),
+    claim(id="isoflop.cpu.approach2_a", study="isoflop", what="Approach 2's a", read=_A(2),
+          value=0.518, tolerance=0.05, spread=(0.518, 0.518)),
+    claim(id="isoflop.cpu.approach3_a", study="isoflop", what="Approach 3's a", read=_A(3),
+          value=0.567, tolerance=0.05, spread=(0.567, 0.567)),
+    claim(id="isoflop.cpu.tokens_per_param_min", study="isoflop", fmt="{:.0f}", read=_tokens_per_param(min),
+          what="fewest tokens per parameter at a budget's parabola minimum", value=55, tolerance=10, spread=(55, 55)),
+    claim(id="isoflop.cpu.tokens_per_param_max", study="isoflop", fmt="{:.0f}", read=_tokens_per_param(max),
+          what="most tokens per parameter at a budget's parabola minimum", value=63, tolerance=10, spread=(63, 63)),
+    claim(id="isoflop.cpu.heldout_loss", study="isoflop", what="optimal loss of the held-out largest budget",
+          read=json_value("analysis.json", "extrapolation", "reference", "loss"), value=1.371, tolerance=0.02,
+          spread=(1.371, 1.371)),
+    claim(id="isoflop.cpu.approach2_heldout_error", study="isoflop", fmt="{:+.2%}", read=_X(2, "loss_rel_error"),
+          what="Approach 2's error on the held-out optimal loss", value=0.0085, tolerance=0.01, spread=(0.0085, 0.0085)),
+    claim(id="isoflop.cpu.approach3_heldout_error", study="isoflop", fmt="{:+.1%}", read=_X(3, "loss_rel_error"),
+          what="Approach 3's error on the held-out optimal loss", value=0.030, tolerance=0.02, spread=(0.030, 0.030)),
+    claim(id="isoflop.cpu.approach1_heldout_error", study="isoflop", fmt="{:+.1%}", read=_X(1, "loss_rel_error"),
+          what="Approach 1's error on the held-out optimal loss", value=0.064, tolerance=0.03, spread=(0.064, 0.064)),
+]
+
+
+# ----------------------------------------------------------------------------- checking
+def check(workdirs: dict[str, list[Path]], claims: list[Claim] | None = None) -> list[dict]:
+    """One row per (claim, workdir): the measured value and whether it holds. A claim whose study
+    has no workdir gets one row with ``holds=None``; a value that cannot be read holds False."""
+    rows = []
+    for c in CLAIMS if claims is None else claims:
+        dirs = workdirs.get(c.study, [])
+        if not dirs:
+            rows.append({"id": c.id, "workdir": None, "measured": None, "holds": None, "error": "no workdir"})
+        for workdir in dirs:
+            try:
+                measured, error = c.read(Path(workdir)), ""
+            except (OSError, KeyError, ValueError, IndexError) as e:
+                measured, error = float("nan"), f"{type(e).__name__}: {e}"
+            rows.append({"id": c.id, "workdir": str(workdir), "measured": measured,
+                         "holds": c.holds(measured), "error": error})
+    return rows
+
+
+def format_list() -> str:
+    lines = []
+    for c in CLAIMS:
+        spread = ", ".join(c.fmt.format(v) for v in c.spread)
+        lines.append(f"{c.id}  {c.quoted()} ± {c.fmt.format(c.tolerance).lstrip('+')}  [seeds: {spread}]  {c.what}"
+                     + (f"  ({c.machines})" if c.machines else ""))
+    for study, (command, seeds) in STUDIES.items():
+        lines.append(f"# {study}: " + command.format(workdir=f"runs/{study}_s{{seed}}", seed="{seed}")
+                     + f"  for seed in {list(seeds)}")
+    return "\n".join(lines)
+
+
+def train_missing(studies: list[str], out: Path, python: str = sys.executable) -> dict[str, list[Path]]:
+    """Train every seed of each study under ``out/<study>_s<seed>`` (skip-finished: a finished
+    workdir costs only its analysis) and return the workdirs."""
+    workdirs = {}
+    for study in studies:
+        command, seeds = STUDIES[study]
+        workdirs[study] = []
+        for seed in seeds:
+            workdir = out / f"{study}_s{seed}"
+            argv = shlex.split(command.format(workdir=workdir, seed=seed))
+            argv[0] = python
+            print("+ " + shlex.join(argv), flush=True)
+            if subprocess.run(argv).returncode not in (0,):
+                print(f"claims: {study} seed {seed} failed; its claims will not hold", file=sys.stderr)
+            workdirs[study].append(workdir)
+    return workdirs
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.claims", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--list", action="store_true", help="print every claim and exit")
+    parser.add_argument("--workdir", action="append", default=[], metavar="STUDY=PATH",
+                        help=f"a finished run of a study's preset, one per seed; studies: {', '.join(STUDIES)}")
+    parser.add_argument("--study", action="append", default=[], help="check only these studies")
+    parser.add_argument("--run", action="store_true", help="train the studies that have no --workdir")
+    parser.add_argument("--out", default="runs/claims", help="where --run trains (default runs/claims)")
+
+    def fail(message: str) -> int:
+        print(f"python -m benchmarks.claims: error: {message}", file=sys.stderr)
+        return 2
+
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    if args.list:
+        print(format_list())
+        return 0
+    workdirs: dict[str, list[Path]] = {}
+    for spec in args.workdir:
+        study, sep, path = spec.partition("=")
+        if not sep or study not in STUDIES:
+            return fail(f"--workdir {spec!r}: expected STUDY=PATH with STUDY one of {', '.join(STUDIES)}")
+        if not Path(path).is_dir():
+            return fail(f"--workdir {spec!r}: {path} is not a directory")
+        workdirs.setdefault(study, []).append(Path(path))
+    for study in args.study:
+        if study not in STUDIES:
+            return fail(f"--study {study!r}: one of {', '.join(STUDIES)}")
+    studies = args.study or list(STUDIES)
+    if args.run:
+        workdirs.update(train_missing([s for s in studies if s not in workdirs], Path(args.out)))
+    claims = [c for c in CLAIMS if c.study in studies]
+    rows = check(workdirs, claims)
+    checked = [r for r in rows if r["holds"] is not None]
+    for r in rows:
+        c = by_id(r["id"])
+        if r["holds"] is None:
+            status, got = "not checked", "(no workdir: give --workdir or --run)"
+        else:
+            status = "holds" if r["holds"] else "FAILS"
+            got = f"{c.fmt.format(r['measured'])} in {r['workdir']}" + (f" ({r['error']})" if r["error"] else "")
+        print(f"{status:11s} {c.id}: {c.quoted()} ± {c.fmt.format(c.tolerance).lstrip('+')}, measured {got}")
+    failed = sum(not r["holds"] for r in checked)
+    print(f"claims: {len(checked) - failed} of {len(checked)} checks hold"
+          + (f", {failed} fail" if failed else "") + f"; {len(rows) - len(checked)} not checked")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
