@@ -131,6 +131,11 @@ class RayExecutor:
             import ray
         except ImportError as err:
             raise ImportError("--executor ray needs Ray: pip install -e '.[ray]'") from err
+        import jax
+
+        if jax.process_count() > 1:  # each Ray task is a whole JAX program of its own
+            raise ValueError("--executor ray: each run is one Ray task, one JAX process; drop "
+                             "--num_processes/--distributed (for a multi-host slice see docs/distributed.md)")
         self.ray, self.kind = ray, resources
         task_resources(None, resources)  # a bad kind fails before the cluster starts
         self.started_cluster = not ray.is_initialized() and not address
