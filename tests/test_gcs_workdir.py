@@ -109,9 +109,18 @@ def test_smoke_study_on_a_gs_workdir_trains_is_killed_resumes_fits_and_loads_bac
     partial = _read(emulator_env, f"{workdir}/results.csv")
     assert 1 <= partial.count(",completed,") < 9
 
-    second = subprocess.run(_argv(command), cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=900)
-    assert second.returncode == 0, second.stderr[-4000:]
+    # the rerun resumes; a run whose checkpoint write the emulator failed (seen once in four runs
+    # of this test on a loaded machine: tensorstore's OCDBT write to the in-memory emulator) is
+    # recorded as failed and, as for any failed run, trained again by the next invocation
+    for attempt in range(2):
+        second = subprocess.run(_argv(command), cwd=tmp_path, env=env, capture_output=True, text=True,
+                                timeout=900)
+        assert second.returncode == 0, second.stderr[-4000:]
+        failed = [line for line in _read(emulator_env, f"{workdir}/results.csv").splitlines()
+                  if ",failed," in line]
+        if not failed:
+            break
+        assert all("gs://" in line for line in failed), failed  # a storage error, nothing else
     assert _read(emulator_env, f"{workdir}/results.csv") == (serial_workdir / "results.csv").read_text()
     last = lambda text: text.strip().splitlines()[-1].split("; report")[0]  # noqa: E731
     assert last(second.stdout) == last(serial.stdout)
