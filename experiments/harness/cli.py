@@ -100,6 +100,22 @@ def make_parser(description: str, presets: Presets, default_preset: str) -> argp
                              "without training; writes aot.json (needs pip install -e '.[tpu]')")
     parser.add_argument("--aot_slices", type=int, default=1,
                         help="with --aot: the number of slices (multi-slice, DCN data axis)")
+    parser.add_argument("--aot_search", metavar="MAX", type=int, nargs="?", const=1024, default=None,
+                        help="with --aot: for each remat policy, the largest per-device batch (up "
+                             "to MAX, default 1024) of each distinct model that fits (the "
+                             "frontier; aot_search.json); nothing is trained")
+    group = parser.add_argument_group("executor (where a study's runs train; docs/distributed.md)")
+    group.add_argument("--executor", choices=("serial", "ray"), default="serial",
+                       help="serial: one run after another in this process (default); ray: each "
+                            "run a Ray task (pip install -e '.[ray]')")
+    group.add_argument("--ray_address", default=None,
+                       help="with --executor ray: the cluster to join (e.g. auto, ray://HOST:10001); "
+                            "default: start a local cluster")
+    group.add_argument("--ray_workers", type=int, default=None,
+                       help="with a local Ray cluster: how many runs train at once (default: CPUs)")
+    group.add_argument("--ray_resources", default="cpu",
+                       help="what each run's task asks for: cpu (1 CPU), gpu (the GPUs its mesh "
+                            "names, else 1) or a TPU slice type such as v5p-8 (one task per slice)")
     group = parser.add_argument_group("multi-process (jax.distributed)")
     group.add_argument("--coordinator_address", default=os.environ.get("JAX_COORDINATOR_ADDRESS"),
                        help="HOST:PORT of process 0 (default $JAX_COORDINATOR_ADDRESS)")
@@ -176,6 +192,9 @@ def parse(argv: Sequence[str] | None, *, description: str, presets: Presets,
     parser = make_parser(description, presets, default_preset)
     args = parser.parse_args(argv)
     try:
+        from experiments.harness import metrics_log
+
+        args.overrides, args.log = metrics_log.split_overrides(args.overrides)
         cfg = config_from_args(args, presets)
         args.workdir = io.check_workdir(args.workdir)
         setup_jax(args)

@@ -59,7 +59,7 @@ import numpy as np
 from etils import epath
 from tqdm import tqdm
 
-from experiments.harness import batches, checkpoint, io
+from experiments.harness import batches, checkpoint, io, metrics_log
 from experiments.harness.config import Config, config_hash, from_dict, to_dict
 from experiments.harness.data import make_eval_batches, make_tokenizer, make_train_iterator
 from experiments.harness.subsets import check_cap, epochs_read
@@ -233,6 +233,7 @@ def _run(cfg: Config, plan: Plan, mesh, workdir: epath.Path, writer: bool, start
             metrics_path.unlink()
 
     start_step = int(host_value(state["step"]))
+    metrics = metrics_log.MetricsLog(workdir, cfg, writer=writer, start_step=start_step)
     n_devices = mesh.devices.size
     peak = _peak_flops(mesh.devices.flat[0].device_kind, cfg.model.dtype)
 
@@ -288,8 +289,7 @@ def _run(cfg: Config, plan: Plan, mesh, workdir: epath.Path, writer: bool, start
                   "learning_rate": interval["lr"],
                   "grad_norm": float(np.mean(interval["grad_norms"])),
                   "step_time_s": step_time, "tokens_per_s": tokens_per_s, "mfu": mfu}
-        if writer:
-            io.append_jsonl(metrics_path, [record])
+        metrics.append(record)
         progress.set_postfix(loss=f"{last_train_loss:.4f}",
                              tok_s=f"{tokens_per_s:.3g}" if tokens_per_s else "-")
         if progress.disable and writer:
@@ -332,14 +332,13 @@ def _run(cfg: Config, plan: Plan, mesh, workdir: epath.Path, writer: bool, start
                 write_train_record(step)
             if is_eval:
                 eval_loss, eval_sem = evaluate(setup, state["params"], eval_batches)
-                if writer:
-                    io.append_jsonl(metrics_path, [{**record_base(step), "eval_loss": eval_loss,
-                                                    "eval_loss_sem": eval_sem}])
+                metrics.append({**record_base(step), "eval_loss": eval_loss, "eval_loss_sem": eval_sem})
             if is_ckpt:
                 save(step)
             mark = time.perf_counter()
     finally:
         progress.close()
+        metrics.flush()
 
     result = {"status": status, "reason": reason, "config_hash": config_hash(cfg)}
     if status == "diverged":
@@ -350,13 +349,13 @@ def _run(cfg: Config, plan: Plan, mesh, workdir: epath.Path, writer: bool, start
         eval_loss, eval_sem = evaluate(setup, state["params"], eval_batches)
         records = io.read_jsonl(metrics_path) if writer else []
         if writer and not any(r.get("step") == end_step and "eval_loss" in r for r in records):
-            io.append_jsonl(metrics_path, [{**record_base(end_step), "eval_loss": eval_loss,
-                                            "eval_loss_sem": eval_sem}])
+            metrics.append({**record_base(end_step), "eval_loss": eval_loss, "eval_loss_sem": eval_sem})
         if last_train_loss is None:
             last_train_loss = next((r["train_loss"] for r in reversed(records)
                                     if "train_loss" in r), None)
         if manager.latest_step() != end_step:
             save(end_step)
+    metrics.close(status)
     manager.wait_until_finished()
     manager.close()
     data_iter.close()

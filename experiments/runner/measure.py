@@ -124,8 +124,12 @@ def _write(path: epath.Path, rows: list[dict]) -> None:
 
 
 def measure_runs(measure: Measure, runs: Sequence[Run], results: pd.DataFrame, workdir, *,
-                 progress: bool = True) -> pd.DataFrame:
-    """Run one measure stage over the trained runs (see the module docstring); returns its table."""
+                 progress: bool = True, executor=None) -> pd.DataFrame:
+    """Run one measure stage over the trained runs (see the module docstring); returns its table.
+
+    ``executor`` (`experiments.runner.executors`): serial by default; with Ray each run's pending
+    items are one task, whose rows are written here, in run order, when the task ends (a study
+    killed meanwhile measures that run's items again on the next invocation)."""
     workdir = io.resolve_workdir(workdir)
     path = measure.path(workdir)
     writer = is_writer()
@@ -160,33 +164,75 @@ def measure_runs(measure: Measure, runs: Sequence[Run], results: pd.DataFrame, w
     total, done = len(order), len(order) - sum(len(items) for _, items in todo)
     bar = tqdm(total=total, initial=done, unit="row", desc=f"measure {measure.name}",
                disable=not (progress and writer), dynamic_ncols=True, file=sys.stderr)
+
+    def accept(trained: TrainedRun, items: list[dict], measured_rows: Iterable[Mapping[str, Any]]):
+        """Record a run's measured rows as they arrive; an exception fails its remaining items."""
+        pending = {_key(measure, trained.run_id, i): i for i in items}
+        try:
+            for measured in measured_rows:
+                k = _key(measure, trained.run_id, measured)
+                if k not in pending:
+                    raise ValueError(f"measure {measure.name!r} returned a row for {k[1:]}, "
+                                     "which is not one of the pending items")
+                del pending[k]
+                rows[k] = {"run_id": trained.run_id, **dict(measured), "status": "completed", "reason": ""}
+                save()
+                bar.update(1)
+        except Exception as err:  # noqa: BLE001  (one run's failure must not stop the stage)
+            log.error("measure %s on %s failed:\n%s", measure.name, trained.run_id,
+                      getattr(err, "remote_traceback", None) or traceback.format_exc())
+            reason = " ".join(f"{type(err).__name__}: {err}".split())
+            if isinstance(err, _RemoteFailure):
+                reason = " ".join(str(err).split())
+            for k, item in pending.items():
+                rows[k] = {"run_id": trained.run_id, **item, "status": "failed", "reason": reason}
+            pending = {}
+            save()
+        for k, item in pending.items():  # the measurement yielded fewer rows than items
+            rows[k] = {"run_id": trained.run_id, **item, "status": "failed",
+                       "reason": f"measure {measure.name!r} returned no row for this item"}
+        if pending:
+            save()
+
     try:
-        for trained, items in todo:
-            pending = {_key(measure, trained.run_id, i): i for i in items}
-            bar.set_postfix_str(trained.run_id)
-            try:
-                for measured in measure.measure(trained, list(items)):
-                    k = _key(measure, trained.run_id, measured)
-                    if k not in pending:
-                        raise ValueError(f"measure {measure.name!r} returned a row for {k[1:]}, "
-                                         "which is not one of the pending items")
-                    del pending[k]
-                    rows[k] = {"run_id": trained.run_id, **dict(measured), "status": "completed", "reason": ""}
-                    save()
-                    bar.update(1)
-            except Exception as err:  # noqa: BLE001  (one run's failure must not stop the stage)
-                log.error("measure %s on %s failed:\n%s", measure.name, trained.run_id, traceback.format_exc())
-                reason = " ".join(f"{type(err).__name__}: {err}".split())
-                for k, item in pending.items():
-                    rows[k] = {"run_id": trained.run_id, **item, "status": "failed", "reason": reason}
-                pending = {}
-                save()
-            for k, item in pending.items():  # the measurement yielded fewer rows than items
-                rows[k] = {"run_id": trained.run_id, **item, "status": "failed",
-                           "reason": f"measure {measure.name!r} returned no row for this item"}
-            if pending:
-                save()
+        if executor is None or executor.name == "serial":
+            for trained, items in todo:
+                bar.set_postfix_str(trained.run_id)
+                accept(trained, items, measure.measure(trained, list(items)))
+        else:
+            units = [(measure, trained, items) for trained, items in todo]
+            configs = [trained.run.config for trained, _ in todo]
+            for index, outcome in executor.imap(_measure_one, units, configs):
+                trained, items = todo[index]
+                bar.set_postfix_str(trained.run_id)
+                measured, error, remote_tb = outcome.value if outcome.ok else ([], outcome.error, outcome.traceback)
+                accept(trained, items, _replay(measured, error, remote_tb))
     finally:
         bar.close()
     save()
     return read_measurements(path) if writer else pd.DataFrame([rows[k] for k in order if k in rows])
+
+
+class _RemoteFailure(Exception):
+    """A measurement that raised in an executor's worker; the message is its "Type: message"."""
+
+
+def _replay(measured: list, error: str, remote_tb: str):
+    """A worker's rows, then its failure (if any), as the serial stage would have seen them."""
+    yield from measured
+    if error:
+        failure = _RemoteFailure(error)
+        failure.remote_traceback = remote_tb
+        raise failure
+
+
+def _measure_one(measure: Measure, trained: TrainedRun, items: list[dict]):
+    """One unit of a measure stage in an executor's worker: (rows, error, traceback); the rows
+    measured before an exception are kept, as the serial stage keeps them."""
+    measured = []
+    try:
+        for row in measure.measure(trained, list(items)):
+            measured.append(dict(row))
+    except Exception as err:  # noqa: BLE001
+        return measured, f"{type(err).__name__}: {err}", traceback.format_exc()
+    return measured, "", ""

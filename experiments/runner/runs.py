@@ -42,8 +42,6 @@ import io as _io
 import logging
 import math
 import sys
-import time
-import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -230,18 +228,24 @@ def is_writer() -> bool:
 
 def train_runs(runs: Sequence[Run], workdir, *, flop_convention: str = "6N",
                train_fn: Callable[[Config, epath.Path], dict] | None = None,
-               progress: bool = True, desc: str = "train") -> pd.DataFrame:
-    """Train every run in order (skipping finished ones); returns the results table.
+               progress: bool = True, desc: str = "train", executor=None) -> pd.DataFrame:
+    """Train every run (skipping finished ones); returns the results table.
 
     ``train_fn(cfg, run_dir) -> result dict`` defaults to `experiments.harness.train.train`.
+    ``executor`` (`experiments.runner.executors`; default serial, in this process and in order)
+    runs each training; with Ray they run concurrently and finish in any order, while the rows
+    keep the runs' order.
     ``flop_convention`` names the budgets' convention on the progress bar, whose total is the sum
     of the runs' budgets (so its ETA weighs each run by its cost).
     results.csv is rewritten after every run (process 0 only), so it is always current.
     """
+    from experiments.runner.executors import SerialExecutor
+
     if flop_convention not in sflops.CONVENTIONS:
         raise ValueError(f"unknown FLOP convention {flop_convention!r}; choose one of {sflops.CONVENTIONS}")
     if train_fn is None:
         from experiments.harness.train import train as train_fn
+    executor = executor or SerialExecutor()
     workdir = io.resolve_workdir(workdir)
     ids = check_runs(runs)
     labels = label_columns(runs)
@@ -265,17 +269,20 @@ def train_runs(runs: Sequence[Run], workdir, *, flop_convention: str = "6N",
                desc=f"{desc} ({flop_convention})", disable=not (progress and writer), dynamic_ncols=True,
                smoothing=0.0, file=sys.stderr)
     finished = len(ids) - len(todo)
+    units = [(train_fn, (run.config, str(run_dir(workdir, rid)))) for run, rid in todo]
     try:
-        for run, rid in todo:
-            bar.set_postfix_str(f"runs {finished}/{len(ids)} | {rid}")
-            started = time.perf_counter()
-            try:
-                result = train_fn(run.config, run_dir(workdir, rid))
+        if todo:
+            bar.set_postfix_str(f"runs {finished}/{len(ids)} | {todo[0][1]}")
+        outcomes = executor.imap(_train_one, units, [run.config for run, _ in todo])
+        for index, outcome in outcomes:
+            run, rid = todo[index]
+            if outcome.ok:
+                result = outcome.value
                 status = result.get("status", "failed")
                 rows[rid] = _row(run, rid, result, status if status in FINAL_STATUSES else "failed")
-            except Exception as err:  # noqa: BLE001  (a run's failure must not stop the study)
-                log.error("run %s failed:\n%s", rid, traceback.format_exc())
-                rows[rid] = _row(run, rid, None, "failed", f"{type(err).__name__}: {err}")
+            else:  # an exception in the run: recorded, and the study goes on
+                log.error("run %s failed:\n%s", rid, outcome.traceback or outcome.error)
+                rows[rid] = _row(run, rid, None, "failed", outcome.error)
             finished += 1
             row = rows[rid]
             if writer:
@@ -284,8 +291,18 @@ def train_runs(runs: Sequence[Run], workdir, *, flop_convention: str = "6N",
                 bar.write(f"[{finished}/{len(ids)}] {rid}: {row['status']}"
                           + (f", eval_loss {loss:.4f}" if math.isfinite(loss) else "")
                           + (f" ({row['reason']})" if row["reason"] else "")
-                          + f", {time.perf_counter() - started:.0f} s", file=sys.stderr)
+                          + f", {outcome.elapsed_s:.0f} s", file=sys.stderr)
             bar.update(cost[rid])
+            if index + 1 < len(todo) and executor.name == "serial":
+                bar.set_postfix_str(f"runs {finished}/{len(ids)} | {todo[index + 1][1]}")
+            else:
+                bar.set_postfix_str(f"runs {finished}/{len(ids)}")
     finally:
         bar.close()
     return results_frame((rows[i] for i in ids), labels)
+
+
+def _train_one(train_fn, args):
+    """One unit of the train stage (what an executor runs): ``train_fn(config, run_dir)``."""
+    config, path = args
+    return train_fn(config, epath.Path(path))

@@ -190,11 +190,13 @@ def run_study(name: str, workdir, runs: Iterable[Run], *, declaration: Any = Non
               measures: Sequence[Measure] = (),
               analyze: Callable[[StudyContext], Mapping] | None = None,
               rung: Rung | None = None, train_fn=None, progress: bool = True,
-              aot: str | None = None, aot_slices: int = 1) -> dict:
+              aot: str | None = None, aot_slices: int = 1, executor=None) -> dict:
     """Train every run, then each measure stage, then the analysis; see the module docstring.
 
     With ``aot`` (a TPU accelerator type) nothing is trained: `aot_study` checks every distinct
     train step against that topology instead.
+    ``executor`` (`experiments.runner.executors`: serial, the default, or Ray) runs each run's
+    training and measure rows; the files written and the exit status do not depend on it.
     Returns ``{"results", "measurements", "outputs", "summary"}``; raises `StudyFailed` when no
     run completed or when the analysis fitted nothing. Only process 0 analyzes; when the analysis
     raises there, the other processes of a multi-host study are left waiting at the rung's
@@ -202,7 +204,10 @@ def run_study(name: str, workdir, runs: Iterable[Run], *, declaration: Any = Non
     """
     from experiments.harness.config import to_dict
 
+    from experiments.harness import metrics_log
+
     quiet_logging()
+    metrics_log.configure(group=name)  # one TensorBoard / W&B view per study
     started = time.perf_counter()
     workdir = io.resolve_workdir(workdir)
     runs = list(runs)
@@ -218,14 +223,15 @@ def run_study(name: str, workdir, runs: Iterable[Run], *, declaration: Any = Non
                                                "measures": names})
     log.info("%s: %d runs at %d budgets -> %s", name, len(runs), len({r.budget for r in runs}), workdir)
     results = train_runs(runs, workdir, flop_convention=flop_convention, train_fn=train_fn,
-                         progress=progress, desc=name)
+                         progress=progress, desc=name, executor=executor)
     completed = results["status"] == "completed"
     if not completed.any():
         raise StudyFailed(f"{name}: all {len(results)} runs failed or diverged; first: "
                           f"{_first_failure(results)}; see {workdir / RESULTS_FILE}")
     measurements = {}
     for measure in measures:
-        measurements[measure.name] = measure_runs(measure, runs, results, workdir, progress=progress)
+        measurements[measure.name] = measure_runs(measure, runs, results, workdir, progress=progress,
+                                                    executor=executor)
     outputs = None
     if analyze is not None and is_writer():
         context = StudyContext(name, workdir, results, measurements, declaration, preset,
@@ -241,7 +247,8 @@ def run_study(name: str, workdir, runs: Iterable[Run], *, declaration: Any = Non
         rung_runs = list(rung.runs(workdir))
         if rung_runs:
             rung_results = train_runs(rung_runs, workdir / rung.directory, flop_convention=flop_convention,
-                                      train_fn=train_fn, progress=progress, desc=f"{name} rung")
+                                      train_fn=train_fn, progress=progress, desc=f"{name} rung",
+                                      executor=executor)
             if is_writer():
                 context = StudyContext(name, workdir, results, measurements, declaration, preset,
                                        flop_convention, started)
@@ -262,5 +269,47 @@ def main(argv, *, description: str, presets, default_preset: str, stages: Callab
     study = fit_batch_to_mesh(study, aot=args.aot, aot_slices=args.aot_slices)
     parts = dict(stages(study))
     runs = parts.pop("runs")
-    return run_study(study.name, args.workdir, runs, declaration=study, preset=args.preset,
-                     aot=args.aot, aot_slices=args.aot_slices, **parts)
+    if getattr(args, "aot_search", None) is not None:
+        if not args.aot:
+            raise ValueError("--aot_search needs --aot TOPOLOGY (e.g. --aot v5p-256 --aot_search)")
+        if args.aot_search < 1:
+            raise ValueError(f"--aot_search {args.aot_search}: the largest per-device batch to try, >= 1")
+        return aot_search_study(study.name, args.workdir, runs, args.aot, args.aot_slices,
+                                max_per_device=args.aot_search)
+    from experiments.harness import metrics_log
+    from experiments.runner.executors import from_args
+
+    metrics_log.configure(getattr(args, "log", None))
+    executor = None if args.aot else from_args(args)
+    try:
+        return run_study(study.name, args.workdir, runs, declaration=study, preset=args.preset,
+                         aot=args.aot, aot_slices=args.aot_slices, executor=executor, **parts)
+    finally:
+        if executor is not None:
+            executor.close()
+
+
+def aot_search_study(name: str, workdir, runs: Sequence[Run], topology: str, slices: int = 1, *,
+                     max_per_device: int = 1024) -> dict:
+    """``--aot TOPOLOGY --aot_search``: the largest per-device batch that fits, for each distinct
+    model of the runs and each remat policy (`experiments.harness.aot_search`); prints the
+    frontier and writes aot_search.json. `StudyFailed` when libtpu is missing or no model fits
+    at any batch under any policy."""
+    from experiments.harness import aot_search
+
+    quiet_logging()
+    workdir = io.resolve_workdir(workdir)
+    try:
+        records = aot_search.search([(r.run_id, r.config) for r in runs], topology, slices,
+                                    max_per_device=max_per_device)
+    except (ImportError, RuntimeError) as err:
+        raise StudyFailed(f"{name}: --aot {topology} needs libtpu (pip install -e '.[tpu]'): "
+                          f"{shorten(str(err))}") from err
+    path = aot_search.write_search_json(workdir, records) if is_writer() else None
+    print(aot_search.format_frontier(records), flush=True)
+    if not any(r["max_per_device_batch"] for r in records):
+        raise StudyFailed(f"{name} on {topology}: no model fits at per-device batch 1 under any "
+                          f"remat policy; see {path}")
+    summary = f"{name}: AOT fit search on {topology} (x{slices}): {len(records)} model x remat rows; {path}"
+    print(summary, flush=True)
+    return {"aot_search": records, "summary": summary}

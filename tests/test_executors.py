@@ -1,0 +1,163 @@
+"""experiments.runner.executors: a study's runs as Ray tasks on a local cluster of 2 workers.
+
+* the runner's contract under Ray, in-process with stand-in runs (no JAX): rows in run order,
+  failures recorded as the serial runner records them, measure rows the same bytes;
+* the README's smoke isoFLOP study under ``--executor ray``: the same run ids and the same
+  results.csv, byte for byte, as the serial smoke study (the session's ``smoke_grid``);
+* a smaller grid killed (SIGKILL, driver and Ray together) after its first finished run resumes
+  under Ray, skips what finished, and gives the serial study's rows for those runs, with W&B
+  (offline) runs named by run id and grouped by the study.
+
+results.csv has no wall-clock column (`experiments.runner.runs`: "nothing time-dependent goes
+in"), so the whole file is compared; the per-run seconds go to the progress lines only.
+"""
+
+import csv
+import io as _io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from conftest import README_MAIN, _argv, user_env  # noqa: E402
+from experiments.harness.config import Config, TrainConfig  # noqa: E402
+from experiments.harness.data import DataConfig  # noqa: E402
+from experiments.runner import executors  # noqa: E402
+from experiments.runner.measure import Measure, measure_runs  # noqa: E402
+from experiments.runner.runs import Run, train_runs  # noqa: E402
+from models.transformer import ModelConfig  # noqa: E402
+
+RAY = "--executor ray --ray_workers 2"
+
+
+def tiny_runs(n=4):
+    model = ModelConfig(vocab_size=256, d_model=32, n_layers=1, n_heads=2, max_seq_len=16)
+    return [Run(budget=1e9 * (i + 1), config=Config(model=model, data=DataConfig(seq_len=16),
+                                                    train=TrainConfig(tokens=10_000 * (i + 1), seed=i)))
+            for i in range(n)]
+
+
+def test_task_resources_follow_the_config():
+    cfg = tiny_runs(1)[0].config
+    assert executors.task_resources(cfg, "cpu") == {"num_cpus": 1}
+    assert executors.task_resources(cfg, "gpu") == {"num_cpus": 1, "num_gpus": 1}
+    import dataclasses
+    assert executors.task_resources(dataclasses.replace(cfg, mesh="data=2,fsdp=4"), "gpu")["num_gpus"] == 8
+    assert executors.task_resources(cfg, "v5p-8") == {"num_cpus": 1, "resources": {"TPU-v5p-8-head": 1}}
+    with pytest.raises(ValueError, match="--ray_resources"):
+        executors.task_resources(cfg, "quantum")
+
+
+def test_ray_runner_matches_serial_rows_failures_and_measures(tmp_path):
+    """Stand-in training (no JAX) through a local 2-worker cluster: results.csv and the measure
+    CSV are the serial runner's bytes, a raising run is recorded with its type and message."""
+    runs = tiny_runs()
+
+    def fake_train(cfg, run_dir):  # pickled by value into the workers
+        import time as _time
+
+        from experiments.harness import io as hio
+        _time.sleep(0.3 * (4 - cfg.train.seed))  # later runs finish first under Ray
+        if cfg.train.seed == 2:
+            raise ValueError(f"boom in run {cfg.train.seed}")
+        result = {"status": "completed", "eval_loss": 1.0 / (1 + cfg.train.seed), "eval_loss_sem": 0.01}
+        hio.write_json(run_dir / "result.json", result)
+        return result
+
+    def fake_measure(trained, items):
+        for item in items:
+            if trained.run.config.train.seed == 3 and item["k"] == 2:
+                raise RuntimeError("measure failed")
+            yield {**item, "value": trained.result["eval_loss"] * item["k"]}
+
+    measure = Measure(name="m", key=("k",), items=lambda t: [{"k": 1}, {"k": 2}], measure=fake_measure)
+    tables = {}
+    for name in ("serial", "ray"):
+        workdir = tmp_path / name
+        executor = executors.make_executor(name, workers=2)
+        try:
+            results = train_runs(runs, workdir, train_fn=fake_train, progress=False, executor=executor)
+            measure_runs(measure, runs, results, workdir, progress=False, executor=executor)
+        finally:
+            executor.close()
+        tables[name] = ((workdir / "results.csv").read_text(), (workdir / "m.csv").read_text())
+    assert tables["ray"] == tables["serial"]
+    rows = list(csv.DictReader(_io.StringIO(tables["ray"][0])))
+    assert [r["status"] for r in rows] == ["completed", "completed", "failed", "completed"]
+    assert rows[2]["reason"] == "ValueError: boom in run 2"
+    measured = list(csv.DictReader(_io.StringIO(tables["ray"][1])))
+    assert [(r["run_id"], r["k"], r["status"]) for r in measured] == [
+        (rows[i]["run_id"], k, "failed" if (i, k) == (3, "2") else "completed")
+        for i in (0, 1, 3) for k in ("1", "2")]
+    assert measured[-1]["reason"] == "RuntimeError: measure failed"
+
+
+def test_smoke_study_under_ray_gives_the_serial_results_byte_for_byte(smoke_grid, tmp_path):
+    serial_workdir, serial, cache = smoke_grid
+    proc = subprocess.run(_argv(f"{README_MAIN} {RAY}"), cwd=tmp_path, env=user_env(cache),
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    workdir = tmp_path / "runs" / "ci"
+    assert json.loads((workdir / "study.json").read_text())["run_ids"] == \
+        json.loads((serial_workdir / "study.json").read_text())["run_ids"]
+    assert (workdir / "results.csv").read_bytes() == (serial_workdir / "results.csv").read_bytes()
+    last = lambda text: text.strip().splitlines()[-1].split("; report")[0]  # noqa: E731
+    assert last(proc.stdout) == last(serial.stdout)  # "9 of 9 runs completed; N laws fitted"
+    assert sorted(p.name for p in (workdir / "fits").iterdir()) == \
+        sorted(p.name for p in (serial_workdir / "fits").iterdir())
+
+
+def _completed_rows(path) -> int:
+    if not path.exists():
+        return 0
+    return sum(r["status"] == "completed" for r in csv.DictReader(_io.StringIO(path.read_text())))
+
+
+def test_killed_ray_study_resumes_under_ray(smoke_grid, tmp_path):
+    """The smoke grid's smallest budget (3 runs), no analysis: SIGKILLed (driver and its local
+    Ray cluster) once a run has finished, then rerun under Ray to the end."""
+    serial_workdir, _, cache = smoke_grid
+    command = (f"{README_MAIN} {RAY} --set budgets=5e9 --set analyze=false "
+               "--set log.wandb=scaling-ci --set log.wandb_mode=offline")
+    env = {**user_env(cache), "WANDB_SILENT": "true"}
+    results = tmp_path / "runs" / "ci" / "results.csv"
+    with open(tmp_path / "first.err", "w") as err:
+        first = subprocess.Popen(_argv(command), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                                 stderr=err, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 600
+        while _completed_rows(results) < 1 and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert first.poll() is None, "the study ended before it could be killed"
+        assert _completed_rows(results) >= 1
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    killed_with = _completed_rows(results)
+    finished_before = {p.parent.name: p.stat().st_mtime_ns
+                       for p in (tmp_path / "runs" / "ci" / "runs").glob("*/result.json")}
+
+    second = subprocess.run(_argv(command), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-4000:]
+    rows = list(csv.DictReader(_io.StringIO(results.read_text())))
+    assert len(rows) == 3 and all(r["status"] == "completed" for r in rows), rows
+    assert killed_with < 3
+    serial_lines = {line.split(",", 1)[0]: line for line in (serial_workdir / "results.csv").read_text().splitlines()}
+    for line in results.read_text().splitlines()[1:]:
+        assert line == serial_lines[line.split(",", 1)[0]]
+    # what had finished was skipped, not retrained
+    run_dirs = tmp_path / "runs" / "ci" / "runs"
+    for name, mtime in finished_before.items():
+        assert (run_dirs / name / "result.json").stat().st_mtime_ns == mtime
+    # one W&B group (the study) with one run per run id, named by it
+    from test_metrics_log import wandb_history
+    for row in rows:
+        run, history = wandb_history(run_dirs / row["run_id"])
+        assert (run["name"], run["group"]) == (row["run_id"], "isoflop_chinchilla_smoke")
+        assert any("train/loss" in h for h in history)
