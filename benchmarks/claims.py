@@ -40,11 +40,11 @@ from pathlib import Path
 import pandas as pd
 
 # ----------------------------------------------------------------------------- the studies
-# study -> (command with {workdir} and {seed}, seeds the claims were measured with)
+# study -> (command with {workdir} and {seed}, seeds the claims were measured with). The quantization
+# and test-time studies have no claims yet: their numbers in the docs are one seed, quoted with the
+# value a second machine gave (docs/reproducibility.md); a second seed of each is the next step.
 STUDIES = {
     "isoflop": ("python -m experiments.isoflop_chinchilla --workdir {workdir} --preset cpu --set seeds={seed}", (0, 1)),
-    "ptq": ("python -m experiments.quantization_degradation --workdir {workdir} --preset cpu --set seeds={seed}", (0, 1)),
-    "tts": ("python -m experiments.test_time_scaling --workdir {workdir} --preset cpu --set seeds={seed}", (0, 1)),
 }
 
 
@@ -121,8 +121,12 @@ def by_id(claim_id: str) -> Claim:
 
 # ----------------------------------------------------------------------------- isoflop (cpu)
 # 25 byte-level models of 5k-160k parameters, 5 budgets 6.25e10-1e12 FLOPs ("6N"); seeds 0 and 1
-# (seed s: train.seed = s, data.shuffle_seed + s). Held out: the largest budget, each approach
-# refitted on the other four.
+# (seed s: train.seed = s, data.shuffle_seed + s), measured 2026-12-06 on the 2-core machine (seed
+# 0 reproduced the 2026-12-04 run's numbers to the printed digit; another processor gave Approach
+# 2's a = 0.519 for seed 0). Held out: the largest budget, each approach refitted on the other four.
+# Tolerances: at least twice a seed's deviation from the mean, at least 0.01 for an exponent. Not
+# claimed, because a second seed reversed it: which approach predicts the held-out budget best
+# (seed 0: Approach 2, +0.85%; seed 1: Approach 3, +0.6%).
 _A = lambda i, key="a": json_value("analysis.json", "approaches", str(i), "exponents", key)  # noqa: E731
 _X = lambda i, key: json_value("analysis.json", "extrapolation", "predictions", str(i), key)  # noqa: E731
 
@@ -135,25 +139,24 @@ def _tokens_per_param(agg):
 
 
 ISOFLOP = [
-    claim(id="isoflop.cpu.approach1_a", study="isoflop", what="Approach 1's a (N_opt ∝ C^a)", read=_A(1),
-          value=0.467, tolerance=0.1, spread=(0.467, 0.467)),
-    claim(id="isoflop.cpu.approach2_a", study="isoflop", what="Approach 2's a", read=_A(2),
-          value=0.518, tolerance=0.05, spread=(0.518, 0.518)),
-    claim(id="isoflop.cpu.approach3_a", study="isoflop", what="Approach 3's a", read=_A(3),
-          value=0.567, tolerance=0.05, spread=(0.567, 0.567)),
-    claim(id="isoflop.cpu.tokens_per_param_min", study="isoflop", fmt="{:.0f}", read=_tokens_per_param(min),
-          what="fewest tokens per parameter at a budget's parabola minimum", value=55, tolerance=10, spread=(55, 55)),
-    claim(id="isoflop.cpu.tokens_per_param_max", study="isoflop", fmt="{:.0f}", read=_tokens_per_param(max),
-          what="most tokens per parameter at a budget's parabola minimum", value=63, tolerance=10, spread=(63, 63)),
-    claim(id="isoflop.cpu.heldout_loss", study="isoflop", what="optimal loss of the held-out largest budget",
-          read=json_value("analysis.json", "extrapolation", "reference", "loss"), value=1.371, tolerance=0.02,
-          spread=(1.371, 1.371)),
-    claim(id="isoflop.cpu.approach2_heldout_error", study="isoflop", fmt="{:+.2%}", read=_X(2, "loss_rel_error"),
-          what="Approach 2's error on the held-out optimal loss", value=0.0085, tolerance=0.01, spread=(0.0085, 0.0085)),
-    claim(id="isoflop.cpu.approach3_heldout_error", study="isoflop", fmt="{:+.1%}", read=_X(3, "loss_rel_error"),
-          what="Approach 3's error on the held-out optimal loss", value=0.030, tolerance=0.02, spread=(0.030, 0.030)),
-    claim(id="isoflop.cpu.approach1_heldout_error", study="isoflop", fmt="{:+.1%}", read=_X(1, "loss_rel_error"),
-          what="Approach 1's error on the held-out optimal loss", value=0.064, tolerance=0.03, spread=(0.064, 0.064)),
+    claim(id="isoflop.cpu.approach1_a", study="isoflop", what="Approach 1's a (N_opt ∝ C^a)", read=_A(1), fmt="{:.3f}",
+          value=0.4707305036045965, spread=(0.4674988638020625, 0.4739621434071305), tolerance=0.01),
+    claim(id="isoflop.cpu.approach2_a", study="isoflop", what="Approach 2's a (parabola minima)", read=_A(2), fmt="{:.3f}",
+          value=0.5247962068342289, spread=(0.5182370446190562, 0.5313553690494015), tolerance=0.015),
+    claim(id="isoflop.cpu.approach3_a", study="isoflop", what="Approach 3's a (parametric L(N, D))", read=_A(3), fmt="{:.3f}",
+          value=0.5684873651632643, spread=(0.5666587338356605, 0.5703159964908681), tolerance=0.01),
+    claim(id="isoflop.cpu.tokens_per_param_min", study="isoflop", what="fewest tokens per parameter at a budget's parabola minimum", read=_tokens_per_param(min), fmt="{:.0f}",
+          value=47.90871008931927, spread=(55.261389238298584, 40.55603094033996), tolerance=15),
+    claim(id="isoflop.cpu.tokens_per_param_max", study="isoflop", what="most tokens per parameter at a budget's parabola minimum", read=_tokens_per_param(max), fmt="{:.0f}",
+          value=61.80102785269368, spread=(62.21251322390271, 61.38954248148464), tolerance=2),
+    claim(id="isoflop.cpu.heldout_loss", study="isoflop", what="optimal loss of the held-out largest budget (its parabola minimum)", read=json_value("analysis.json", "extrapolation", "reference", "loss"), fmt="{:.3f}",
+          value=1.3565021465802554, spread=(1.3710145038813957, 1.3419897892791148), tolerance=0.03),
+    claim(id="isoflop.cpu.approach2_heldout_error", study="isoflop", what="Approach 2's error on the held-out optimal loss", read=_X(2, "loss_rel_error"), fmt="{:+.1%}",
+          value=0.014543046822546923, spread=(0.008486537075699019, 0.020599556569394828), tolerance=0.015),
+    claim(id="isoflop.cpu.approach3_heldout_error", study="isoflop", what="Approach 3's error on the held-out optimal loss", read=_X(3, "loss_rel_error"), fmt="{:+.1%}",
+          value=0.018285432720298034, spread=(0.03042243075233997, 0.006148434688256099), tolerance=0.025),
+    claim(id="isoflop.cpu.approach1_heldout_error", study="isoflop", what="Approach 1's error on the held-out optimal loss", read=_X(1, "loss_rel_error"), fmt="{:+.1%}",
+          value=0.08516481441207835, spread=(0.0636330875859561, 0.1066965412382006), tolerance=0.045),
 ]
 
 

@@ -9,7 +9,9 @@ Layout (each layer imports only the layers below it; ``tests/test_architecture.p
 
 - `scaling.plots`: figures of laws, fits and isoFLOP analyses (matplotlib).
 - `scaling.analysis`: studies built on fitted laws (`scaling.analysis.isoflop`: Hoffmann et al.'s
-  three approaches); `scaling.published`: published fits and data.
+  three approaches; `scaling.compare`: two recipes by their compute multiplier; `scaling.select`:
+  laws ranked by extrapolation error; `scaling.fit_two_step`: task accuracy through a task loss);
+  `scaling.published`: published fits and data.
 - `scaling.fitting`: the one fitting engine (objectives, solver, `fit`, intervals, profile
   likelihood, the `FittedLaw` container and its file, compute-optimal numerics).
 - `scaling.laws`: laws as pure jnp functions (`Law`, `Param`) and the registry (loss,
@@ -17,9 +19,11 @@ Layout (each layer imports only the layers below it; ``tests/test_architecture.p
 - `scaling.flops` (FLOP accounting and the FLOP-convention vocabulary) and `scaling.io` (JSON
   files) at the bottom.
 
-Importing this package is cheap: submodules (and jax, matplotlib) load on first use. The module
-paths of earlier versions (``scaling.fitted``, ``scaling.isoflop``, ``scaling.test_time``, ...)
-still import: they name the modules that moved (`_MOVED`).
+Importing this package is cheap and changes no global jax setting: submodules (and jax,
+matplotlib) load on first use, and the commands (not the library) choose jax's platform. The module
+paths of earlier versions (``scaling.fitted``, ``scaling.isoflop``, ...) still import: they name
+the modules that moved (`_MOVED`); ``scaling.test_time`` (now `scaling.laws.pass_at_k`) warns
+(`_DEPRECATED`).
 """
 
 import importlib
@@ -44,7 +48,11 @@ _LAZY = {
     "flops": ("scaling.flops", None),
     "plots": ("scaling.plots", None),
     "isoflop": ("scaling.analysis.isoflop", None),
-    "test_time": ("scaling.laws.test_time", None),
+    "pass_at_k": ("scaling.laws.pass_at_k", None),
+    "compare": ("scaling.analysis.compare", "compare"),
+    "select": ("scaling.analysis.select", "select"),
+    "fit_two_step": ("scaling.analysis.task_accuracy", "fit_two_step"),
+    "test_time": ("scaling.laws.pass_at_k", None),   # deprecated name (_DEPRECATED)
 }
 
 # old module path -> where the module lives now (the same module object under both names)
@@ -52,7 +60,7 @@ _MOVED = {
     "scaling.law": "scaling.laws.law",
     "scaling.loss_laws": "scaling.laws.loss",
     "scaling.quantization_laws": "scaling.laws.quantization",
-    "scaling.test_time": "scaling.laws.test_time",
+    "scaling.test_time": "scaling.laws.pass_at_k",
     "scaling.fitted": "scaling.fitting.fitted",
     "scaling.intervals": "scaling.fitting.intervals",
     "scaling.profile": "scaling.fitting.profile",
@@ -60,7 +68,10 @@ _MOVED = {
     "scaling.isoflop_plots": "scaling.plots.isoflop",
 }
 
-__all__ = sorted(_LAZY)
+# old names that still work but warn (DeprecationWarning): name -> what to use instead
+_DEPRECATED = {"scaling.test_time": "scaling.laws.pass_at_k", "test_time": "scaling.laws.pass_at_k"}
+
+__all__ = sorted(set(_LAZY) - set(_DEPRECATED))
 
 
 class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
@@ -70,6 +81,7 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return importlib.util.spec_from_loader(name, self) if name in _MOVED else None
 
     def create_module(self, spec):
+        _warn_deprecated(spec.name)
         return importlib.import_module(_MOVED[spec.name])
 
     def exec_module(self, module):
@@ -80,7 +92,15 @@ if not any(isinstance(f, _MovedModules) for f in sys.meta_path):
     sys.meta_path.insert(0, _MovedModules())   # before path-based finders (an editable install of an older tree)
 
 
+def _warn_deprecated(name: str) -> None:
+    if name in _DEPRECATED:
+        import warnings
+
+        warnings.warn(f"{name} is deprecated; use {_DEPRECATED[name]}", DeprecationWarning, stacklevel=3)
+
+
 def __getattr__(name):
+    _warn_deprecated(name)
     if name in _LAZY:
         module_name, attr = _LAZY[name]
     elif f"scaling.{name}" in _MOVED:

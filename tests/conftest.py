@@ -48,17 +48,33 @@ import sys  # noqa: E402
 import pytest  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-README_MAIN = "python -m experiments.isoflop_chinchilla --workdir runs/ci --preset smoke"
-PTQ_COMMAND = "python -m experiments.quantization_degradation --workdir runs/ptq_ci --preset smoke"
-TTS_COMMAND = "python -m experiments.test_time_scaling --workdir runs/tts_ci --preset smoke"
 STUDY_TIMEOUT_S = 1200  # from the study's start; it shares the machine with the rest of the suite
 
+
+def discover_studies(folder: pathlib.Path = REPO / "experiments" / "studies") -> dict:
+    """Every study file's smoke run, from its module constant ``SMOKE = {"fixture", "command",
+    "workdir", "compile_cache", "notebook"}`` (read with `ast`, without importing the study): a
+    new study registers nowhere else. Returns ``{fixture: SMOKE}``."""
+    import ast
+
+    found = {}
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "SMOKE" for t in node.targets):
+                smoke = ast.literal_eval(node.value)
+                assert smoke["fixture"] not in found, f"{path.name}: fixture {smoke['fixture']} declared twice"
+                found[smoke["fixture"]] = {"compile_cache": False, "notebook": None, **smoke, "module": path.stem}
+    return found
+
+
+SMOKES = discover_studies()
 # fixture -> (command, workdir relative to the command's directory, whether it gets a compile cache)
-STUDIES = {"smoke_grid": (README_MAIN, "runs/ci", True),
-           "ptq_smoke": (PTQ_COMMAND, "runs/ptq_ci", False),
-           "tts_smoke": (TTS_COMMAND, "runs/tts_ci", False)}
+STUDIES = {name: (s["command"], s["workdir"], bool(s["compile_cache"])) for name, s in SMOKES.items()}
 # the colab notebooks find a finished study through these variables (tests/test_colabs.py)
-NOTEBOOK_VARIABLES = {"ISOFLOP_WORKDIR": "smoke_grid", "PTQ_WORKDIR": "ptq_smoke", "TTS_WORKDIR": "tts_smoke"}
+NOTEBOOK_VARIABLES = {s["notebook"]: name for name, s in SMOKES.items() if s["notebook"]}
+README_MAIN = STUDIES["smoke_grid"][0]
+PTQ_COMMAND = STUDIES["ptq_smoke"][0]
+TTS_COMMAND = STUDIES["tts_smoke"][0]
 
 
 def user_env(cache_dir=None) -> dict:
@@ -162,22 +178,18 @@ def _finished(studies, name, tmp_path_factory) -> BackgroundStudy:
     return studies[name]
 
 
-@pytest.fixture(scope="session")
-def smoke_grid(_studies, tmp_path_factory):
-    """The README's main command at smoke size: (workdir, completed process, compile cache)."""
-    study = _finished(_studies, "smoke_grid", tmp_path_factory)
-    return study.workdir, study.wait(), study.cache
+def _study_fixture(name: str):
+    """A session fixture for one discovered smoke study: (workdir, completed process), plus the
+    compile cache when the study has one (e.g. ``smoke_grid``: the README's main command)."""
+    def fixture(_studies, tmp_path_factory):
+        study = _finished(_studies, name, tmp_path_factory)
+        done = study.wait()
+        return (study.workdir, done, study.cache) if STUDIES[name][2] else (study.workdir, done)
+
+    fixture.__name__ = name
+    fixture.__doc__ = f"The smoke run of experiments.studies.{SMOKES[name]['module']}: {STUDIES[name][0]}"
+    return pytest.fixture(scope="session", name=name)(fixture)
 
 
-@pytest.fixture(scope="session")
-def ptq_smoke(_studies, tmp_path_factory):
-    """The PTQ study's smoke command: (workdir, completed process)."""
-    study = _finished(_studies, "ptq_smoke", tmp_path_factory)
-    return study.workdir, study.wait()
-
-
-@pytest.fixture(scope="session")
-def tts_smoke(_studies, tmp_path_factory):
-    """The test-time study's smoke command: (workdir, completed process)."""
-    study = _finished(_studies, "tts_smoke", tmp_path_factory)
-    return study.workdir, study.wait()
+for _name in STUDIES:
+    globals()[_name] = _study_fixture(_name)

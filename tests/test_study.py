@@ -309,7 +309,7 @@ def test_the_cli_turns_a_failed_study_into_one_line_and_exit_status_1(tmp_path):
 
 @pytest.mark.parametrize("module", ["experiments.train_lm", "experiments.isoflop_chinchilla",
                                     "experiments.isoflop_nonembed", "experiments.quantization_degradation",
-                                    "experiments.test_time_scaling"])
+                                    "experiments.studies.inference_compute"])
 def test_bad_workdirs_are_one_line_errors_with_exit_status_2(module, tmp_path, capsys):
     import importlib
 

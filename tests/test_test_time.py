@@ -13,7 +13,7 @@ import scipy.special
 import scipy.stats
 
 import scaling
-from scaling import test_time as tt
+from scaling.laws import pass_at_k as tt
 
 
 # ----------------------------------------------------------------------------- pass@k estimator

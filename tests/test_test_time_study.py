@@ -13,11 +13,11 @@ import pytest
 
 import scaling
 from conftest import TTS_COMMAND
-from experiments import test_time_scaling as tts
 from experiments.harness import tasks
-from experiments.reports import test_time as report
+from experiments.reports import pass_at_k as report
 from experiments.runner import runs as runs_lib
-from scaling.test_time import pass_at_k_curve
+from experiments.studies import inference_compute as tts
+from scaling.laws.pass_at_k import pass_at_k_curve
 
 
 def test_the_docstring_command_is_the_tested_one():

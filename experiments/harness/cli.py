@@ -67,6 +67,8 @@ def command_name() -> str:
     parent, stem = os.path.basename(os.path.dirname(path)), os.path.splitext(os.path.basename(path))[0]
     if parent == "experiments" and stem:
         return f"python -m experiments.{stem}"
+    if parent == "studies" and stem:  # experiments/studies/<stem>.py
+        return f"python -m experiments.studies.{stem}"
     return os.path.basename(path) or "experiment"
 
 

@@ -2,6 +2,7 @@
 
 - `isoflop`: Hoffmann et al.'s three approaches on an isoFLOP grid
 - `quantization`: PTQ degradation laws, the turning point, the WSD control
-- `test_time`: pass@k laws per model and across models, the compute frontier
+- `pass_at_k`: pass@k laws per model and across models, the compute frontier (+ `pass_at_k_plots`)
+  (`test_time` and `test_time_plots` are deprecated aliases)
 - `files`: the fitted-law and figure writers they share
 """

@@ -1,8 +1,11 @@
 """The analyze stage of a PTQ study: degradation laws fitted to ptq.csv, the turning point, a
 held-out check, the WSD control, figures and a Markdown report.
 
-    run_study(..., measures=[ptq], analyze=quantization.analyze_stage)     # in an experiment file
+    run_study(..., measures=[ptq], analyze=quantization.REPORT.stage)      # in an experiment file
     out = quantization.analyze(ptq_table, results)                          # on any such table
+
+The report is declared on the report kit (`experiments.reports.kit`): `REPORT` names its sections
+and figures and writes analysis.json; `compute` runs `analyze`.
 
 Fits (`scaling.fit`, one engine; every law saved in fits/ with bootstrap intervals):
 - ``ptq_degradation`` (Ouyang et al. 2024, arXiv:2411.17691, Eq. 8): delta = k D^beta / (N^alpha P^gamma)
@@ -40,11 +43,9 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from etils import epath
 
-from experiments.harness import io
-from experiments.reports import files as files_lib
 from experiments.reports import quantization_qat
+from experiments.reports.kit import Plot, Report, Section, fmt as _g, interval as _iv
 
 log = logging.getLogger(__name__)
 
@@ -184,153 +185,153 @@ def analyze(ptq: pd.DataFrame, results: pd.DataFrame, *, bootstrap: int = 200, s
             "qat": qat, "held_out": held_out_check(rows), "wsd": wsd_trajectory(ptq), "notes": notes}
 
 
-# ----------------------------------------------------------------------------- files
+# ----------------------------------------------------------------------------- report
 
 
-def _g(x, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "n/a"
-    return f"{x:.{digits}g}"
+def compute(context) -> dict:
+    """`analyze` on the study's ptq.csv; its laws and notes for the kit."""
+    out = analyze(context.measurements["ptq"], context.results, bootstrap=getattr(context.declaration, "bootstrap", 200))
+    return {**out, "laws": out["fits"]}
 
 
-def write_plots(workdir, ptq: pd.DataFrame, out: dict, dpi: int = 110) -> list[epath.Path]:
-    """delta vs tokens per precision, delta vs bits, post-PTQ loss vs tokens with the predicted
-    turning point, the WSD trajectory."""
-    from experiments.reports import quantization_plots as qplots
-
-    figures = {"delta_vs_tokens": lambda: qplots.plot_delta_vs_tokens(out["rows"], out["fits"].get("ptq_degradation")),
-               "delta_vs_bits": lambda: qplots.plot_delta_vs_bits(ptq[(ptq["role"] == "grid") & (ptq["format"] != "float")
-                                                                      & (ptq["status"] == "completed")]),
-               "post_ptq_loss": lambda: qplots.plot_post_ptq_loss(ptq, out["fits"].get("chinchilla"),
-                                                                 out["fits"].get("ptq_degradation"), out["turning"]),
-               "wsd_trajectory": lambda: qplots.plot_wsd_trajectory(out["wsd"])}
-    return list(files_lib.write_figures(workdir, figures, dpi).values())
+def _measured(a) -> pd.DataFrame:
+    ptq = a.context.measurements["ptq"]
+    return ptq[ptq["status"] == "completed"]
 
 
-def render_report(out: dict, ptq: pd.DataFrame, results: pd.DataFrame, *, title: str, files: dict) -> str:
-    lines = [f"# PTQ study: {title}", "", "## What was run", ""]
+def what_was_run(a) -> list[str]:
+    results, measured = a.results, _measured(a)
     grid = results[results.get("role", "grid") == "grid"]
-    lines.append(f"- {len(results)} runs ({int((results['status'] == 'completed').sum())} completed): "
-                 f"{grid['n_params'].nunique()} sizes ({', '.join(_g(n) for n in sorted(grid['n_params'].unique()))} "
-                 f"parameters) x {grid['tokens_per_param'].nunique() if 'tokens_per_param' in grid else '?'} "
-                 "training lengths, each decayed to its end; plus a WSD control run")
-    measured = ptq[ptq["status"] == "completed"]
-    lines.append(f"- {len(measured)} measurements in ptq.csv ({measured['format'].nunique()} formats incl. float), "
-                 f"each on {int(measured['eval_tokens'].max()) if len(measured) else 0} held-out tokens")
-    lines += ["", "## Fitted laws (95% bootstrap intervals)", "",
-              "| law | parameter | value | 95% | published |", "|---|---|---|---|---|"]
+    return [f"- {len(results)} runs ({int((results['status'] == 'completed').sum())} completed): "
+            f"{grid['n_params'].nunique()} sizes ({', '.join(_g(n) for n in sorted(grid['n_params'].unique()))} "
+            f"parameters) x {grid['tokens_per_param'].nunique() if 'tokens_per_param' in grid else '?'} "
+            "training lengths, each decayed to its end; plus a WSD control run",
+            f"- {len(measured)} measurements in ptq.csv ({measured['format'].nunique()} formats incl. float), "
+            f"each on {int(measured['eval_tokens'].max()) if len(measured) else 0} held-out tokens"]
+
+
+def fitted_laws(a) -> list[str]:
     from scaling.quantization_laws import KUMAR_PTQ_REFERENCE, OUYANG_PTQ_REFERENCE
 
+    lines = ["| law | parameter | value | 95% | published |", "|---|---|---|---|---|"]
     reference = {"ptq_degradation": OUYANG_PTQ_REFERENCE, "ptq_precision": KUMAR_PTQ_REFERENCE}
-    for name, law in out["fits"].items():
+    for name, law in a.out["fits"].items():
         for param, value in law.params.items():
-            iv = law.interval(param) if law.samples is not None else None
             ref = reference.get(name, {}).get(param)
             lines.append(f"| {name} | {param} | {_g(value, 4)} | "
-                         f"{'n/a' if iv is None else f'[{_g(iv[0], 3)}, {_g(iv[1], 3)}]'} | {_g(ref, 4) if ref else ''} |")
-    lines += ["", "Published: Ouyang et al. 2024 Eq. 8 (GPTQ on Pythia, verified); Kumar et al. 2024 "
-              "(constants from a secondary source, NOT verified; gamma_post illustrative).", ""]
+                         f"{_iv(law.interval(param) if law.samples is not None else None)} | {_g(ref, 4) if ref else ''} |")
+    return lines + ["", "Published: Ouyang et al. 2024 Eq. 8 (GPTQ on Pythia, verified); Kumar et al. 2024 "
+                    "(constants from a secondary source, NOT verified; gamma_post illustrative)."]
 
-    lines += ["## Measured degradation (grid runs)", "",
-              "| run | N | D | float loss | " + " | ".join(sorted(set(measured["format"]) - {"float"})) + " |",
-              "|---|---|---|---|" + "---|" * len(set(measured["format"]) - {"float"})]
+
+def measured_degradation(a) -> list[str]:
+    measured = _measured(a)
     formats = sorted(set(measured["format"]) - {"float"})
+    lines = ["| run | N | D | float loss | " + " | ".join(formats) + " |", "|---|---|---|---|" + "---|" * len(formats)]
     for rid, group in measured[measured["role"] == "grid"].groupby("run_id", sort=False):
         by = {r["format"]: r for r in group.to_dict("records")}
         first = group.iloc[0]
         cells = [f"{by[f]['delta']:+.4f} ± {by[f]['delta_sem']:.4f}" if f in by else "" for f in formats]
         lines.append(f"| {rid} | {_g(first['n_params'])} | {_g(first['tokens'])} | "
                      f"{by.get('float', first)['loss']:.4f} | " + " | ".join(cells) + " |")
-    lines.append("")
+    return lines
 
-    lines += ["## When does more pretraining hurt the quantized model?", ""]
-    if out["turning"]:
-        lines += ["Tokens D* beyond which L(N, D) + delta(N, D, P) rises (chinchilla on the float runs + "
-                  "ptq_degradation):", "", "| N | bits | D* | D*/N |", "|---|---|---|---|"]
-        for t in out["turning"]:
-            lines.append(f"| {_g(t['n_params'])} | {t['bits']} | {_g(t['tokens_star'])} | "
-                         f"{_g(t['tokens_per_param_star'])} |")
-    else:
-        lines.append("Not computed (needs both the chinchilla and the ptq_degradation fits).")
-    lines.append("")
 
-    lines += ["## Quantization-aware training: the compute-optimal training precision", ""]
-    p = out.get("precision")
+def turning_section(a) -> list[str]:
+    if not a.out["turning"]:
+        return ["Not computed (needs both the chinchilla and the ptq_degradation fits)."]
+    lines = ["Tokens D* beyond which L(N, D) + delta(N, D, P) rises (chinchilla on the float runs + "
+             "ptq_degradation):", "", "| N | bits | D* | D*/N |", "|---|---|---|---|"]
+    for t in a.out["turning"]:
+        lines.append(f"| {_g(t['n_params'])} | {t['bits']} | {_g(t['tokens_star'])} | {_g(t['tokens_per_param_star'])} |")
+    return lines
+
+
+def qat_section(a) -> list[str]:
+    p = a.out.get("precision")
     if p is None:
-        lines.append("No compute-optimal training precision: `precision_weights` was not fitted (no weight-only "
-                     "QAT runs, or the fit failed: see Notes).")
+        lines = ["No compute-optimal training precision: `precision_weights` was not fitted (no weight-only "
+                 "QAT runs, or the fit failed: see Notes)."]
     else:
-        law = out["fits"]["precision_weights"]
-        lines += [f"`precision_weights` on the float and weight-only QAT runs: gamma_w = {law.params['gamma_w']:.3g} bits "
-                  f"(Kumar et al.'s secondary-source value: 2.67, unverified). At C = {_g(p['budget'])} FLOPs "
-                  f"({p['convention']}) the fitted loss is lowest at P = {p['bits']:.1f} bits with "
-                  f"N = {_g(p['n_params_nonembedding'])} non-embedding parameters (loss {p['loss']:.4f}; "
-                  f"{p['loss_at_16_bits']:.4f} at the best N for 16 bits).", ""]
-    lines += [""] + quantization_qat.render(out.get("qat", {}))
+        law = a.out["fits"]["precision_weights"]
+        lines = [f"`precision_weights` on the float and weight-only QAT runs: gamma_w = {law.params['gamma_w']:.3g} bits "
+                 f"(Kumar et al.'s secondary-source value: 2.67, unverified). At C = {_g(p['budget'])} FLOPs "
+                 f"({p['convention']}) the fitted loss is lowest at P = {p['bits']:.1f} bits with "
+                 f"N = {_g(p['n_params_nonembedding'])} non-embedding parameters (loss {p['loss']:.4f}; "
+                 f"{p['loss_at_16_bits']:.4f} at the best N for 16 bits)."]
+    qat = quantization_qat.render(a.out.get("qat", {}))
+    return lines + ([""] + qat if qat else [])
 
-    lines += ["## Held-out check: refit without each size's most-trained run, predict its delta", ""]
-    held = out["held_out"]
+
+def held_out_section(a) -> list[str]:
+    held = a.out["held_out"]
     if all("skipped" in h for h in held):
-        lines += [f"- {h['law']}: skipped ({h['skipped']})" for h in held]
-    else:
-        lines += ["| law | run | format | measured delta | predicted | error |", "|---|---|---|---|---|---|"]
-        for h in held:
-            if "skipped" in h:
-                lines.append(f"| {h['law']} | skipped: {h['skipped']} | | | | |")
-            else:
-                lines.append(f"| {h['law']} | {h['run_id']} | {h['format']} | {h['delta']:.4g} ± {h['delta_sem']:.2g} | "
-                             f"{h['predicted']:.4g} | {100 * h['rel_error']:+.1f}% |")
-        for name in PTQ_LAWS:
-            errs = [abs(h["rel_error"]) for h in held if h.get("law") == name and "rel_error" in h]
-            if errs:
-                lines.append(f"\n- {name}: median |error| {100 * float(np.median(errs)):.1f}% over {len(errs)} predictions")
-    lines.append("")
+        return [f"- {h['law']}: skipped ({h['skipped']})" for h in held]
+    lines = ["| law | run | format | measured delta | predicted | error |", "|---|---|---|---|---|---|"]
+    for h in held:
+        if "skipped" in h:
+            lines.append(f"| {h['law']} | skipped: {h['skipped']} | | | | |")
+        else:
+            lines.append(f"| {h['law']} | {h['run_id']} | {h['format']} | {h['delta']:.4g} ± {h['delta_sem']:.2g} | "
+                         f"{h['predicted']:.4g} | {100 * h['rel_error']:+.1f}% |")
+    for name in PTQ_LAWS:
+        errs = [abs(h["rel_error"]) for h in held if h.get("law") == name and "rel_error" in h]
+        if errs:
+            lines.append(f"\n- {name}: median |error| {100 * float(np.median(errs)):.1f}% over {len(errs)} predictions")
+    return lines
 
-    lines += ["## WSD control: does delta rise with tokens, or only at the decay?", ""]
-    wsd = out["wsd"]
+
+def wsd_section(a) -> list[str]:
+    wsd = a.out["wsd"]
     if wsd.empty:
-        lines.append("No WSD control run was measured.")
-    else:
-        steps = sorted(wsd["checkpoint_step"].unique())
-        lines += ["| format | " + " | ".join(f"step {s}" for s in steps) + " |", "|---|" + "---|" * len(steps)]
+        return ["No WSD control run was measured."]
+    lines = []
+    steps = sorted(wsd["checkpoint_step"].unique())
+    lines += ["| format | " + " | ".join(f"step {s}" for s in steps) + " |", "|---|" + "---|" * len(steps)]
+    for fmt, group in wsd.groupby("format"):
+        by = dict(zip(group["checkpoint_step"], group["delta"]))
+        lines.append(f"| {fmt} | " + " | ".join(f"{by[s]:+.4f}" if s in by else "" for s in steps) + " |")
+    stable, final = steps[:-1], steps[-1]
+    if stable:
+        verdicts = []
         for fmt, group in wsd.groupby("format"):
             by = dict(zip(group["checkpoint_step"], group["delta"]))
-            lines.append(f"| {fmt} | " + " | ".join(f"{by[s]:+.4f}" if s in by else "" for s in steps) + " |")
-        stable, final = steps[:-1], steps[-1]
-        if stable:
-            verdicts = []
-            for fmt, group in wsd.groupby("format"):
-                by = dict(zip(group["checkpoint_step"], group["delta"]))
-                if final in by and all(s in by for s in stable):
-                    rise_stable = by[stable[-1]] - by[stable[0]]
-                    rise_decay = by[final] - by[stable[-1]]
-                    verdicts.append(f"{fmt}: {rise_stable:+.4f} over the stable phase, {rise_decay:+.4f} at the decay")
-            lines += ["", "Change in delta: " + "; ".join(verdicts) + "."]
-    lines.append("")
-    bad = results[results["status"] != "completed"]
-    lines += ["## Failed, diverged and unfinished runs", ""]
-    lines += ["None: every run completed."] if bad.empty else [
-        f"- {r.run_id}: {r.status} ({r.reason})" for r in bad.itertuples()]
-    if out["notes"]:
-        lines += ["", "## Notes", ""] + [f"- {n}" for n in out["notes"]]
-    lines += ["", "## Files", ""] + [f"- {k}: " + ", ".join(f"`{p}`" for p in v) for k, v in files.items()]
-    return "\n".join(lines) + "\n"
+            if final in by and all(s in by for s in stable):
+                rise_stable = by[stable[-1]] - by[stable[0]]
+                rise_decay = by[final] - by[stable[-1]]
+                verdicts.append(f"{fmt}: {rise_stable:+.4f} over the stable phase, {rise_decay:+.4f} at the decay")
+        lines += ["", "Change in delta: " + "; ".join(verdicts) + "."]
+    return lines
 
 
-def analyze_stage(context) -> dict:
-    """`analyze` on the study's ptq.csv, then fits/, plots/, report.md (a runner analyze stage)."""
-    study = context.declaration
-    ptq = context.measurements["ptq"]
-    out = analyze(ptq, context.results, bootstrap=getattr(study, "bootstrap", 200))
-    workdir = context.workdir
-    fits = files_lib.write_fits(workdir, out["fits"])
-    plots = write_plots(workdir, ptq, out)
-    files = {"measurements": ["ptq.csv"], "fits": [f"fits/{p.name}" for p in fits],
-             "plots": [f"plots/{p.name}" for p in plots]}
-    io.write_json(workdir / "analysis.json", {
-        "turning": out["turning"], "held_out": out["held_out"], "notes": out["notes"], "precision": out["precision"],
-        "fits": {name: law.to_dict()["params"] for name, law in out["fits"].items()}})
-    io.write_text_atomic(workdir / "report.md", render_report(out, ptq, context.results, title=context.title,
-                                                              files=files))
-    return {"fitted": [p.stem for p in fits], "report": workdir / "report.md", "notes": out["notes"],
-            "analysis": out, "plots": plots}
+def _plots():
+    from experiments.reports import quantization_plots as qplots
+
+    return qplots
+
+
+def _grid_deltas(a) -> pd.DataFrame:
+    ptq = a.context.measurements["ptq"]
+    return ptq[(ptq["role"] == "grid") & (ptq["format"] != "float") & (ptq["status"] == "completed")]
+
+
+REPORT = Report(
+    title="PTQ study", compute=compute,
+    sections=[
+        Section("What was run", what_was_run),
+        Section("Fitted laws (95% bootstrap intervals)", fitted_laws),
+        Section("Measured degradation (grid runs)", measured_degradation),
+        Section("When does more pretraining hurt the quantized model?", turning_section),
+        Section("Quantization-aware training: the compute-optimal training precision", qat_section),
+        Section("Held-out check: refit without each size's most-trained run, predict its delta", held_out_section),
+        Section("WSD control: does delta rise with tokens, or only at the decay?", wsd_section)],
+    plots=[Plot("delta_vs_tokens", lambda a: _plots().plot_delta_vs_tokens(a.out["rows"], a.out["fits"].get("ptq_degradation"))),
+           Plot("delta_vs_bits", lambda a: _plots().plot_delta_vs_bits(_grid_deltas(a))),
+           Plot("post_ptq_loss", lambda a: _plots().plot_post_ptq_loss(
+               a.context.measurements["ptq"], a.out["fits"].get("chinchilla"), a.out["fits"].get("ptq_degradation"),
+               a.out["turning"])),
+           Plot("wsd_trajectory", lambda a: _plots().plot_wsd_trajectory(a.out["wsd"]))],
+    json=lambda a: {"turning": a.out["turning"], "held_out": a.out["held_out"], "notes": a.out["notes"],
+                    "precision": a.out["precision"],
+                    "fits": {name: law.to_dict()["params"] for name, law in a.out["fits"].items()}})
+analyze_stage = REPORT.stage

@@ -3,4 +3,8 @@
 - `isoflop`: compute-optimal N_opt(C), D_opt(C), L_opt(C) by Hoffmann et al. 2022's three
   approaches (`approach1`, `approach2`, `approach3`), the extrapolation check and `analyze`;
   `runs` validates the input tables, `power_laws` fits the laws in C, `results` holds the outputs.
+- `compare`: two recipes fitted jointly with a shared irreducible loss; the compute, parameter and
+  data multipliers of one over the other with bootstrap bands, the crossover, residual diagnostics;
+- `select`: candidate laws ranked by their error on held-out largest budgets, sizes or token counts;
+- `task_accuracy`: two-step task prediction, (N, D) -> task loss -> accuracy, bands through both.
 """

@@ -1,7 +1,7 @@
 """Results of the isoFLOP analysis: per-budget minima, each approach's laws, the whole analysis.
 
 Dataclasses with ``to_dict()`` (plain JSON via `scaling.io`), and `predict_band`: a 1-covariate
-law's prediction with a band over its bootstrap samples.
+law's prediction with a band over its bootstrap samples (`FittedLaw.predict` with ``level``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import dataclasses
 import numpy as np
 
 from scaling import io
-from scaling.fitting.batched import evaluate
 from scaling.fitting.fitted import FittedLaw
 
 APPROACH_NAMES = {1: "minimum over training curves", 2: "isoFLOP profiles",
@@ -19,19 +18,18 @@ APPROACH_NAMES = {1: "minimum over training curves", 2: "isoFLOP profiles",
 
 
 def predict_band(fitted: FittedLaw, x, level: float = 0.95):
-    """Point prediction and central ``level`` band over the bootstrap samples of a 1-covariate law.
+    """Point prediction and central ``level`` band of a 1-covariate law (`FittedLaw.predict` with
+    ``level``: over its bootstrap draws; the analysis' laws carry no other kind).
 
     Returns ``(y, lo, hi)`` arrays shaped like x; lo/hi are None without samples.
     """
     cov = fitted.law.covariates[0]
     xs = np.asarray(x, np.float64)
-    y = evaluate(fitted.law, fitted.params, {cov: xs})
     if fitted.samples is None:
-        return y, None, None
-    s = {kk: v[:, None] for kk, v in fitted.samples.items()}
-    draws = evaluate(fitted.law, s, {cov: xs.reshape(1, -1)})
-    lo, hi = np.nanpercentile(draws, [50 * (1 - level), 50 * (1 + level)], axis=0)
-    return y, lo.reshape(xs.shape), hi.reshape(xs.shape)
+        return fitted.predict(extrapolate=True, **{cov: xs}), None, None
+    band = fitted.predict(level=level, extrapolate=True, **{cov: xs})
+    shaped = lambda v: None if v is None else np.asarray(v, np.float64).reshape(xs.shape)  # noqa: E731
+    return shaped(band.value), shaped(band.lower), shaped(band.upper)
 
 
 def _convert(obj):

@@ -19,25 +19,18 @@ call, 1.5-2.5 s per table, against 0.4 s for the rest of the analysis). Now such
 
 from __future__ import annotations
 
-import functools
 from typing import Mapping
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from scaling.fitting.data import data_sha256
+from scaling.fitting.evaluate import bucket, evaluate  # noqa: F401  (re-exported: their old home)
 from scaling.fitting.fitted import FittedLaw
 from scaling.fitting.objectives import LOG_OBJECTIVES
-from scaling.fitting.solver import describe_engine, engine_context, run_solver
+from scaling.fitting.solver import describe_engine, run_solver
 from scaling.laws.law import Law
 
 SLOTS = 64   # starts in flight per thread in `fit_many`'s solver call
-
-
-def bucket(n: int, least: int = 32) -> int:
-    """The next power of two >= n, at least ``least``: the padded sizes of `fit_many` and `evaluate`."""
-    return max(least, 1 << max(0, int(n) - 1).bit_length())
 
 
 def fit_many(law: Law, objective: str, x: Mapping[str, np.ndarray], y: np.ndarray, w: np.ndarray,
@@ -91,29 +84,6 @@ def natural_numpy(law: Law, z: np.ndarray) -> dict:
     """Internal -> natural parameters in numpy (the transforms of `scaling.laws.Param`)."""
     z = np.asarray(z, np.float64)
     return {p.name: p.to_natural_numpy(z[..., i]) for i, p in enumerate(law.params)}
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _law_fn(law, p, x):
-    return law.fn(p, x)
-
-
-def evaluate(law: Law, params: Mapping[str, np.ndarray], x: Mapping[str, np.ndarray]) -> np.ndarray:
-    """``law.fn`` on broadcast numpy inputs, in float64, jit-compiled with the law static.
-
-    Inputs are flattened and padded to a power-of-two length so that few shapes get compiled.
-    """
-    names_p, names_x = list(params), list(x)
-    arrays = np.broadcast_arrays(*[np.asarray(params[k], np.float64) for k in names_p],
-                                 *[np.asarray(x[k], np.float64) for k in names_x])
-    shape, size = arrays[0].shape, arrays[0].size
-    m = bucket(size)
-    flat = [np.pad(a.reshape(-1), (0, m - size), constant_values=1.0) for a in arrays]
-    with engine_context():
-        out = _law_fn(law, {k: jnp.asarray(v) for k, v in zip(names_p, flat[:len(names_p)])},
-                     {k: jnp.asarray(v) for k, v in zip(names_x, flat[len(names_p):])})
-        out = np.asarray(out, np.float64)
-    return out[:size].reshape(shape)
 
 
 def fit_with_draws(law: Law, objective: str, x: Mapping[str, np.ndarray], y: np.ndarray, *,

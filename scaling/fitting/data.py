@@ -51,14 +51,26 @@ def prepare_data(law: law_lib.Law, data, target: str | None, columns: Mapping[st
     lengths = {col: len(v) for col, v in zip([*wanted.values(), target_col], [*x.values(), y])}
     if len(set(lengths.values())) != 1:
         raise ValueError(f"data columns have different lengths: {lengths}")
-    positive = set(law.positive_columns) | ({law.target} if objective in LOG_OBJECTIVES else set())
+    # the positivity rule follows the objective: the target must be > 0 only where logs of it are
+    # taken (a log objective) or where the law says so (an explicit ``positive`` naming it)
+    positive = set(law.positive_columns)
+    if objective in LOG_OBJECTIVES:
+        positive.add(law.target)
+    elif law.positive is None:
+        positive.discard(law.target)
     for name, values in [*x.items(), (law.target, y)]:
         col = wanted.get(name, target_col)
         bad = ~np.isfinite(values)
         if bad.any():
             raise ValueError(f"data column {col!r} has {bad.sum()} non-finite values (NaN/inf) at {_rows(bad)}")
         if name in positive and (values <= 0).any():
-            raise ValueError(f"data column {col!r} must be > 0 (logs of it are taken) but has "
+            if name == law.target:
+                why = (f"logs of it are taken by the {objective!r} objective; fit with objective='mse' or "
+                       "'huber' for a target of any sign")
+            else:
+                why = (f"law {law.name!r} takes logs of its covariates by default; if it does not, build it "
+                       f"with positive=() (or name the columns that must be > 0)")
+            raise ValueError(f"data column {col!r} must be > 0 ({why}) but has "
                              f"{(values <= 0).sum()} non-positive values at {_rows(values <= 0)}")
     if len(y) < len(law.params):
         raise ValueError(f"law {law.name!r} has {len(law.params)} parameters but data has only {len(y)} points")

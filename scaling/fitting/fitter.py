@@ -29,7 +29,7 @@ import jax
 import numpy as np
 
 from scaling import flops
-from scaling.fitting import intervals, objectives, profile
+from scaling.fitting import diagnostics, intervals, objectives, profile
 from scaling.fitting.continuation import minimize
 from scaling.fitting.data import data_sha256, point_weights, prepare_data, starts_to_internal
 from scaling.fitting.fitted import FittedLaw
@@ -37,7 +37,10 @@ from scaling.fitting.objectives import LOG_OBJECTIVES, natural_values
 from scaling.fitting.solver import describe_engine, run_solver
 from scaling.laws import law as law_lib
 
-EDGE = 23.0   # |internal value| of a log or bounded parameter past which it counts as unbounded (e^23 ~ 1e10)
+EDGE = diagnostics.EDGE   # |internal value| of a one-sided parameter past which it counts as unbounded
+REFINE_STARTS = 16        # starts of the direct refinement that checks a continuation's optimum
+PATHS_RTOL = 1e-6         # paths that disagree by more than this (relative objective) are reported
+
 
 def distinct_optima(z: np.ndarray, f: np.ndarray, ok: np.ndarray, k: int, rtol: float = 0.1,
                    tol: float = 1e-4) -> np.ndarray:
@@ -60,7 +63,8 @@ def distinct_optima(z: np.ndarray, f: np.ndarray, ok: np.ndarray, k: int, rtol: 
 def fit(law, data, target: str | None = None, *, objective: str | None = None, delta: float = 1e-3,
         weights=None, starts=None, bootstrap: int = 0, seed: int = 0, columns: Mapping[str, str] | None = None,
         bootstrap_starts: int = 3, max_iter: int = 500, ftol: float = 1e-12, xtol: float = 1e-10,
-        at_best_rtol: float = 1e-6, continuation: bool = True, threads: int | None = None,
+        at_best_rtol: float = 1e-6, continuation: bool = True, refine_starts: int = REFINE_STARTS,
+        threads: int | None = None,
         flop_convention: str | None = None, k: float | None = None, provenance: Mapping | None = None) -> FittedLaw:
     """Fit ``law`` to ``data`` from many starts, optionally with a bootstrap; returns a `FittedLaw`.
 
@@ -68,7 +72,9 @@ def fit(law, data, target: str | None = None, *, objective: str | None = None, d
       law: a `Law` or a registered law name.
       data: pandas DataFrame or dict of equal-length arrays: one column per covariate and the target.
       target: the target column (default: ``law.target``, through ``columns``).
-      objective: one of `OBJECTIVES` (default: ``"nll"`` when the law has an nll, else ``law.objective``).
+      objective: one of `OBJECTIVES` (default: ``law.objective``, the objective the law's source
+        used, ``law.objective_source``; ``"nll"`` for a law with an nll). The record says which, and
+        whether it was the law's or the caller's choice (``fit["objective_chosen_by"]``).
       delta: Huber's delta for the huber objectives (Epoch AI: 1e-3 on log loss).
       weights: per-point weights (array, or a column name); the objective is ``sum_i w_i l_i``.
       starts: starting points in natural units (DataFrame, dict of arrays, or array [S, P] in
@@ -79,7 +85,13 @@ def fit(law, data, target: str | None = None, *, objective: str | None = None, d
       bootstrap_starts: each resample is refitted from this many best distinct full-data optima.
       max_iter, ftol, xtol: solver limits per stage (see the module docstring).
       continuation: for the Huber objectives, reach delta through least squares and a delta
-        homotopy (see `minimize`); False solves at delta directly from every start.
+        homotopy (see `minimize`); False solves at delta directly from every start. With
+        continuation, a direct solve at delta from the ``refine_starts`` starts of lowest initial
+        objective checks the result: the better of the two paths is kept, and when the direct
+        path wins by more than `PATHS_RTOL` (relative) the fit warns and records it in
+        ``fit["paths"]`` and ``fit["diagnostics"]``. ``n_starts_at_best`` counts the starts of the
+        main path within ``at_best_rtol`` of the best over both paths. ``refine_starts=0`` turns
+        the check off.
       threads: threads feeding the solver at once (default: every available core).
       at_best_rtol: a start counts in ``n_starts_at_best`` when its objective is within
         ``at_best_rtol * |best|`` of the best.
@@ -88,6 +100,7 @@ def fit(law, data, target: str | None = None, *, objective: str | None = None, d
     """
     t_start = time.perf_counter()
     law = law_lib.get(law) if isinstance(law, law_lib.Law) else _registered(law)
+    chosen_by = "caller" if objective is not None else "law"
     objective = objective or ("nll" if law.nll is not None else law.objective)
     objectives.check(law, objective)
     if not (np.isfinite(delta) and delta > 0):
@@ -125,16 +138,50 @@ def fit(law, data, target: str | None = None, *, objective: str | None = None, d
     if not ok.any():
         raise ValueError(f"law {law.name!r}: the objective is not finite at any of the {len(z0)} starts; "
                          "give starts= where the law's prediction is finite (and positive for log objectives)")
+    n_main = len(z0)
+    f_main = float(np.min(np.where(ok, f, np.inf)))
+    found = []   # what the fit is unsure about (scaling.fitting.diagnostics), saved in fit["diagnostics"]
+
+    # the best over both paths: continuation checked against a direct solve from the best starts
+    paths = None
+    refine_starts = int(refine_starts)
+    if refine_starts < 0:
+        raise ValueError(f"refine_starts must be >= 0, got {refine_starts}")
+    if continuation and objective.startswith("huber") and refine_starts:
+        t0 = time.perf_counter()
+        wide = np.broadcast_to(w, (len(z0), n))
+        first = run_solver(law, objective, delta, z0, wide, x, y_fit, **{**solver_args, "max_iter": 0})
+        order = np.argsort(np.where(first["failed"], np.inf, first["f"]), kind="stable")[:refine_starts]
+        direct = run_solver(law, objective, delta, z0[order], wide[order], x, y_fit, **solver_args)
+        ok_d = ~direct["failed"] & np.isfinite(direct["f"])
+        f_direct = float(np.min(np.where(ok_d, direct["f"], np.inf)))
+        gap = (f_main - f_direct) / max(abs(min(f_main, f_direct)), 1e-300)
+        kept = "direct" if gap > PATHS_RTOL else "continuation"
+        paths = {"continuation": f_main, "direct": f_direct if np.isfinite(f_direct) else None,
+                 "direct_starts": int(len(order)), "relative_gap": float(gap) if np.isfinite(gap) else None,
+                 "kept": kept, "rtol": PATHS_RTOL, "time_s": time.perf_counter() - t0}
+        if kept == "direct":   # the continuation settled in a worse basin: keep the direct optimum
+            message = (f"the continuation path ended {100 * gap:.3g}% above a direct solve from the "
+                       f"{len(order)} best starts ({f_main:.6g} vs {f_direct:.6g}); the direct optimum is "
+                       "kept: the objective has several basins, check the fit")
+            found.append({"param": None, "kind": "paths", "message": message})
+            warnings.warn(f"law {law.name!r}: {message}", UserWarning, stacklevel=2)
+            state = {k_: np.concatenate([state[k_], direct[k_]]) for k_ in ("z", "f", "converged", "failed", "it", "h")}
+            z, f, converged, failed, iters = (state[key] for key in ("z", "f", "converged", "failed", "it"))
+            ok = ~failed & np.isfinite(f)
+        paths_refined = (order, direct, ok_d)
     best = int(np.argmin(np.where(ok, f, np.inf)))
     f_best = float(f[best])
     at_best = ok & (f <= f_best + at_best_rtol * abs(f_best))
+    if paths is not None:   # the direct starts within at_best_rtol of the best over both paths
+        _, direct, ok_d = paths_refined
+        paths["direct_at_best"] = int((ok_d & (direct["f"] <= f_best + at_best_rtol * abs(f_best))).sum())
     params = {k_: float(v) for k_, v in natural_values(law, z[best]).items()}
-    for j, p in enumerate(law.params):   # a parameter the data do not bound runs to its domain's edge
-        if p.transform != "identity" and abs(z[best, j]) >= EDGE:
-            message = (f"parameter {p.name!r} = {params[p.name]:.4g} ran to the edge of its {p.transform} domain "
-                       f"(|internal value| >= {EDGE:g}): the data do not bound it")
-            warnings.warn(f"law {law.name!r}: {message}", UserWarning, stacklevel=2)
-            degeneracy.append(message)
+    for entry in diagnostics.at_edges(law, params):   # a parameter the data do not bound, or on a bound
+        found.append(entry)
+        warnings.warn(f"law {law.name!r}: {entry['message']}", UserWarning, stacklevel=2)
+        if entry["kind"] == "edge":
+            degeneracy.append(entry["message"])
 
     # profile likelihood (maximum-likelihood fits): every parameter held on a grid, the rest refitted
     curves = None
@@ -190,8 +237,11 @@ def fit(law, data, target: str | None = None, *, objective: str | None = None, d
         "objective": objective, "objective_value": f_best, "normalisation": "weighted sum over points",
         "delta": float(delta) if objective.startswith("huber") else None,
         "weighted": weights is not None,
-        "n_starts": int(len(z0)), "n_failed": int((~ok).sum()), "n_converged": int(converged.sum()),
-        "n_starts_at_best": int(at_best.sum()), "at_best_rtol": float(at_best_rtol),
+        "objective_chosen_by": chosen_by,
+        "objective_source": law.objective_source if objective == law.objective else None,
+        "n_starts": int(n_main), "n_failed": int((~ok[:n_main]).sum()), "n_converged": int(converged[:n_main].sum()),
+        "n_starts_at_best": int(at_best[:n_main].sum()), "at_best_rtol": float(at_best_rtol),
+        "paths": paths, "diagnostics": found,
         "iterations_max": int(iters.max()), "iterations_median": float(np.median(iters)),
         "best_start_converged": bool(converged[best]),
         "degeneracy": degeneracy,
@@ -220,9 +270,27 @@ def fit(law, data, target: str | None = None, *, objective: str | None = None, d
     fitted = FittedLaw(law, params, samples=samples, standard_errors=standard_errors, acceleration=acceleration,
                        profile=curves, covariance=covariance, flop_convention=flop_convention, k=k, data=data_info, fit=fit_info,
                        provenance=prov, residuals=residuals)
-    fitted.multistart = {"starts": natural_values(law, z0), "optima": natural_values(law, z), "objective": f,
-                         "converged": converged, "failed": failed, "iterations": iters, "at_best": at_best}
+    z_starts = z0 if len(z) == n_main else np.concatenate([z0, z0[paths_refined[0]]])
+    fitted.multistart = {"starts": natural_values(law, z_starts), "optima": natural_values(law, z), "objective": f,
+                         "converged": converged, "failed": failed, "iterations": iters, "at_best": at_best,
+                         "path": np.array(["continuation" if continuation and objective.startswith("huber")
+                                           else "direct"] * n_main + ["direct"] * (len(z) - n_main))}
+    if fitted.samples is not None or fitted.profile is not None:   # intervals that span decades
+        for entry in diagnostics.wide_intervals(_intervals(fitted)):
+            found.append(entry)
+            warnings.warn(f"law {law.name!r}: {entry['message']}", UserWarning, stacklevel=2)
+        fitted.fit["diagnostics"] = found
     return fitted
+
+
+def _intervals(fitted: FittedLaw) -> dict:
+    out = {}
+    for name in fitted.params:
+        try:
+            out[name] = fitted.interval(name, 0.95)
+        except ValueError:
+            out[name] = None
+    return out
 
 
 def _inverse_hessian(h) -> np.ndarray | None:

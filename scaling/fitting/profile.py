@@ -96,8 +96,10 @@ def interval(param: law_lib.Param, estimate: float, curve: dict, level: float) -
     root = np.asarray(curve["signed_root"], np.float64)
     t = param.to_internal(values)
     t_hat = float(param.to_internal(estimate))
-    open_end = {"log": (0.0, math.inf), "bounded": (param.lower, param.upper)}.get(param.transform,
-                                                                                   (-math.inf, math.inf))
+    # the open end of each side in natural units (side -1: internal values below the estimate;
+    # "upper" = upper - exp(internal) decreases in its internal value)
+    open_end = {"log": (0.0, math.inf), "bounded": (param.lower, param.upper), "lower": (param.lower, math.inf),
+                "upper": (param.upper, -math.inf)}.get(param.transform, (-math.inf, math.inf))
     ends = []
     for side in (-1, 1):
         mask = side * (t - t_hat) >= 0
@@ -111,7 +113,7 @@ def interval(param: law_lib.Param, estimate: float, curve: dict, level: float) -
         k = past[0]
         frac = (z - rs[k - 1]) / (rs[k] - rs[k - 1])
         ends.append(float(param.to_natural_numpy(ts[k - 1] + frac * (ts[k] - ts[k - 1]))))
-    return float(ends[0]), float(ends[1])
+    return float(min(ends)), float(max(ends))
 
 
 def validate(curves, names) -> dict | None:

@@ -84,8 +84,9 @@ def skip_absent_tpu() -> bool:
     for ahead-of-time compiles) but this host has no TPU (/dev/accel*, /dev/vfio) and no NVIDIA
     device, and nobody chose platforms (``JAX_PLATFORMS``), restrict jax to the CPU before its
     backends start; otherwise libtpu prints pages of start-up errors before jax falls back.
-    Returns whether it did. Called when the engine is first imported (before any jax array is
-    made: `scaling.fit` and `FittedLaw` live above it) and by the experiment commands."""
+    Returns whether it did. Called by the commands (`experiments.harness.cli`, `benchmarks`), which
+    decide the platform; importing the library changes no global jax setting (a fit runs on the CPU
+    through a thread-local ``jax.default_device`` context, `engine_context`)."""
     import glob
     import importlib.util
 
@@ -95,9 +96,6 @@ def skip_absent_tpu() -> bool:
         return False
     jax.config.update("jax_platforms", "cpu")
     return True
-
-
-skip_absent_tpu()  # a config flag and a few file-system checks: no backend starts here
 
 
 def engine_device():

@@ -179,6 +179,7 @@ def _zi_simulate(rng, params, x):
 
 pass_at_k_zero_inflated_beta = register(Law(
     name="pass_at_k_zero_inflated_beta",
+    objective_source='maximum likelihood (zero-inflated beta-binomial), as pass_at_k_beta',
     params=(
         Param("pi", "bounded", lower=0.0, upper=1.0, grid=(0.05, 0.3, 0.7),
               doc="fraction of problems never solved (p = 0)"),

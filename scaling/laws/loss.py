@@ -28,33 +28,19 @@ of every step; `tokens_per_parameter` and `overtraining_covariates` convert betw
 
 from __future__ import annotations
 
-import functools
 import math
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scaling.laws.law import Law, Param, register
+from scaling.laws.law import Law, Param, logsumexp, register
 
 
 def _log_uniform(rng: np.random.Generator, lo: float, hi: float, n: int) -> np.ndarray:
     return np.exp(rng.uniform(math.log(lo), math.log(hi), size=n))
 
 
-def _lse(*terms):
-    """Elementwise log(sum(exp(terms))), broadcasting the terms.
-
-    ``m + log(sum_i exp(t_i - m))`` with ``m = max_i t_i`` held constant under differentiation (the
-    derivative, ``sum_i softmax_i dt_i``, does not depend on m), written out term by term rather than
-    stacked: the solver's Hessian passes through it at every iteration, and the stacked
-    `jax.scipy.special.logsumexp` costs about 15-20% more per iteration there. ``m`` falls back to 0
-    where it is not finite, so all terms -inf give -inf and a +inf term gives +inf.
-    """
-    terms = jnp.broadcast_arrays(*terms)
-    m = functools.reduce(jnp.maximum, terms)
-    m = jax.lax.stop_gradient(jnp.where(jnp.isfinite(m), m, 0.0))
-    return m + jnp.log(functools.reduce(jnp.add, [jnp.exp(t - m) for t in terms]))
+_lse = logsumexp   # the public helper (scaling.laws.logsumexp), under its old private name
 
 
 # --------------------------------------------------------------------------------------------
@@ -79,6 +65,9 @@ def _chinchilla_design(rng, n):
 
 chinchilla = register(Law(
     name="chinchilla",
+    objective="huber_log",
+    objective_source=('Huber (delta = 1e-3) on log loss: Hoffmann et al. 2022, Sec. 3.3 (Approach 3) and Besiroglu et '
+                      'al. 2024, Sec. 2 (their refit, and the 4,500-start grid)'),
     params=(
         Param("E", "log", grid=tuple(math.exp(e) for e in (-1.0, -0.5, 0.0, 0.5, 1.0)),
               doc="irreducible loss (nats/token)"),
@@ -152,6 +141,8 @@ def _kaplan_design(rng, n):
 
 kaplan = register(Law(
     name="kaplan",
+    objective="huber_log",
+    objective_source="huber_log, the library's default (Epoch AI's protocol for Chinchilla, Besiroglu et al. 2024, Sec. 2); the source's own fitting objective was not checked",
     params=(
         Param("N_c", "log", grid=(1e11, 1e13, 1e15), doc="parameter scale (non-embedding)"),
         Param("D_c", "log", grid=(1e11, 1e13, 1e15), doc="token scale"),
@@ -190,6 +181,8 @@ def _compute_design(rng, n):
 
 power_law = register(Law(
     name="power_law",
+    objective="huber_log",
+    objective_source="huber_log, the library's default (Epoch AI's protocol for Chinchilla, Besiroglu et al. 2024, Sec. 2); the source's own fitting objective was not checked",
     params=(
         Param("E", "log", grid=(0.1, 1.0, 3.0), doc="asymptote (y at x -> infinity)"),
         Param("A", "log", grid=tuple(math.exp(a) for a in (0.0, 5.0, 10.0, 15.0, 20.0)),
@@ -224,6 +217,10 @@ def _deepseek_design(rng, n):
 
 pure_power_law = register(Law(
     name="pure_power_law",
+    objective="mse_log",
+    objective_source=('least squares on log values (a straight line in log-log): the hyperparameter laws of DeepSeek-AI'
+                      ' 2024 (Sec. 3.1) and the isoFLOP frontiers of Hoffmann et al. 2022 (Approaches 1-2) are such '
+                      'fits'),
     params=(
         Param("A", "log", grid=tuple(math.exp(a) for a in (-10.0, -5.0, 0.0, 5.0, 10.0)),
               doc="scale"),
@@ -260,6 +257,8 @@ def _step_law_design(rng, n):
 
 power_law_2d = register(Law(
     name="power_law_2d",
+    objective="mse_log",
+    objective_source="least squares on log values: the Step Law fit of Li et al. 2025 (a plane in log space; the authors' code, github.com/step-law/steplaw, code/fit_tool.py)",
     params=(
         Param("A", "log", grid=tuple(math.exp(a) for a in (-10.0, -5.0, 0.0, 5.0, 10.0)),
               doc="scale"),
@@ -329,6 +328,8 @@ def _data_constrained_design(rng, n):
 
 data_constrained = register(Law(
     name="data_constrained",
+    objective="huber_log",
+    objective_source="Huber (delta = 1e-3) on log loss, Hoffmann et al.'s protocol, which Muennighoff et al. 2023 follow (not re-checked in their paper here)",
     params=(
         Param("E", "log", grid=(1.5, 2.5), doc="irreducible loss"),
         Param("A", "log", grid=(math.exp(4.0), math.exp(7.0)), doc="parameter-term scale"),
@@ -409,6 +410,8 @@ def _overtraining_design(rng, n):
 
 overtraining = register(Law(
     name="overtraining",
+    objective="huber_log",
+    objective_source="huber_log, the library's default (Epoch AI's protocol for Chinchilla, Besiroglu et al. 2024, Sec. 2); the source's own fitting objective was not checked",
     params=(
         Param("E", "log", grid=(1.0, 2.0), doc="irreducible loss"),
         Param("a", "log", grid=(1.0, 1e2, 1e4), doc="parameter-limited scale"),
@@ -440,20 +443,32 @@ overtraining = register(Law(
 TISSUE_DECAY = 0.999  # momentum decay lambda of the annealing area, Tissue et al.'s default
 
 
-def lr_annealing_areas(learning_rates, decay: float = TISSUE_DECAY, warmup_steps: int = 0):
+WARMUP_CONVENTIONS = ("peak", "as_run")
+
+
+def lr_annealing_areas(learning_rates, decay: float = TISSUE_DECAY, warmup_steps: int = 0,
+                       warmup: str = "peak"):
     """Per-step forward area S1 and annealing area S2 of a learning-rate schedule.
 
     Tissue et al. 2024 ("Scaling Law with Learning Rate Annealing", Sec. 3):
       S1(s) = sum_{i<=s} eta_i                                   (forward area)
       m_i   = lambda * m_{i-1} + (eta_{i-1} - eta_i),  m_0 = 0   (annealing momentum)
       S2(s) = sum_{i<=s} m_i                                     (annealing area)
-    with lambda = 0.999 by default. The paper counts warmup steps at the peak learning rate
-    (Sec. 3.4); ``warmup_steps=k`` does that for the first k steps.
+    with lambda = 0.999 by default.
+
+    The warmup convention matters: on held-out loss curves the two conventions below change the
+    curve errors by about 30% (issue 25), so say which one a fit used.
+    - ``warmup="peak"`` (default; Tissue et al., Sec. 3.4): the first ``warmup_steps`` steps count
+      at the schedule's peak learning rate, so a warmup adds forward area and no annealing area;
+    - ``warmup="as_run"``: every step counts at the learning rate it ran with, warmup included
+      (the ramp up then gives negative drops, i.e. negative annealing momentum, during warmup).
+    With ``warmup_steps=0`` the two agree.
 
     Args:
       learning_rates: 1-D sequence, the learning rate of every optimizer step (index = step).
       decay: the momentum decay lambda, in [0, 1).
-      warmup_steps: leading steps counted at the peak learning rate.
+      warmup_steps: the schedule's leading warmup steps.
+      warmup: the warmup convention, one of `WARMUP_CONVENTIONS` (see above).
 
     Returns:
       (S1, S2): float64 arrays with one value per step; ``loss[s] ~ L(S1[s], S2[s])``.
@@ -471,7 +486,10 @@ def lr_annealing_areas(learning_rates, decay: float = TISSUE_DECAY, warmup_steps
     if not 0 <= warmup_steps <= lr.size:
         raise ValueError(f"lr_annealing_areas: warmup_steps must be in [0, {lr.size}], "
                          f"got {warmup_steps}")
-    if warmup_steps:
+    if warmup not in WARMUP_CONVENTIONS:
+        raise ValueError(f"lr_annealing_areas: warmup must be one of {WARMUP_CONVENTIONS} (how warmup steps "
+                         f"count), got {warmup!r}")
+    if warmup_steps and warmup == "peak":
         lr = lr.copy()
         lr[:warmup_steps] = lr.max()
     s1 = np.cumsum(lr)
@@ -517,6 +535,8 @@ def _lr_annealing_design(rng, n):
 
 lr_annealing = register(Law(
     name="lr_annealing",
+    objective="huber_log",
+    objective_source="huber_log, the library's default (Epoch AI's protocol for Chinchilla, Besiroglu et al. 2024, Sec. 2); the source's own fitting objective was not checked",
     params=(
         Param("L0", "log", grid=(1.0, 2.0, 3.0), doc="loss floor"),
         Param("A", "log", grid=(0.3, 1.0, 3.0), doc="forward-area scale"),

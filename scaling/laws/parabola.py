@@ -22,6 +22,7 @@ def _parabola(p, x):
 
 PARABOLA = register(Law(
     name="isoflop_parabola",
+    objective_source='least squares on loss along one isoFLOP curve (Hoffmann et al. 2022, Approach 2)',
     params=(Param("c0", doc="loss at N = N_ref"), Param("c1", doc="slope in ln N"),
             Param("c2", doc="curvature in ln N (> 0 for a minimum)")),
     covariates=("x",),

@@ -191,6 +191,8 @@ _GAMMA_W = Param("gamma_w", "log", grid=(1.5, 3.5), doc="bit scale of weight pre
 
 precision = register(Law(
     name="precision",
+    objective="huber_log",
+    objective_source="huber_log, the library's default (Epoch AI's protocol for Chinchilla, Besiroglu et al. 2024, Sec. 2); the source's own fitting objective was not checked",
     params=_CHINCHILLA_PARAMS + (
         _GAMMA_W,
         Param("gamma_a", "log", grid=(1.5, 3.5), doc="bit scale of activation precision"),
@@ -211,6 +213,8 @@ precision = register(Law(
 
 precision_weights = register(Law(
     name="precision_weights",
+    objective="huber_log",
+    objective_source="huber_log, the library's default (Epoch AI's protocol for Chinchilla, Besiroglu et al. 2024, Sec. 2); the source's own fitting objective was not checked",
     params=_CHINCHILLA_PARAMS + (_GAMMA_W,),
     covariates=("N", "D", "P_w"),
     target="loss",
@@ -237,6 +241,8 @@ def _ptq_design(rng, n):
 
 ptq_precision = register(Law(
     name="ptq_precision",
+    objective="huber_log",
+    objective_source="huber_log, the library's default (Epoch AI's protocol for Chinchilla, Besiroglu et al. 2024, Sec. 2); the source's own fitting objective was not checked",
     params=(
         Param("C_T", "log", grid=(0.01, 0.1), doc="overall scale"),
         Param("gamma_D", grid=(0.3, 0.6), doc="exponent of training tokens"),
@@ -269,6 +275,8 @@ def _ouyang_design(rng, n):
 
 ptq_degradation = register(Law(
     name="ptq_degradation",
+    objective="huber_log",
+    objective_source="huber_log, the library's default (Epoch AI's protocol for Chinchilla, Besiroglu et al. 2024, Sec. 2); the source's own fitting objective was not checked",
     params=(
         Param("k", "log", grid=(1e-3, 1e-1), doc="overall scale"),
         Param("alpha", grid=(0.1, 0.4), doc="exponent of non-embedding parameters"),

@@ -7,9 +7,10 @@ Matplotlib's object API only: a function given no ``ax`` draws on a new `matplot
     ax = scaling.plots.plot_law(fitted, df, x="N", hue="C")   # loss vs N, one curve per compute level
     ax.figure.savefig("fit.png")
 
-Bands are central ``level`` percentile bands of the prediction over the fit's bootstrap draws
-(``FittedLaw.samples``); a fit without draws (e.g. a published fit with standard errors only) gets
-no band, since independent-normal draws that ignore parameter correlations give misleading bands.
+Bands are central ``level`` percentile bands of the prediction over the fit's parameter draws
+(`FittedLaw.predict` with ``level``): bootstrap draws, or a maximum-likelihood fit's profile draws
+(`BAND_METHODS`); a fit with standard errors only (e.g. a published fit) gets no band, since
+independent-normal draws that ignore parameter correlations give misleading bands.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import numpy as np
 from scaling.fitting.batched import evaluate
 
 _COMPUTE = "C"  # the virtual covariate C = k N D of laws with an allocation
+# bands drawn by plot_law: draws that carry the parameters' correlations (not a table's independent SEs)
+BAND_METHODS = ("bootstrap_percentile", "profile_t", "normal_internal_hessian")
 
 
 def _new_ax(ax):
@@ -172,7 +175,7 @@ def plot_law(fitted, data, x: str = "N", hue: str | None = None, *, ax=None, tar
     hue_vals = [v for _, v in groups if v is not None]
     lo_h, hi_h = (min(hue_vals), max(hue_vals)) if hue_vals else (0.0, 1.0)
     log_hue = bool(hue_vals) and lo_h > 0
-    draws = fitted.samples if (band and fitted.samples is not None) else None
+    drawn = None   # the band's method (FittedLaw.predict(level=)), once a band is drawn
     scale = np.log if log_hue else (lambda v: v)
     positive_x = bool(np.all(x_data[x] > 0))
     for mask, value in groups:
@@ -187,20 +190,22 @@ def plot_law(fitted, data, x: str = "N", hue: str | None = None, *, ax=None, tar
         lo, hi = gx.min(), gx.max()
         xs = np.geomspace(lo, hi, n_grid) if positive_x and lo > 0 and hi > lo else np.linspace(lo, hi, n_grid)
         path = _path(fitted, x_data, mask, x, hue, value, xs)
-        ax.plot(xs, _predict(law, fitted.params, path), color=color, lw=1.6)
-        if draws is not None:
-            pred = _predict(law, draws, path)
-            ok = np.all(np.isfinite(pred), axis=1)
-            if ok.any():
-                q_lo, q_hi = np.percentile(pred[ok], [50 * (1 - level), 50 * (1 + level)], axis=0)
-                ax.fill_between(xs, q_lo, q_hi, color=color, alpha=0.2, lw=0)
+        covs = {c: path[c] for c in law.covariates}
+        if band:
+            curve = fitted.predict(level=level, extrapolate=True, **covs)
+            ax.plot(xs, curve.value, color=color, lw=1.6)
+            if curve.method in BAND_METHODS:
+                ax.fill_between(xs, curve.lower, curve.upper, color=color, alpha=0.2, lw=0)
+                drawn = curve.method
+        else:
+            ax.plot(xs, fitted.predict(extrapolate=True, **covs), color=color, lw=1.6)
     if positive_x:
         ax.set_xscale("log")
     ax.set_xlabel(_label(x))
     ax.set_ylabel(target_col)
     title = f"{law.name}: {target_col} vs {x}"
-    if draws is not None:
-        title += f" ({int(round(100 * level))}% bootstrap band)"
+    if drawn is not None:
+        title += f" ({int(round(100 * level))}% {'bootstrap' if drawn == 'bootstrap_percentile' else drawn} band)"
     ax.set_title(title, fontsize=10)
     if hue is not None:
         ax.legend(fontsize=7, title=_label(hue), title_fontsize=7)
