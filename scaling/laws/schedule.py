@@ -108,8 +108,10 @@ def _make_fn(tables):
         drop, eta = tab["drop"][r], tab["eta"][r]
         s_k = cum_t[..., None] - tab["cum_before"][r]           # S_k(t), k <= t
         live = (tab["k"] <= t[..., None]) & (drop != 0)
-        arg = jnp.where(live, eta ** (-p["gamma"]) * s_k, 0.0)
-        g = 1.0 - (p["C"] * arg + 1.0) ** (-p["beta"])
+        # parameters may come shaped like the covariates (one per point): a trailing axis for k
+        gamma, c, beta = (jnp.asarray(p[k])[..., None] for k in ("gamma", "C", "beta"))
+        arg = jnp.where(live, eta ** (-gamma) * s_k, 0.0)
+        g = 1.0 - (c * arg + 1.0) ** (-beta)
         ld = p["B"] * jnp.sum(jnp.where(live, drop * g, 0.0), axis=-1)
         return p["L0"] + p["A"] * cum_t ** (-p["alpha"]) - ld
     return fn
