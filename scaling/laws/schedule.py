@@ -147,7 +147,8 @@ def multi_power_law(schedules: Mapping[str, Sequence[float]] | Sequence[Sequence
                     warmup_steps: int = 0, *, register_as: str | None = None) -> Law:
     """The multi-power law bound to ``schedules`` (each: the rate of every update; a mapping's
     order gives the ``schedule`` index): covariates ``schedule`` and ``step`` (updates done,
-    >= 1). ``warmup_steps``: the leading steps of every schedule that are warmup."""
+    >= 1). ``warmup_steps``: the leading steps of every schedule that are warmup. Its name is
+    "multi_power_bound" (unregistered) unless ``register_as`` registers it under a name."""
     items = list(schedules.items()) if isinstance(schedules, Mapping) else [
         (str(i), s) for i, s in enumerate(schedules)]
     if not items:
@@ -161,7 +162,9 @@ def multi_power_law(schedules: Mapping[str, Sequence[float]] | Sequence[Sequence
         step = np.floor(rng.uniform(warmup_steps + 1, lengths[r] + 1)).astype(np.int64)
         return {"schedule": r.astype(np.float64), "step": np.minimum(step, lengths[r]).astype(np.float64)}
 
-    law = Law(name=register_as or "multi_power", params=PARAMS, covariates=("schedule", "step"),
+    # a law bound to other schedules is another law: not the registered name, so that a fitted
+    # file of it loads only with the same binding (``scaling.load(path, law=multi_power_law(...))``)
+    law = Law(name=register_as or "multi_power_bound", params=PARAMS, covariates=("schedule", "step"),
               target="loss", fn=_make_fn(tables), positive=("step", "loss"), formula=FORMULA,
               citation=LUO_CITATION,
               # Illustrative values for peak rates ~3e-3 over 2k steps, not a published fit.
