@@ -47,7 +47,6 @@ def test_multi_power_matches_the_formula_term_by_term():
     got = np.asarray(scaling.laws.get(law)(P, schedule=r, step=t), np.float64)
     want = [by_hand(sch[names[int(i)]], int(s), 6) for i, s in zip(r, t)]
     np.testing.assert_allclose(got, want, rtol=2e-6)  # float32 outside the fits' x64
-    assert want[-1] > want[1]  # the constant run ends above the decayed ones
     assert "multi_power" in scaling.laws.names()
 
 
