@@ -60,6 +60,15 @@ def test_schedules_the_law_cannot_represent_are_one_line_errors():
     multi_power_law({"warm": np.array([1e-4, 5e-4, 1e-3, 1e-3, 5e-4])}, warmup_steps=3)
 
 
+def test_the_study_names_a_schedule_it_cannot_train():
+    from experiments.studies.schedule_laws import Study
+
+    with pytest.raises(ValueError, match="schedule 'cyclic'"):
+        Study(schedules=("constant", "cyclic"))
+    with pytest.raises(ValueError, match="fit_on"):
+        Study(fit_on=("warmup_only",))
+
+
 def test_schedule_laws_smoke(schedule_laws_smoke):
     workdir, proc = schedule_laws_smoke
     results = pd.read_csv(workdir / "results.csv")

@@ -27,9 +27,16 @@ object per logged step {step, tokens, flops{convention: FLOPs}, train_loss (mean
 since the previous record), learning_rate (the rate the step of the record used, as computed by
 the compiled step), grad_norm (mean, before clipping), step_time_s, tokens_per_s, mfu (from the
 "exact" FLOP count; null when the device's peak is unknown)} and per evaluation {step, tokens,
-flops, eval_loss, eval_loss_sem}; ``result.json`` at the end; ``checkpoints/`` (orbax: the train
+flops, eval_loss, eval_loss_sem}, and per dense-curve point (``train.curve_every`` tokens) {step,
+tokens, flops, curve_loss, curve_loss_sem} on the first ``train.curve_batches`` held-out batches
+(their time is result.json's ``curve_eval_s``, left out of step_time_s); ``result.json`` at the end; ``checkpoints/`` (orbax: the train
 state and, as JSON, every process's data-iterator state, the divergence monitor's state and the
 wall time, so a resumed run continues exactly).
+
+Branches (``train.parent``): a WSD run that starts from a stable run's checkpoint at the step
+where its cooldown begins, and equals the same config trained straight through (see
+:func:`train` and :func:`check_branch`); result.json adds parent, branch_step and flops_own (the
+FLOPs of its own steps).
 
 Timing: the steps run asynchronously; at every host sync point (log, eval and checkpoint steps)
 the loop blocks until the last step's outputs are ready, so the time between consecutive sync
