@@ -8,9 +8,9 @@ every run, on the first ``curve_batches`` held-out batches (``curves.csv``).
     python -m experiments.studies.schedule_laws --workdir runs/sched --preset cpu
     python -m experiments.studies.schedule_laws --workdir runs/sched_ci --preset smoke   # ~2 min on a CPU
 
-Cost: smoke (2 sizes x 5 schedules, 3 of them branches) about 2 CPU-minutes; cpu (3 sizes x 6
-schedules) at most 15 CPU-minutes by its design, not measured on a quiet machine (see
-docs/studies/schedules.md). Writes runs/, results.csv, curves.csv, predictions.csv,
+Cost: smoke (2 sizes x 5 schedules, 3 of them branches) 1.7 CPU-minutes (2.8 min wall on a loaded
+2-core machine); cpu (3 sizes x 6 schedules, 1.4e12 FLOPs by 6N) sized for at most 15 CPU-minutes
+(see docs/studies/schedules.md for what was measured). Writes runs/, results.csv, curves.csv, predictions.csv,
 heldout.csv, fits/, plots/ and report.md.
 """
 
@@ -64,8 +64,8 @@ class Study(Recipe):
     curves of ``fit_on`` and checked on the others."""
 
     name: str = "schedule_laws"
-    sizes: tuple[float, ...] = (1e4, 2.5e4, 6e4)
-    tokens_per_param: float = 40.0
+    sizes: tuple[float, ...] = (8e3, 1.6e4, 3.2e4)
+    tokens_per_param: float = 30.0
     schedules: tuple[str, ...] = ("constant", "cosine", "wsd:linear:0.2", "wsd:1-sqrt:0.2",
                                   "wsd:linear:0.5", "step")
     fit_on: tuple[str, ...] = ("constant", "wsd:linear:0.2")
