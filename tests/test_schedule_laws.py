@@ -87,4 +87,4 @@ def test_schedule_laws_smoke(schedule_laws_smoke):
     assert np.isfinite(held["mean_rel_error"]).all() and (held["mean_rel_error"] < 0.5).all()
     report = (workdir / "report.md").read_text()
     assert "## Held-out schedules" in report and "## Cost of the dense curves" in report
-    assert (workdir / "plots" / "curves.png").exists()
+    assert (workdir / "plots" / "curves.png").exists() and (workdir / "plots" / "branches.png").exists()

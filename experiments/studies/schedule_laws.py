@@ -305,6 +305,47 @@ def curves_figure(a):
     return fig
 
 
+def branch_tree_figure(a):
+    """The branch tree: per size, each run from scratch as a line over its tokens, and every
+    cooldown branch leaving its parent (a dot) and running to its end."""
+    import matplotlib.pyplot as plt
+
+    ctx = a.context
+    done = ctx.results[ctx.results["status"] == "completed"]
+    fig, ax = plt.subplots(figsize=(7, 0.6 + 0.5 * max(1, len(done))))
+    labels, y = [], 0
+    for n, group in done.groupby("n_params"):
+        for r in group.sort_values("run_id").itertuples():
+            result = io.read_json(ctx.workdir / RUNS_DIR / r.run_id / "result.json")
+            end = r.tokens
+            if result.get("branch_step") is not None:
+                leave = end * result["branch_step"] / result["steps"]
+                ax.plot([0, leave], [y, y], color="0.8", lw=2)
+                ax.plot([leave, end], [y, y], color="C1", lw=2)
+                ax.plot([leave], [y], "o", color="C1", ms=4)
+            else:
+                ax.plot([0, end], [y, y], color="C0", lw=2)
+            labels.append(f"N={n:.3g} {r.schedule}")
+            y += 1
+        y += 0.5
+    ax.set_yticks(_label_positions(done))
+    ax.set_yticklabels(labels, fontsize=7)
+    ax.set_xlabel("tokens (grey: shared with the parent; orange: the branch's own cooldown)")
+    ax.set_title("runs from scratch (blue) and cooldown branches (orange, leaving at the dot)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _label_positions(done) -> list[float]:
+    out, y = [], 0.0
+    for _, group in done.groupby("n_params"):
+        for _ in range(len(group)):
+            out.append(y)
+            y += 1
+        y += 0.5
+    return out
+
+
 def overhead_section(a) -> list[str]:
     """What the dense curves cost: their eval time over the runs' wall time."""
     ctx = a.context
@@ -326,7 +367,7 @@ REPORT = Report(
     compute=compute,
     sections=[Section("Held-out schedules", heldout_section),
               Section("Cost of the dense curves", overhead_section)],
-    plots=[Plot("curves", curves_figure)],
+    plots=[Plot("curves", curves_figure), Plot("branches", branch_tree_figure)],
     tables={"curves.csv": lambda a: a.out["curves"], "predictions.csv": lambda a: a.out["predictions"],
             "heldout.csv": lambda a: a.out["heldout"]},
 )
