@@ -11,7 +11,7 @@ importable from here too.
 A sharded train state {step, params, opt_state, schedule} on a ``data x fsdp x
 tensor`` mesh (``models.sharding``); an ahead-of-time compiled ``jax.jit`` train step with
 explicit in/out shardings and the state donated; AdamW (``experiments.harness.optimizer``) with a
-cosine / warmup-stable-decay / constant schedule, global-norm clipping, optional z-loss and muP
+cosine / warmup-stable-decay (linear or 1-sqrt cooldown) / constant / step schedule, global-norm clipping, optional z-loss and muP
 per-parameter learning rates; batches from ``experiments.harness.data``, each process loading
 exactly the rows its devices hold (``experiments.harness.batches``, derived from the batch
 sharding). Before anything is allocated, fresh start or resume, ``models.sharding.check_sharding``
