@@ -4,7 +4,8 @@ ahead-of-time compiled train and eval steps) and ``init_state`` (a fresh sharded
 The train state is {step, params, opt_state, schedule} on a ``data x fsdp x tensor`` mesh
 (``models.sharding``); the train step is a ``jax.jit`` with explicit in/out shardings and the
 state donated; AdamW (``experiments.harness.optimizer``) with a cosine / warmup-stable-decay /
-constant / step schedule (``optimizer.schedule_kind``), global-norm clipping, optional z-loss and muP per-parameter learning rates.
+constant / step schedule (``optimizer.schedule_kind``), global-norm clipping, optional z-loss and
+muP per-parameter learning rates.
 
 The schedule's numbers (peak and final rate, warmup, decay and total steps) are data in the
 train state, not constants in the step: the step computes the rate from ``state["step"]`` and

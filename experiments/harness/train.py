@@ -11,8 +11,8 @@ importable from here too.
 A sharded train state {step, params, opt_state, schedule} on a ``data x fsdp x
 tensor`` mesh (``models.sharding``); an ahead-of-time compiled ``jax.jit`` train step with
 explicit in/out shardings and the state donated; AdamW (``experiments.harness.optimizer``) with a
-cosine / warmup-stable-decay (linear or 1-sqrt cooldown) / constant / step schedule, global-norm clipping, optional z-loss and muP
-per-parameter learning rates; batches from ``experiments.harness.data``, each process loading
+cosine / warmup-stable-decay (linear or 1-sqrt cooldown) / constant / step schedule, global-norm
+clipping, optional z-loss and muP per-parameter learning rates; batches from ``experiments.harness.data``, each process loading
 exactly the rows its devices hold (``experiments.harness.batches``, derived from the batch
 sharding). Before anything is allocated, fresh start or resume, ``models.sharding.check_sharding``
 refuses a mesh on which a device would hold more than (1 + ``cfg.sharding_tolerance``) x the
@@ -29,8 +29,8 @@ the compiled step), grad_norm (mean, before clipping), step_time_s, tokens_per_s
 "exact" FLOP count; null when the device's peak is unknown)} and per evaluation {step, tokens,
 flops, eval_loss, eval_loss_sem}, and per dense-curve point (``train.curve_every`` tokens) {step,
 tokens, flops, curve_loss, curve_loss_sem} on the first ``train.curve_batches`` held-out batches
-(their time is result.json's ``curve_eval_s``, left out of step_time_s); ``result.json`` at the end; ``checkpoints/`` (orbax: the train
-state and, as JSON, every process's data-iterator state, the divergence monitor's state and the
+(their time is result.json's ``curve_eval_s``, left out of step_time_s); ``result.json`` at the
+end; ``checkpoints/`` (orbax: the train state and, as JSON, every process's data-iterator state, the divergence monitor's state and the
 wall time, so a resumed run continues exactly).
 
 Branches (``train.parent``): a WSD run that starts from a stable run's checkpoint at the step
