@@ -30,8 +30,8 @@ the compiled step), grad_norm (mean, before clipping), step_time_s, tokens_per_s
 flops, eval_loss, eval_loss_sem}, and per dense-curve point (``train.curve_every`` tokens) {step,
 tokens, flops, curve_loss, curve_loss_sem} on the first ``train.curve_batches`` held-out batches
 (their time is result.json's ``curve_eval_s``, left out of step_time_s); ``result.json`` at the
-end; ``checkpoints/`` (orbax: the train state and, as JSON, every process's data-iterator state, the divergence monitor's state and the
-wall time, so a resumed run continues exactly).
+end; ``checkpoints/`` (orbax: the train state and, as JSON, every process's data-iterator state,
+the divergence monitor's state and the wall time, so a resumed run continues exactly).
 
 Branches (``train.parent``): a WSD run that starts from a stable run's checkpoint at the step
 where its cooldown begins, and equals the same config trained straight through (see
