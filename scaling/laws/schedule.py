@@ -166,6 +166,10 @@ def multi_power_law(schedules: Mapping[str, Sequence[float]] | Sequence[Sequence
     # file of it loads only with the same binding (``scaling.load(path, law=multi_power_law(...))``)
     law = Law(name=register_as or "multi_power_bound", params=PARAMS, covariates=("schedule", "step"),
               target="loss", fn=_make_fn(tables), positive=("step", "loss"), formula=FORMULA,
+              objective="huber_log",
+              objective_source=("Huber (delta = 1e-3) on log loss: the authors' reference code "
+                                "(thu-yao-01-luo/MultiPowerLaw, src/models.py, torch_huber(0.001, "
+                                "log(loss) - log(prediction))); the paper's text was not checked"),
               citation=LUO_CITATION,
               # Illustrative values for peak rates ~3e-3 over 2k steps, not a published fit.
               reference={"L0": 2.0, "A": 0.8, "alpha": 0.5, "B": 100.0, "C": 2.0, "beta": 0.5,
