@@ -65,7 +65,7 @@ class Study(Recipe):
 
     name: str = "schedule_laws"
     sizes: tuple[float, ...] = (8e3, 1.6e4, 3.2e4)
-    tokens_per_param: float = 30.0
+    tokens_per_param: float = 25.0
     schedules: tuple[str, ...] = ("constant", "cosine", "wsd:linear:0.2", "wsd:1-sqrt:0.2",
                                   "wsd:linear:0.5", "step")
     fit_on: tuple[str, ...] = ("constant", "wsd:linear:0.2")
