@@ -9,8 +9,8 @@ every run, on the first ``curve_batches`` held-out batches (``curves.csv``).
     python -m experiments.studies.schedule_laws --workdir runs/sched_ci --preset smoke   # ~2 min on a CPU
 
 Cost: smoke (2 sizes x 5 schedules, 3 of them branches) 1.7 CPU-minutes (2.8 min wall on a loaded
-2-core machine); cpu (3 sizes x 6 schedules, 1.4e12 FLOPs by 6N) sized for at most 15 CPU-minutes
-(see docs/studies/schedules.md for what was measured). Writes runs/, results.csv, curves.csv, predictions.csv,
+2-core machine); cpu (3 sizes x 6 schedules, 8.6e11 FLOPs trained by 6N) not measured, estimated
+9-16 CPU-minutes from the smoke's rate (docs/studies/schedules.md). Writes runs/, results.csv, curves.csv, predictions.csv,
 heldout.csv, fits/, plots/ and report.md.
 """
 
