@@ -44,7 +44,7 @@ import sys
 from experiments.harness import cli
 from experiments.harness.config import Config, TrainConfig
 from experiments.harness.data import DataConfig
-from experiments.harness.train import train
+from experiments.harness.train import check, train
 from models.transformer import ModelConfig
 
 
@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
         if problems:
             raise cli.CommandFailed(f"{problems[0]}; see {path}")
         return {"aot": records}
+    check(cfg)  # bad input (e.g. a data.unique_tokens the corpus cannot hold): ValueError, exit 2
     try:
         result = train(cfg, args.workdir)
     except Exception as err:  # noqa: BLE001  (train logged the traceback and wrote result.json)

@@ -397,6 +397,7 @@ NOT_HASHED = ("sharding_tolerance",)  # top-level fields that never change a run
 # Fields added after runs existed, left out of the hash while they hold their "off" value, so every
 # earlier run keeps its id and its checkpoints (a field that is set changes the hash, as it should).
 HASHED_ONLY_WHEN_SET = {("data", "mixture"): lambda v: not v,
+                        ("data", "unique_tokens"): lambda v: v is None,
                         ("quant",): lambda v: not QuantConfig(**v).enabled,
                         # the schedule, branch and curve fields (issue 21): off at their defaults
                         **{("train", name): (lambda v, d=default: v == d)

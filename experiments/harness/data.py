@@ -4,7 +4,8 @@ This module holds ``DataConfig``, the training iterator and the evaluation batch
 live beside it, one job each, and their names are importable from here too:
 ``tokenizers`` (byte and SentencePiece, and training the latter), ``sources`` (a split's TFDS
 source, texts and size), ``packing`` (rows of seq_len + 1 tokens, process sharding, the row
-shuffle's window and seed), ``mixtures`` (several sources by token share).
+shuffle's window and seed), ``mixtures`` (several sources by token share), ``subsets`` (the
+unique-token cap: a fixed subset of U training tokens, repeated for many epochs).
 
 Pipeline for training (:func:`make_train_iterator`), all Grain 0.2.18 ``grain.MapDataset`` /
 ``grain.IterDataset`` transformations, deterministic given the seed:
@@ -62,7 +63,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from experiments.harness import corpus, tasks
+from experiments.harness import corpus, subsets, tasks
 from experiments.harness.mixtures import mixed_train_rows
 from experiments.harness.packing import (_check_process, _Lookup, _packed_rows,  # noqa: F401
                                          packed_train_rows, row_shuffle_seed, shuffle_window_rows,
@@ -107,6 +108,11 @@ class DataConfig:
         share of training tokens (e.g. "verifiable_tasks/reversed_addition:0.3"); ``dataset``
         gets 1 - sum. Sources are packed separately and their rows mixed by Grain
         (`mixed_train_rows`); evaluation stays on ``dataset``'s eval split.
+      unique_tokens: train on a fixed subset of this many tokens of the train split, repeated
+        for as many epochs as the run needs and reshuffled each epoch (None: the whole split,
+        no cap). Documents are chosen by a hash of their path, so the subsets of different caps
+        are nested; runs record ``epochs`` and ``unique_tokens``. See
+        `experiments.harness.subsets`. With a mixture the cap applies to ``dataset`` only.
       download: let TFDS download and prepare a missing (non-embedded) dataset. Off by default:
         datasets are expected prepared as ArrayRecord in data_dir. Preparing needs the network,
         often TensorFlow for the builder's own code, and, with TFDS 4.9.10 on Python >= 3.9,
@@ -129,6 +135,7 @@ class DataConfig:
     prefetch_batches: int = 2
     download: bool = False
     mixture: tuple[str, ...] = ()
+    unique_tokens: int | None = None
 
     def __post_init__(self):
         if self.tokenizer not in TOKENIZERS:
@@ -150,6 +157,7 @@ class DataConfig:
             raise ValueError("DataConfig.read_threads must be >= 1 and prefetch_batches >= 0")
         if self.mixture:
             tasks.parse_mixture(self.mixture)  # ValueError naming the bad entry
+        subsets.check_config(self)  # the unique-token cap, before any data is read
 
 
 # --------------------------------------------------------------------------------------------
@@ -207,8 +215,9 @@ class TrainIterator:
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT or "grain" not in state:
             raise ValueError(f"not a data-iterator state (format {STATE_FORMAT}): {str(state)[:200]}")
         saved = state.get("pipeline", {})
-        differing = {
-            k: (saved.get(k), v) for k, v in self.pipeline.items() if saved.get(k) != v
+        differing = {  # both ways: a field only one side has (e.g. a cap) differs too
+            k: (saved.get(k), self.pipeline.get(k)) for k in sorted(set(saved) | set(self.pipeline))
+            if saved.get(k) != self.pipeline.get(k)
         }
         if differing:
             raise ValueError(
@@ -262,6 +271,10 @@ def make_train_iterator(
 ) -> TrainIterator:
     """This process's stream of training batches of ``global_batch_size / process_count`` rows.
 
+    With ``cfg.unique_tokens`` the stream repeats the capped subset (`subsets.check_cap` raises
+    a ValueError naming the cap when it exceeds the split, is below one batch, or holds fewer
+    documents than processes).
+
     ``seed`` sets the document order and the row shuffle (None → ``cfg.shuffle_seed``).
     Process ``i`` of ``P`` reads only its documents (:func:`train_document_indices`), packs
     and shuffles them itself, so the processes' rows are disjoint and together cover every
@@ -279,7 +292,9 @@ def make_train_iterator(
         raise ValueError(f"seed must be in [0, 2**32), got {seed}")
     local_batch_size = global_batch_size // process_count
     tokenizer = make_tokenizer(cfg)
-    num_documents = len(load_source(cfg, cfg.train_split))
+    subset = subsets.check_cap(cfg, global_batch_size=global_batch_size,
+                               process_count=process_count)
+    num_documents = len(load_source(cfg, cfg.train_split)) if subset is None else subset.documents
     batches = (
         shuffled_train_rows(
             cfg, seed=seed, process_index=process_index, process_count=process_count,
@@ -306,6 +321,7 @@ def make_train_iterator(
         "process_index": process_index,
         "process_count": process_count,
         **({"mixture": list(cfg.mixture)} if cfg.mixture else {}),
+        **({"unique_tokens": cfg.unique_tokens} if cfg.unique_tokens is not None else {}),
     }
     share = len(range(process_index, num_documents, process_count))
     return TrainIterator(batches, pipeline, local_batch_size, tokenizer, share)

@@ -35,6 +35,8 @@ def mixed_train_rows(cfg, mixture: Sequence[str] | Sequence[tuple[str, float]], 
         fields = {"dataset": name, "train_split": tasks.TRAIN_SPLIT if j else cfg.train_split}
         if hasattr(cfg, "mixture"):
             fields["mixture"] = ()  # each part is one plain source
+        if j and getattr(cfg, "unique_tokens", None) is not None:
+            fields["unique_tokens"] = None  # the cap is on the base data set only
         part = dataclasses.replace(cfg, **fields)
         rows.append(packed_train_rows(part, seed=seed + j, process_index=process_index,
                                             process_count=process_count, tokenizer=tokenizer))

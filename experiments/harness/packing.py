@@ -15,6 +15,7 @@ import hashlib
 import grain
 import numpy as np
 
+from experiments.harness import subsets
 from experiments.harness.sources import _not_empty, _Tokenize, load_source
 from experiments.harness.tokenizers import make_tokenizer
 
@@ -87,15 +88,18 @@ def packed_train_rows(
     """This process's packed rows ``{tokens, tokens_segment_ids, tokens_positions}`` [L + 1]."""
     tokenizer = make_tokenizer(cfg) if tokenizer is None else tokenizer
     source = load_source(cfg, cfg.train_split)
-    if len(source) < process_count:
-        raise ValueError(f"{len(source)} train documents cannot be shared by {process_count} processes")
+    subset = subsets.unique_subset(cfg) if getattr(cfg, "unique_tokens", None) else None
+    count = len(source) if subset is None else subset.documents  # documents of one epoch
+    if count < process_count:
+        raise ValueError(f"{count} train documents cannot be shared by {process_count} processes")
+    indices = train_document_indices(count, seed=seed, num_epochs=cfg.num_epochs,
+                                     process_index=process_index, process_count=process_count)
+    if subset is None:
+        documents = indices.map(_Lookup(source)).map(_Tokenize(tokenizer, cfg.text_key))
+    else:  # positions in the capped subset (experiments.harness.subsets)
+        documents = indices.map(subsets.SubsetDocument(source, subset, tokenizer, cfg.text_key))
     documents = (
-        train_document_indices(
-            len(source), seed=seed, num_epochs=cfg.num_epochs,
-            process_index=process_index, process_count=process_count,
-        )
-        .map(_Lookup(source))
-        .map(_Tokenize(tokenizer, cfg.text_key))
+        documents
         .to_iter_dataset(grain.ReadOptions(num_threads=cfg.read_threads, prefetch_buffer_size=64))
         .filter(_not_empty)
     )
@@ -103,8 +107,13 @@ def packed_train_rows(
 
 
 def shuffle_window_rows(cfg) -> int:
-    """Rows per row-shuffle window: ``ceil(shuffle_tokens / (seq_len + 1))``; 0 or 1 = off."""
-    return -(-cfg.shuffle_tokens // (cfg.seq_len + 1))
+    """Rows per row-shuffle window: ``ceil(shuffle_tokens / (seq_len + 1))``; 0 or 1 = off.
+
+    With a unique-token cap, at most one epoch of rows, ``unique_tokens // (seq_len + 1)``, so a
+    window never holds two copies of a row (`experiments.harness.subsets`)."""
+    rows = -(-cfg.shuffle_tokens // (cfg.seq_len + 1))
+    cap = getattr(cfg, "unique_tokens", None)
+    return rows if cap is None else min(rows, cap // (cfg.seq_len + 1))
 
 
 def row_shuffle_seed(seed: int, process_index: int) -> int:

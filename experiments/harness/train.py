@@ -27,11 +27,13 @@ object per logged step {step, tokens, flops{convention: FLOPs}, train_loss (mean
 since the previous record), learning_rate (the rate the step of the record used, as computed by
 the compiled step), grad_norm (mean, before clipping), step_time_s, tokens_per_s, mfu (from the
 "exact" FLOP count; null when the device's peak is unknown)} and per evaluation {step, tokens,
-flops, eval_loss, eval_loss_sem}, and per dense-curve point (``train.curve_every`` tokens) {step,
-tokens, flops, curve_loss, curve_loss_sem} on the first ``train.curve_batches`` held-out batches
-(their time is result.json's ``curve_eval_s``, left out of step_time_s); ``result.json`` at the
-end; ``checkpoints/`` (orbax: the train state and, as JSON, every process's data-iterator state,
-the divergence monitor's state and the wall time, so a resumed run continues exactly).
+flops, eval_loss, eval_loss_sem}, each with ``epochs`` (mean reads of each unique token) when
+``data.unique_tokens`` caps the data, and per dense-curve point (``train.curve_every`` tokens)
+{step, tokens, flops, curve_loss, curve_loss_sem} on the first ``train.curve_batches`` held-out
+batches (their time is result.json's ``curve_eval_s``, left out of step_time_s); ``result.json``
+at the end (with a cap: ``unique_tokens``, ``epochs`` and ``unique_tokens_seen``);
+``checkpoints/`` (orbax: the train state and, as JSON, every process's data-iterator state, the
+divergence monitor's state and the wall time, so a resumed run continues exactly).
 
 Branches (``train.parent``): a WSD run that starts from a stable run's checkpoint at the step
 where its cooldown begins, and equals the same config trained straight through (see
@@ -67,6 +69,7 @@ from tqdm import tqdm
 from experiments.harness import batches, checkpoint, io
 from experiments.harness.config import Config, config_hash, from_dict, to_dict
 from experiments.harness.data import make_eval_batches, make_tokenizer, make_train_iterator
+from experiments.harness.subsets import check_cap, epochs_read
 from experiments.harness.divergence import DivergenceMonitor
 from experiments.harness.evaluate import evaluate, host_value
 from experiments.harness.optimizer import (SCHEDULE_KEYS, learning_rate, lr_schedule,  # noqa: F401
@@ -180,7 +183,20 @@ def train(cfg: Config, workdir, *, devices: Sequence | None = None, parent_dir=N
         raise
 
 
+def check(cfg: Config, *, devices: Sequence | None = None) -> Plan:
+    """The checks `train` makes before it writes anything, on their own: a ValueError naming the
+    bad field (commands call it first, so bad input exits 2); the run's plan."""
+    devices = list(jax.devices() if devices is None else devices)
+    mesh = msharding.make_mesh(cfg.mesh or None, devices)
+    multiple = math.lcm(mesh.shape["data"] * mesh.shape["fsdp"], jax.process_count())
+    plan = make_plan(cfg, multiple)
+    _validate(cfg, plan, multiple)
+    return plan
+
+
 def _validate(cfg: Config, plan: Plan, multiple: int) -> None:
+    # the unique-token cap against the corpus and one batch (experiments.harness.subsets)
+    check_cap(cfg.data, global_batch_size=plan.global_batch_size)
     vocab = make_tokenizer(cfg.data).vocab_size
     if vocab > cfg.model.vocab_size:
         raise ValueError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the "
@@ -322,7 +338,11 @@ def _run(cfg: Config, plan: Plan, mesh, workdir: epath.Path, writer: bool, start
     peak = _peak_flops(mesh.devices.flat[0].device_kind, cfg.model.dtype)
 
     def record_base(step):
-        return {"step": step, "tokens": plan.tokens_at(step), "flops": plan.flops_at(step)}
+        record = {"step": step, "tokens": plan.tokens_at(step), "flops": plan.flops_at(step)}
+        if cfg.data.unique_tokens is not None:  # mean reads of each unique token so far
+            record["epochs"] = epochs_read(cfg.data, steps=step,
+                                           global_batch_size=plan.global_batch_size)
+        return record
 
     pending: list[tuple[int, Any]] = []  # (step, metrics arrays) not yet checked on the host
     interval = {"losses": [], "grad_norms": [], "lr": None, "time": 0.0, "steps": 0}
@@ -475,6 +495,11 @@ def _run(cfg: Config, plan: Plan, mesh, workdir: epath.Path, writer: bool, start
         "attention_impl": setup.model.cfg.attention_impl,
         "wall_time_s": wall_offset + time.perf_counter() - started,
     })
+    if cfg.data.unique_tokens is not None:  # the cap (experiments.harness.subsets)
+        epochs = epochs_read(cfg.data, steps=end_step, global_batch_size=plan.global_batch_size)
+        result.update({"unique_tokens": cfg.data.unique_tokens, "epochs": epochs,
+                       "unique_tokens_seen": min(cfg.data.unique_tokens,
+                                                 int(round(epochs * cfg.data.unique_tokens)))})
     if tc.curve_every:
         result["curve_eval_s"] = curve_time  # this invocation's (a resumed run: since the resume)
     if tc.parent:

@@ -267,6 +267,15 @@ def render_report(analysis, results: pd.DataFrame, *, title: str, flop_conventio
             interval = p.interval(name) if p.samples is not None else None
             lines.append(f"| {name} | {_g(value, 4)} | {_iv(interval, 4)} |")
         lines.append("")
+    # what the loss fits are unsure about (scaling.fitting.diagnostics): bounds, domain edges,
+    # intervals spanning orders of magnitude; what is derived from a flagged fit is marked unreliable.
+    # N_opt(C) and D_opt(C) are left out: the prefactor A of A C^a is its value at C = 1, far outside
+    # the budgets, so its interval always spans decades while the exponent (above) is what is used.
+    flagged = [line for i in sorted(a) for name, law in (("parametric L(N, D)", a[i].parametric),
+                                                         ("L_opt(C)", a[i].loss_opt_law))
+               if law is not None and (line := law.diagnostics_markdown(f"Approach {i} {name}"))]
+    if flagged:
+        lines += ["## Fits flagged as unsure", ""] + [f"- {line}" for line in flagged] + [""]
 
     lines += ["## Tokens per parameter at the optimum", "", "| approach | C | D_opt / N_opt | 95% |",
               "|---|---|---|---|"]

@@ -185,7 +185,10 @@ def fitted_laws_section(analysis: Analysis, fits: Sequence[Fit]) -> list[str]:
         for param, value in law.params.items():
             band = law.interval(param) if law.samples is not None else None
             lines.append(f"| {spec.name} | {param} | {fmt(value, 4)} | {interval(band)} |")
-    return lines + ([""] + [f"Not fitted: {name} (see Notes)." for name in missing] if missing else [])
+    flagged = [line for spec in fits if (law := analysis.laws.get(spec.name)) is not None
+               and (line := law.diagnostics_markdown(spec.name))]
+    return (lines + ([""] + flagged if flagged else [])
+            + ([""] + [f"Not fitted: {name} (see Notes)." for name in missing] if missing else []))
 
 
 def held_out_section(rows: list[dict]) -> list[str]:

@@ -244,6 +244,11 @@ def turning_section(a) -> list[str]:
              "ptq_degradation):", "", "| N | bits | D* | D*/N |", "|---|---|---|---|"]
     for t in a.out["turning"]:
         lines.append(f"| {_g(t['n_params'])} | {t['bits']} | {_g(t['tokens_star'])} | {_g(t['tokens_per_param_star'])} |")
+    unsure = [name for name in ("chinchilla", "ptq_degradation") if a.out["fits"][name].diagnostics()]
+    if unsure:  # D* comes from both fits: a flagged fit makes every D* unreliable
+        lines += ["", f"**Unreliable**: D* is derived from {' and '.join(unsure)}, whose fit is flagged in "
+                      "Fitted laws (a parameter at a bound or domain edge, or intervals spanning orders of "
+                      "magnitude); do not use these D* to plan training."]
     return lines
 
 

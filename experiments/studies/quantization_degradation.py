@@ -131,27 +131,32 @@ class Study(Recipe):
             raise ValueError(f"Study.eval_tokens={self.eval_tokens} is less than one sequence")
 
     def runs(self):
-        """Sizes small to large, lengths short to long, then the QAT runs, then the WSD control."""
+        """Sizes small to large, lengths short to long, then the QAT runs, then the WSD control;
+        each once per seed (``seeds``: ``--set seeds=1`` trains the same study under seed 1)."""
         for n in sorted(self.sizes):
             for tpp in sorted(self.tokens_per_param):
-                yield self.run(n, tokens_per_param=tpp, labels={"role": "grid", "tokens_per_param": tpp})
+                for seed in self.seeds:
+                    yield self.run(n, tokens_per_param=tpp, seed=seed,
+                                   labels={"role": "grid", "tokens_per_param": tpp})
         qat_runs = [(n, spec) for n in sorted(self.sizes) for spec in self.qat]
         extra_sizes = sorted(self.sizes)[:2] if self.qat_extra_sizes is None else sorted(self.qat_extra_sizes)
         qat_runs += [(n, spec) for n in extra_sizes for spec in self.qat_extra]
         for n, spec in qat_runs:
-            run = self.run(n, tokens_per_param=self.qat_tokens_per_param,
-                           labels={"role": "qat", "tokens_per_param": self.qat_tokens_per_param, "qat": spec})
-            yield dataclasses.replace(run, config=dataclasses.replace(run.config, quant=report.parse_format(spec)))
+            for seed in self.seeds:
+                run = self.run(n, tokens_per_param=self.qat_tokens_per_param, seed=seed,
+                               labels={"role": "qat", "tokens_per_param": self.qat_tokens_per_param, "qat": spec})
+                yield dataclasses.replace(run, config=dataclasses.replace(run.config, quant=report.parse_format(spec)))
         if self.wsd_checkpoints:
-            run = self.run(self.wsd_size, tokens_per_param=self.wsd_tokens_per_param,
-                           labels={"role": "wsd_control", "tokens_per_param": self.wsd_tokens_per_param})
-            steps = run.config.train.tokens // (run.config.train.batch_size * run.config.data.seq_len)
-            stable = int(steps * (1 - self.wsd_decay))  # keep every stable-phase checkpoint and the last
-            train = dataclasses.replace(
-                run.config.train, schedule="wsd", decay_fraction=self.wsd_decay,
-                checkpoint_every=max(1, stable // max(1, self.wsd_checkpoints)),
-                max_checkpoints=self.wsd_checkpoints + 3)
-            yield dataclasses.replace(run, config=dataclasses.replace(run.config, train=train))
+            for seed in self.seeds:
+                run = self.run(self.wsd_size, tokens_per_param=self.wsd_tokens_per_param, seed=seed,
+                               labels={"role": "wsd_control", "tokens_per_param": self.wsd_tokens_per_param})
+                steps = run.config.train.tokens // (run.config.train.batch_size * run.config.data.seq_len)
+                stable = int(steps * (1 - self.wsd_decay))  # keep every stable-phase checkpoint and the last
+                train = dataclasses.replace(
+                    run.config.train, schedule="wsd", decay_fraction=self.wsd_decay,
+                    checkpoint_every=max(1, stable // max(1, self.wsd_checkpoints)),
+                    max_checkpoints=self.wsd_checkpoints + 3)
+                yield dataclasses.replace(run, config=dataclasses.replace(run.config, train=train))
 
     def measures(self):
         return [ptq_stage(self)]

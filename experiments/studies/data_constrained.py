@@ -1,0 +1,97 @@
+"""Data-constrained scaling (Muennighoff et al. 2023) from the project's own runs: model sizes x
+unique-token budgets U x epochs, each run capped at U unique tokens (``data.unique_tokens``,
+`experiments.harness.subsets`) and repeating them for its epochs; fits the ``data_constrained``
+law (R*_D, R*_N with intervals, beside the published 15.4 and 5.3), checks it on held-out runs
+(the highest epochs; the largest U), and reports the compute-optimal (N, D, epochs) at a fixed U
+and where repeating stops paying.
+
+    python -m experiments.studies.data_constrained --workdir runs/dc --preset cpu
+    python -m experiments.studies.data_constrained --workdir runs/dc_ci --preset smoke
+
+Presets (2-core CPU machine): smoke 2 sizes x 2 U x 3 epochs (12 runs of 2k-5k-parameter
+models, 1.6M tokens in all; fitted jointly, 20 bootstrap draws): 1.8 CPU-minutes measured
+(2026-12-06: 83 CPU-s training + 23 CPU-s analysis; 9 min wall on the heavily shared machine).
+cpu 3 sizes x 3 U x 4 epochs (36 runs of 1e4-1e5 parameters, 1 to 30 epochs, 4.2e7 tokens in
+all, plus the same analysis on Muennighoff et al.'s published runs): NOT measured; estimated at
+~8-10 CPU-minutes of training from the isoFLOP cpu preset's measured rate (4.5e7 tokens in 8
+CPU-minutes at similar sizes) plus ~2-3 for the fits, so within 15.
+
+Every run of the grid is its own run (its own cosine schedule to its own length), as in the
+paper; the caps are nested (a smaller U is a subset of a larger one), so budgets differ in how
+much data they hold, not in which. Outputs, under the workdir: runs/, results.csv (with the
+labels unique_tokens and epochs), data_constrained_runs.csv (N, D read, U, epochs, loss),
+fits/data_constrained.json, plots/loss_vs_epochs.png, plots/effective_data.png, analysis.json,
+report.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from experiments.harness import cli
+from experiments.harness.subsets import check_cap
+from experiments.reports.data_constrained import REPORT
+from experiments.runner.recipe import Recipe, command, derive
+
+SMOKE = {"fixture": "data_constrained_smoke", "workdir": "runs/dc_ci",
+         "command": "python -m experiments.studies.data_constrained --workdir runs/dc_ci --preset smoke"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Study(Recipe):
+    """sizes x unique_budgets x epochs; the analysis's procedure, bootstrap and budgets."""
+
+    name: str = "data_constrained"
+    sizes: tuple[float, ...] = (1e4, 3e4, 1e5)
+    unique_budgets: tuple[int, ...] = (25_000, 75_000, 225_000)
+    epochs: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0)
+    procedure: str = "two_stage"  # scaling.analysis.data_constrained.PROCEDURES
+    bootstrap: int = 200
+    optimal_budgets: tuple[float, ...] = (1e12, 1e13, 1e14)
+    with_published: bool = True  # the same analysis on Muennighoff et al.'s runs, in the report
+
+    def __post_init__(self):
+        super().__post_init__()
+        for u in self.unique_budgets:
+            if u < 1:
+                raise ValueError(f"unique_budgets: {u} is not a positive token count")
+        if any(e < 1 for e in self.epochs):
+            raise ValueError(f"epochs={self.epochs}: each must be >= 1 (a run reads its U tokens at least once)")
+        if self.procedure not in ("two_stage", "joint"):
+            raise ValueError(f"procedure={self.procedure!r}: 'two_stage' or 'joint'")
+
+    def runs(self):
+        seq_len = self.base.data.seq_len
+        for n in self.sizes:
+            for u in self.unique_budgets:
+                for e in self.epochs:
+                    # tokens read = steps x rows x (seq_len + 1) = e x U: tokens (inputs) = e U L / (L + 1)
+                    run = self.run(n, tokens=e * u * seq_len / (seq_len + 1),
+                                   data={"unique_tokens": int(u)},
+                                   labels={"unique_tokens": int(u), "epochs": float(e)})
+                    if run is not None:
+                        if n == self.sizes[0] and e == self.epochs[0]:  # bad caps: exit 2, before training
+                            check_cap(run.config.data, global_batch_size=run.config.train.batch_size)
+                        yield run
+
+    def analysis(self):
+        return REPORT.stage
+
+
+def smoke() -> Study:
+    """CI: 2 sizes x 2 U x 3 epochs, a joint fit with few draws, no published analysis."""
+    return derive(Study(), name="data_constrained_smoke", sizes=(2e3, 5e3), unique_budgets=(21_000, 42_000),
+                  epochs=(1.0, 3.0, 9.0), procedure="joint", bootstrap=20, with_published=False,
+                  optimal_budgets=(1e10, 1e11),
+                  base={"data": {"eval_sequences": 64}, "train": {"checkpoint_every": 200, "log_every": 20}})
+
+
+def cpu() -> Study:
+    return Study()
+
+
+PRESETS = {"smoke": smoke, "cpu": cpu}
+main = command(PRESETS, __doc__)
+
+if __name__ == "__main__":
+    cli.run(main)
