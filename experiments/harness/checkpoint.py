@@ -30,10 +30,14 @@ from etils import epath
 REPLICA_PARALLEL_MIN_BYTES = 16 * 2**20
 
 
-def make_manager(directory: epath.PathLike, max_to_keep: int) -> ocp.CheckpointManager:
-    """A CheckpointManager with items "state" (pytree of arrays) and "meta" (JSON)."""
+def make_manager(directory: epath.PathLike, max_to_keep: int, keep_period: int = 0,
+                 *, read_only: bool = False) -> ocp.CheckpointManager:
+    """A CheckpointManager with items "state" (pytree of arrays) and "meta" (JSON); checkpoints
+    at multiples of ``keep_period`` (> 0) are never deleted (the steps branches leave from);
+    ``read_only``: a parent run's checkpoints, read by a branch (nothing created or deleted)."""
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, create=True, enable_async_checkpointing=True)
+        max_to_keep=max_to_keep, keep_period=keep_period or None, create=not read_only,
+        read_only=read_only, enable_async_checkpointing=not read_only)
     registry = ocp.type_handlers.create_type_handler_registry(
         (jax.Array, ocp.type_handlers.ArrayHandler(
             min_slice_bytes_for_replica_parallel=REPLICA_PARALLEL_MIN_BYTES)))

@@ -37,7 +37,8 @@ from experiments.harness.data import DataConfig
 from models.quantization import QuantConfig
 from models.transformer import ModelConfig
 
-SCHEDULES = ("cosine", "wsd", "constant")
+SCHEDULES = ("cosine", "wsd", "constant", "step")
+COOLDOWNS = ("linear", "1-sqrt")  # the shape of a wsd cooldown (Hägele et al. 2024, Sec. 3)
 
 
 def _deepseek_compute(n_params_nonembedding: int, tokens: int) -> float:
@@ -80,9 +81,29 @@ class TrainConfig:
     batch_size: global sequences per step, or the name of a rule in ``BATCH_RULES``.
     lr: peak learning rate, or the name of a rule in ``LR_RULES``.
     schedule: "cosine" (linear warmup, cosine decay to min_lr_ratio * lr), "wsd" (warmup,
-      stable at lr, linear decay to min_lr_ratio * lr over the last decay_fraction of steps),
-      "constant" (warmup, then lr).
+      stable at lr, decay to min_lr_ratio * lr over the last decay_fraction of steps, shaped by
+      ``cooldown``), "constant" (warmup, then lr), "step" (warmup, then lr times step_factor^k
+      after the k-th of ``step_milestones``).
     warmup: warmup length: a fraction of the steps when < 1, else a number of steps.
+    decay_fraction: the wsd cooldown's length as a fraction of the steps.
+    decay_steps: the wsd cooldown's length in steps (0: use decay_fraction); what a branch of a
+      stable run names, since a fraction rarely lands on the step a checkpoint holds.
+    cooldown: the wsd cooldown's shape, "linear" or "1-sqrt" (lr - (lr - lr_min) sqrt(p), p the
+      cooldown's progress; Hägele et al. 2024, arXiv:2405.18392, Sec. 3).
+    step_milestones: fractions of the steps (increasing, in (0, 1)) after which a "step"
+      schedule multiplies the rate by step_factor.
+    step_factor: the step schedule's factor per milestone, in (0, 1].
+    parent: a *branch*: the run id (directory name, a sibling of this run's workdir) of a stable
+      run whose checkpoint at the step where this run's cooldown starts (steps - decay steps)
+      this run starts from: model, optimizer and data-iterator state. The branch equals this
+      config trained straight through (``experiments.harness.train``); "" (the default): not a
+      branch.
+    keep_every: checkpoints at multiples of this many steps are kept for good (orbax's
+      keep_period), so that branches can leave from them; 0: only the last max_checkpoints.
+    curve_every: a dense curve: every this many tokens (at the first step that reaches a
+      multiple), the eval loss and its SEM on the first ``curve_batches`` held-out batches go to
+      metrics.jsonl as curve_loss / curve_loss_sem; 0: none.
+    curve_batches: held-out batches of a curve point (0: all of them).
     weight_decay: AdamW decoupled weight decay (multiplied by the learning rate, as optax does),
       applied to matrices (ndim >= 2) only.
     grad_clip: global-norm clipping threshold (0 disables).
@@ -102,6 +123,10 @@ class TrainConfig:
     schedule: str = "cosine"
     warmup: float = 0.05
     decay_fraction: float = 0.2
+    decay_steps: int = 0
+    cooldown: str = "linear"
+    step_milestones: tuple[float, ...] = ()
+    step_factor: float = 0.1
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.1
     b1: float = 0.9
@@ -117,6 +142,10 @@ class TrainConfig:
     eval_every: int = 0
     eval_batch_size: int = 32
     max_checkpoints: int = 2
+    parent: str = ""
+    keep_every: int = 0
+    curve_every: int = 0
+    curve_batches: int = 0
 
     def __post_init__(self):
         def fail(name, why):
@@ -140,6 +169,16 @@ class TrainConfig:
             fail("warmup", "must be >= 0")
         if not 0 <= self.decay_fraction <= 1:
             fail("decay_fraction", "must be in [0, 1]")
+        if self.cooldown not in COOLDOWNS:
+            fail("cooldown", f"must be one of {COOLDOWNS}")
+        ms = tuple(self.step_milestones)
+        if any(not 0 < m < 1 for m in ms) or any(b <= a for a, b in zip(ms, ms[1:])):
+            fail("step_milestones", "must be increasing fractions of the steps, in (0, 1)")
+        if not 0 < self.step_factor <= 1:
+            fail("step_factor", "must be in (0, 1]")
+        if self.parent and self.schedule != "wsd":
+            fail("parent", f"a branch trains a wsd cooldown; schedule={self.schedule!r} "
+                 "cannot start from a stable run's checkpoint")
         if not 0 <= self.min_lr_ratio <= 1:
             fail("min_lr_ratio", "must be in [0, 1]")
         for name in ("weight_decay", "grad_clip", "z_loss", "eps"):
@@ -153,6 +192,9 @@ class TrainConfig:
         for name in ("log_every", "eval_batch_size", "max_checkpoints", "divergence_window"):
             if getattr(self, name) < 1:
                 fail(name, "must be >= 1")
+        for name in ("decay_steps", "keep_every", "curve_every", "curve_batches"):
+            if getattr(self, name) < 0:
+                fail(name, "must be >= 0")
         for name in ("checkpoint_every", "eval_every"):
             if getattr(self, name) < 0:
                 fail(name, "must be >= 0 (0: only at the end)")
@@ -356,7 +398,13 @@ NOT_HASHED = ("sharding_tolerance",)  # top-level fields that never change a run
 # earlier run keeps its id and its checkpoints (a field that is set changes the hash, as it should).
 HASHED_ONLY_WHEN_SET = {("data", "mixture"): lambda v: not v,
                         ("data", "unique_tokens"): lambda v: v is None,
-                        ("quant",): lambda v: not QuantConfig(**v).enabled}
+                        ("quant",): lambda v: not QuantConfig(**v).enabled,
+                        # the schedule, branch and curve fields (issue 21): off at their defaults
+                        **{("train", name): (lambda v, d=default: v == d)
+                           for name, default in (("decay_steps", 0), ("cooldown", "linear"),
+                                                 ("step_milestones", []), ("step_factor", 0.1),
+                                                 ("parent", ""), ("keep_every", 0),
+                                                 ("curve_every", 0), ("curve_batches", 0))}}
 
 
 def config_hash(cfg) -> str:

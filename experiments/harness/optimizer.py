@@ -41,41 +41,77 @@ def schedule_args(cfg, plan) -> dict[str, float]:
             "decay": float(plan.decay_steps)}
 
 
+def schedule_kind(tc) -> str:
+    """The schedule's formula as one string, compiled into the step (its numbers are data):
+    "cosine", "constant", "wsd" (linear cooldown), "wsd:1-sqrt", or "step:M1,M2,...:F" (the
+    milestones as fractions of the steps, the factor). ``tc``: a ``TrainConfig``."""
+    if tc.schedule == "wsd" and tc.cooldown != "linear":
+        return f"wsd:{tc.cooldown}"
+    if tc.schedule == "step":
+        return f"step:{','.join(repr(float(m)) for m in tc.step_milestones)}:{float(tc.step_factor)!r}"
+    return tc.schedule
+
+
+def _parse_kind(kind: str) -> tuple[str, str, tuple[float, ...], float]:
+    name, _, rest = kind.partition(":")
+    if name == "wsd":
+        shape = rest or "linear"
+        if shape not in ("linear", "1-sqrt"):
+            raise ValueError(f"unknown wsd cooldown {shape!r}; expected linear or 1-sqrt")
+        return name, shape, (), 1.0
+    if name == "step":
+        marks, _, factor = rest.partition(":")
+        return name, "", tuple(float(m) for m in marks.split(",") if m), float(factor or 0.1)
+    if name in ("cosine", "constant") and not rest:
+        return name, "", (), 1.0
+    raise ValueError(f"unknown schedule {kind!r}; expected cosine, wsd, wsd:1-sqrt, constant or "
+                     "step:M1,M2:F")
+
+
 def learning_rate(step, args: Mapping[str, Any], kind: str, xp=jnp):
     """Learning rate of the update at 0-based step s (the (s+1)-th update), in float32.
 
     Warmup: lr (s+1)/W for s < W (the first update is not wasted at 0). Then
-      cosine:   lr_min + (lr - lr_min) (1 + cos(pi p)) / 2,  p = (s + 1 - W) / (T - W)
-      wsd:      lr until the last D steps, then linearly to lr_min:  p = (s + 1 - (T - D)) / D
-      constant: lr
+      cosine:     lr_min + (lr - lr_min) (1 + cos(pi p)) / 2,  p = (s + 1 - W) / (T - W)
+      wsd:        lr until the last D steps, then linearly to lr_min:  lr + (lr_min - lr) p,
+                  p = (s + 1 - (T - D)) / D
+      wsd:1-sqrt: the same cooldown with sqrt(p) for p: lr + (lr_min - lr) sqrt(p)
+                  (Hägele et al. 2024, arXiv:2405.18392, Sec. 3, "1-sqrt")
+      constant:   lr
+      step:M:F    lr F^k, k = the number of milestones m in M with s + 1 > m T
     with lr_min = floor, T = total, and p clipped to [0, 1], so the last update uses exactly
-    lr_min. ``args`` holds :data:`SCHEDULE_KEYS` (numbers, or traced scalars in the step);
-    ``kind`` ("cosine", "wsd", "constant") picks the formula. ``xp``: jnp or np.
+    lr_min. Before its cooldown a wsd rate is lr + (lr_min - lr) 0 = lr exactly, the constant
+    schedule's number, so a branch of a constant run repeats its parent's steps bit for bit.
+    ``args`` holds :data:`SCHEDULE_KEYS` (numbers, or traced scalars in the step); ``kind``
+    (:func:`schedule_kind`) picks the formula. ``xp``: jnp or np.
     """
     def f32(v):
         return xp.asarray(v, xp.float32)
 
+    name, shape, milestones, factor = _parse_kind(kind)
     s = f32(step)
     peak, floor, warmup, total, decay = (f32(args[k]) for k in SCHEDULE_KEYS)
     one = f32(1.0)
     warm = peak * xp.minimum(one, (s + one) / xp.maximum(warmup, one))
-    if kind == "constant":
+    if name == "constant":
         after = peak + xp.zeros_like(s)
-    elif kind == "cosine":
+    elif name == "cosine":
         p = xp.clip((s + one - warmup) / xp.maximum(total - warmup, one), 0.0, 1.0)
         after = floor + (peak - floor) * 0.5 * (1.0 + xp.cos(xp.pi * p))
-    elif kind == "wsd":
+    elif name == "wsd":
         p = xp.clip((s + one - (total - decay)) / xp.maximum(decay, one), 0.0, 1.0)
-        after = peak + (floor - peak) * p
-    else:
-        raise ValueError(f"unknown schedule {kind!r}; expected cosine, wsd or constant")
+        after = peak + (floor - peak) * (xp.sqrt(p) if shape == "1-sqrt" else p)
+    else:  # step
+        after = peak + xp.zeros_like(s)
+        for m in milestones:
+            after = xp.where(s + one > f32(m) * total, after * f32(factor), after)
     return xp.where(s < warmup, warm, after).astype(xp.float32)
 
 
 def lr_schedule(cfg, plan, xp=jnp) -> Callable:
     """step -> learning rate of ``cfg``'s schedule (:func:`learning_rate` with its numbers).
     ``xp``: jnp, or np for logging without dispatching to a device."""
-    args, kind = schedule_args(cfg, plan), cfg.train.schedule
+    args, kind = schedule_args(cfg, plan), schedule_kind(cfg.train)
     return lambda step: learning_rate(step, args, kind, xp)
 
 

@@ -4,7 +4,8 @@ Steps = tokens // (global batch x seq_len) (at least 1); the global batch is ``t
 rows, or a rule of ``experiments.harness.config.BATCH_RULES`` rounded to a multiple of the data x
 fsdp mesh axes and the process count; the peak learning rate is ``train.lr`` or a rule of
 ``LR_RULES``; warmup is a fraction of the steps (< 1) or a step count, at most the steps; the
-decay of a warmup-stable-decay schedule is ``decay_fraction`` of the steps. FLOPs per token in
+decay of a warmup-stable-decay schedule is ``decay_steps``, or else ``decay_fraction`` of the
+steps. A branch (``train.parent``) leaves its parent at ``branch_step`` = steps - decay. FLOPs per token in
 every convention of ``scaling.flops.CONVENTIONS``.
 """
 
@@ -29,6 +30,7 @@ class Plan:
     decay_steps: int
     n_params: dict
     flops_per_token: dict
+    branch_step: int | None = None  # a branch: the parent's step it starts from
 
     @property
     def tokens_per_step(self) -> int:
@@ -62,9 +64,19 @@ def make_plan(cfg: Config, batch_multiple: int = 1) -> Plan:
     steps = max(1, tc.tokens // (rows * seq_len))
     warmup = round(tc.warmup * steps) if tc.warmup < 1 else int(tc.warmup)
     warmup = min(warmup, steps)
-    decay = round(tc.decay_fraction * steps) if tc.schedule == "wsd" else 0
+    if tc.schedule == "step" and not tc.step_milestones:  # here: overrides come one at a time
+        raise ValueError("train.step_milestones=(): a step schedule needs at least one milestone "
+                         "(fractions of the steps, e.g. train.step_milestones=0.5,0.8)")
+    decay = 0
+    if tc.schedule == "wsd":
+        decay = tc.decay_steps or round(tc.decay_fraction * steps)
+        if decay > steps - warmup:
+            raise ValueError(
+                f"train.decay_steps/decay_fraction: a cooldown of {decay} steps is longer than the "
+                f"stable phase (steps {warmup}..{steps} of a {steps}-step run after {warmup} warmup)")
+    branch_step = steps - decay if tc.parent else None
     shape = shape_dict(cfg.model)
     per_token = {c: sflops.flops_per_token(shape, seq_len, c) for c in sflops.CONVENTIONS}
     return Plan(steps=steps, global_batch_size=rows, seq_len=seq_len, peak_lr=peak_lr,
                 warmup_steps=warmup, decay_steps=decay, n_params=counts,
-                flops_per_token=per_token)
+                flops_per_token=per_token, branch_step=branch_step)

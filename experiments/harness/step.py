@@ -4,7 +4,8 @@ ahead-of-time compiled train and eval steps) and ``init_state`` (a fresh sharded
 The train state is {step, params, opt_state, schedule} on a ``data x fsdp x tensor`` mesh
 (``models.sharding``); the train step is a ``jax.jit`` with explicit in/out shardings and the
 state donated; AdamW (``experiments.harness.optimizer``) with a cosine / warmup-stable-decay /
-constant schedule, global-norm clipping, optional z-loss and muP per-parameter learning rates.
+constant / step schedule (``optimizer.schedule_kind``), global-norm clipping, optional z-loss and
+muP per-parameter learning rates.
 
 The schedule's numbers (peak and final rate, warmup, decay and total steps) are data in the
 train state, not constants in the step: the step computes the rate from ``state["step"]`` and
@@ -38,7 +39,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from experiments.harness import batches
 from experiments.harness.config import Config, TrainConfig
 from experiments.harness.optimizer import (SCHEDULE_KEYS, learning_rate, make_optimizer, schedule_args,
-                                          set_learning_rate)
+                                          schedule_kind, set_learning_rate)
 from experiments.harness.plan import Plan
 from models import sharding as msharding
 from models.quantization import QuantConfig, qat_model
@@ -78,7 +79,7 @@ class StepKey:
     model: ModelConfig
     optimizer: tuple  # (b1, b2, eps, weight_decay, grad_clip)
     z_loss: float
-    schedule: str
+    schedule: str  # optimizer.schedule_kind: "cosine", "wsd", "wsd:1-sqrt", "step:0.5,0.8:0.1", ...
     mesh: Mesh
     rules: tuple
     batch: int
@@ -90,7 +91,7 @@ class StepKey:
         tc = cfg.train
         platform = mesh.devices.flat[0].platform
         return cls(model=resolve_attention(cfg.model, platform, plan.seq_len), optimizer=(tc.b1, tc.b2, tc.eps, tc.weight_decay, tc.grad_clip),
-                   z_loss=tc.z_loss, schedule=tc.schedule, mesh=mesh,
+                   z_loss=tc.z_loss, schedule=schedule_kind(tc), mesh=mesh,
                    rules=tuple((k, v) for k, v in rules), batch=plan.global_batch_size,
                    seq_len=plan.seq_len, quant=cfg.quant if cfg.quant.enabled else None)
 
@@ -99,7 +100,7 @@ class StepKey:
         b1, b2, eps, weight_decay, grad_clip = self.optimizer
         return Config(model=self.model, data=None, train=TrainConfig(
             b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, grad_clip=grad_clip,
-            z_loss=self.z_loss, schedule=self.schedule))
+            z_loss=self.z_loss))  # the schedule's formula is the key's, not the optimizer's
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,8 +11,8 @@ importable from here too.
 A sharded train state {step, params, opt_state, schedule} on a ``data x fsdp x
 tensor`` mesh (``models.sharding``); an ahead-of-time compiled ``jax.jit`` train step with
 explicit in/out shardings and the state donated; AdamW (``experiments.harness.optimizer``) with a
-cosine / warmup-stable-decay / constant schedule, global-norm clipping, optional z-loss and muP
-per-parameter learning rates; batches from ``experiments.harness.data``, each process loading
+cosine / warmup-stable-decay (linear or 1-sqrt cooldown) / constant / step schedule, global-norm
+clipping, optional z-loss and muP per-parameter learning rates; batches from ``experiments.harness.data``, each process loading
 exactly the rows its devices hold (``experiments.harness.batches``, derived from the batch
 sharding). Before anything is allocated, fresh start or resume, ``models.sharding.check_sharding``
 refuses a mesh on which a device would hold more than (1 + ``cfg.sharding_tolerance``) x the
@@ -28,10 +28,17 @@ since the previous record), learning_rate (the rate the step of the record used,
 the compiled step), grad_norm (mean, before clipping), step_time_s, tokens_per_s, mfu (from the
 "exact" FLOP count; null when the device's peak is unknown)} and per evaluation {step, tokens,
 flops, eval_loss, eval_loss_sem}, each with ``epochs`` (mean reads of each unique token) when
-``data.unique_tokens`` caps the data; ``result.json`` at the end (with a cap: ``unique_tokens``,
-``epochs`` and ``unique_tokens_seen``); ``checkpoints/`` (orbax: the train
-state and, as JSON, every process's data-iterator state, the divergence monitor's state and the
-wall time, so a resumed run continues exactly).
+``data.unique_tokens`` caps the data, and per dense-curve point (``train.curve_every`` tokens)
+{step, tokens, flops, curve_loss, curve_loss_sem} on the first ``train.curve_batches`` held-out
+batches (their time is result.json's ``curve_eval_s``, left out of step_time_s); ``result.json``
+at the end (with a cap: ``unique_tokens``, ``epochs`` and ``unique_tokens_seen``);
+``checkpoints/`` (orbax: the train state and, as JSON, every process's data-iterator state, the
+divergence monitor's state and the wall time, so a resumed run continues exactly).
+
+Branches (``train.parent``): a WSD run that starts from a stable run's checkpoint at the step
+where its cooldown begins, and equals the same config trained straight through (see
+:func:`train` and :func:`check_branch`); result.json adds parent, branch_step and flops_own (the
+FLOPs of its own steps).
 
 Timing: the steps run asynchronously; at every host sync point (log, eval and checkpoint steps)
 the loop blocks until the last step's outputs are ready, so the time between consecutive sync
@@ -126,12 +133,20 @@ def read_result(workdir) -> dict | None:
 # ----------------------------------------------------------------------------- the run
 
 
-def train(cfg: Config, workdir, *, devices: Sequence | None = None) -> dict:
+def train(cfg: Config, workdir, *, devices: Sequence | None = None, parent_dir=None) -> dict:
     """Train ``cfg`` in ``workdir`` (resuming from its latest checkpoint); returns result.json.
 
     ``devices`` defaults to all devices (every process's); ``cfg.mesh`` lays them out. A
     workdir whose result.json says "completed" or "diverged" is left untouched and its result
     returned. Exceptions after set-up write status "failed" (with the reason) and re-raise.
+
+    A branch (``cfg.train.parent`` set) with no checkpoint of its own starts from the parent's
+    checkpoint at ``plan.branch_step`` (``parent_dir``, by default the sibling directory named
+    ``cfg.train.parent``): its train state with this run's schedule numbers, its data-iterator
+    and divergence-monitor states, and its metrics records up to that step. The parent must be
+    the same run up to there (model, data, optimizer, seed, batch, and the same learning rate at
+    every step before it); a parent that differs, has no checkpoint at that step, or whose stable
+    phase ends before it is a ``ValueError`` naming it, raised before anything is written.
     """
     workdir = io.resolve_workdir(workdir)  # Orbax needs absolute paths; gs:// stays
     writer = jax.process_index() == 0
@@ -148,12 +163,18 @@ def train(cfg: Config, workdir, *, devices: Sequence | None = None) -> dict:
     multiple = math.lcm(batch_axes, jax.process_count())
     plan = make_plan(cfg, multiple)
     _validate(cfg, plan, multiple)
+    parent = None
+    if cfg.train.parent:
+        parent = io.resolve_workdir(parent_dir) if parent_dir is not None else (
+            workdir.parent / cfg.train.parent)
+        if not checkpoint_steps(workdir):  # a branch that saved once resumes from its own
+            check_branch(cfg, plan, parent, multiple)
     if writer:
         io.write_json(workdir / "config.json", to_dict(cfg))
 
     started = time.perf_counter()
     try:
-        return _run(cfg, plan, mesh, workdir, writer, started)
+        return _run(cfg, plan, mesh, workdir, writer, started, parent)
     except Exception as err:
         if writer:
             io.write_json(workdir / "result.json", {
@@ -188,7 +209,72 @@ def _validate(cfg: Config, plan: Plan, multiple: int) -> None:
                          f"of {multiple} (data x fsdp mesh axes and process count)")
 
 
-def _run(cfg: Config, plan: Plan, mesh, workdir: epath.Path, writer: bool, started: float) -> dict:
+# fields a branch may set differently from its parent: its length and schedule, and bookkeeping
+# that changes no number; lr, warmup and batch_size are compared resolved (the rates, the rows)
+BRANCH_FREE_FIELDS = ("tokens", "schedule", "decay_fraction", "decay_steps", "cooldown",
+                      "step_milestones", "step_factor", "min_lr_ratio", "parent", "keep_every",
+                      "checkpoint_every", "max_checkpoints", "log_every", "eval_every",
+                      "curve_every", "curve_batches", "lr", "warmup", "batch_size")
+
+
+def checkpoint_steps(run_dir) -> list[int]:
+    """The steps of the finished checkpoints under ``run_dir/checkpoints`` (orbax's temporary
+    directories of a save in progress are left out)."""
+    path = epath.Path(run_dir) / "checkpoints"
+    if not path.exists():
+        return []
+    return sorted(int(p.name) for p in path.iterdir() if p.name.isdigit())
+
+
+def check_branch(cfg: Config, plan: Plan, parent_dir, batch_multiple: int = 1) -> None:
+    """``ValueError`` (one line, naming the parent and the step) unless ``cfg`` can branch from
+    the run in ``parent_dir`` at ``plan.branch_step``: the parent exists, is the same run up to
+    that step (same settings but for :data:`BRANCH_FREE_FIELDS`, same batch, the same learning
+    rate at every step before it), is still in its stable phase there, and holds a checkpoint
+    of that step."""
+    name, step = cfg.train.parent, plan.branch_step
+    where = f"train.parent={name!r} (branch at step {step})"
+    path = epath.Path(parent_dir) / "config.json"
+    if not path.exists():
+        raise ValueError(f"{where}: no run at {epath.Path(parent_dir)} (no config.json)")
+    pcfg = from_dict(io.read_json(path))
+    pplan = make_plan(pcfg, batch_multiple)
+
+    def settings(c):
+        d = _comparable(to_dict(c))
+        d["train"] = {k: v for k, v in d["train"].items() if k not in BRANCH_FREE_FIELDS}
+        return d
+
+    diffs = _differences(settings(pcfg), settings(cfg))
+    if pplan.global_batch_size != plan.global_batch_size:
+        diffs.append(f"global batch: {pplan.global_batch_size} -> {plan.global_batch_size}")
+    if diffs:
+        raise ValueError(f"{where}: the parent is another run; differences (parent -> branch): "
+                         f"{diffs[:5]}")
+    stable_end = pplan.steps - pplan.decay_steps
+    if step > stable_end:
+        raise ValueError(f"{where}: the parent's stable phase ends at step {stable_end} (of "
+                         f"{pplan.steps}); the cooldown must start at or before it")
+    if step < plan.warmup_steps:
+        raise ValueError(f"{where}: the cooldown of {plan.decay_steps} steps starts before the "
+                         f"warmup ends (step {plan.warmup_steps})")
+    steps = np.arange(step)
+    ours = lr_schedule(cfg, plan, np)(steps)
+    theirs = lr_schedule(pcfg, pplan, np)(steps)
+    differ = np.flatnonzero(ours != theirs)
+    if differ.size:
+        k = int(differ[0])
+        raise ValueError(f"{where}: the learning rates differ before the branch step: step {k} "
+                         f"has {float(theirs[k])!r} in the parent, {float(ours[k])!r} here "
+                         "(peak lr and warmup must match)")
+    saved = checkpoint_steps(parent_dir)
+    if step not in saved:
+        raise ValueError(f"{where}: the parent has no checkpoint at step {step} (it has "
+                         f"{saved or 'none'}; train it with train.keep_every dividing {step})")
+
+
+def _run(cfg: Config, plan: Plan, mesh, workdir: epath.Path, writer: bool, started: float,
+         parent: epath.Path | None = None) -> dict:
     tc = cfg.train
     pid, pcount = jax.process_index(), jax.process_count()
     setup = build(cfg, plan, mesh)
@@ -203,7 +289,9 @@ def _run(cfg: Config, plan: Plan, mesh, workdir: epath.Path, writer: bool, start
     eval_batches = [global_batch(b if pcount == 1 else batches.select_rows(b, eval_layout),
                                  setup.batch_sharding, tc.eval_batch_size, eval_layout)
                     for b in make_eval_batches(cfg.data, batch_size=tc.eval_batch_size)]
-    manager = checkpoint.make_manager(workdir / "checkpoints", tc.max_checkpoints)
+    manager = checkpoint.make_manager(workdir / "checkpoints", tc.max_checkpoints, tc.keep_every)
+    curve_batches = eval_batches[:tc.curve_batches or None]
+    curve_time = 0.0
     metrics_path = workdir / "metrics.jsonl"
     monitor = DivergenceMonitor(tc.divergence_ratio, tc.divergence_window)
     wall_offset = 0.0
@@ -227,6 +315,19 @@ def _run(cfg: Config, plan: Plan, mesh, workdir: epath.Path, writer: bool, start
             if metrics_path.exists():  # drop records past the checkpoint and any torn line
                 io.write_jsonl(metrics_path, [r for r in records if r.get("step", 0) <= latest])
         log.info("resumed from step %d", latest)
+    elif parent is not None:  # a branch's first start: the parent's state at the branch step
+        step0 = plan.branch_step
+        parent_manager = checkpoint.make_manager(parent / "checkpoints", 1, read_only=True)
+        state, saved_meta = checkpoint.restore(parent_manager, step0, setup.abstract_state)
+        parent_manager.close()
+        state = with_schedule(state, cfg, plan)
+        data_iter.set_state(saved_meta["data"][pid])
+        monitor = DivergenceMonitor.from_state(tc.divergence_ratio, tc.divergence_window,
+                                               saved_meta.get("divergence"))
+        if writer:
+            records = io.read_jsonl(parent / "metrics.jsonl")
+            io.write_jsonl(metrics_path, [r for r in records if r.get("step", 0) <= step0])
+        log.info("branched from %s at step %d", parent, step0)
     else:
         state = init_state(cfg, plan, setup)
         if writer and metrics_path.exists():
@@ -321,9 +422,13 @@ def _run(cfg: Config, plan: Plan, mesh, workdir: epath.Path, writer: bool, start
             progress.update(1)
             is_log = step % tc.log_every == 0 or step == plan.steps
             is_eval = tc.eval_every > 0 and step % tc.eval_every == 0 and step != plan.steps
-            is_ckpt = (tc.checkpoint_every > 0 and step % tc.checkpoint_every == 0
+            is_ckpt = ((tc.checkpoint_every > 0 and step % tc.checkpoint_every == 0
+                        or tc.keep_every > 0 and step % tc.keep_every == 0)
                        and step != plan.steps)
-            if not (is_log or is_eval or is_ckpt):
+            is_curve = tc.curve_every > 0 and (
+                step == plan.steps
+                or plan.tokens_at(step) // tc.curve_every > plan.tokens_at(step - 1) // tc.curve_every)
+            if not (is_log or is_eval or is_ckpt or is_curve):
                 continue
             if not drain():
                 write_train_record(bad_step)
@@ -333,6 +438,11 @@ def _run(cfg: Config, plan: Plan, mesh, workdir: epath.Path, writer: bool, start
             if is_eval:
                 eval_loss, eval_sem = evaluate(setup, state["params"], eval_batches)
                 metrics.append({**record_base(step), "eval_loss": eval_loss, "eval_loss_sem": eval_sem})
+            if is_curve:
+                tick = time.perf_counter()
+                curve_loss, curve_sem = evaluate(setup, state["params"], curve_batches)
+                curve_time += time.perf_counter() - tick
+                metrics.append({**record_base(step), "curve_loss": curve_loss, "curve_loss_sem": curve_sem})
             if is_ckpt:
                 save(step)
             mark = time.perf_counter()
@@ -387,6 +497,12 @@ def _run(cfg: Config, plan: Plan, mesh, workdir: epath.Path, writer: bool, start
         result.update({"unique_tokens": cfg.data.unique_tokens, "epochs": epochs,
                        "unique_tokens_seen": min(cfg.data.unique_tokens,
                                                  int(round(epochs * cfg.data.unique_tokens)))})
+    if tc.curve_every:
+        result["curve_eval_s"] = curve_time  # this invocation's (a resumed run: since the resume)
+    if tc.parent:
+        result.update({"parent": tc.parent, "branch_step": plan.branch_step,
+                       "flops_own": {c: v - plan.flops_at(plan.branch_step)[c]
+                                     for c, v in plan.flops_at(end_step).items()}})
     if writer:
         io.write_json(workdir / "result.json", result)
     log.info("%s at step %d: eval_loss %s", status, end_step, eval_loss)

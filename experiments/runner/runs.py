@@ -10,7 +10,8 @@ Layout of a study workdir (local or ``gs://``; every path goes through ``etils.e
     results.csv         one row per run, rewritten atomically after every run
 
 Run ids are readable and stable: ``C<budget>_N<params>_D<tokens>_s<seed>_<hash>``, e.g.
-``C1.0e11_N3.35e4_D4.97e5_s0_1a2b3c4d``; the hash is the first 8 hex digits of the SHA-256 of
+``C1.0e11_N3.35e4_D4.97e5_s0_1a2b3c4d``; a cooldown branch (``train.parent``, trained after its
+parent, whose directory it starts from) is ``<parent id>_b<step it leaves at>_D<tokens>_<hash>``; the hash is the first 8 hex digits of the SHA-256 of
 the run's full config (`experiments.harness.config.config_hash`) with the mesh left out, so the
 same run keeps its id (and its checkpoints) when the study is resumed on another mesh, and two
 runs with different settings never share a directory.
@@ -89,6 +90,8 @@ class Run:
         plan = self.plan()
         tokens = plan.tokens_at(plan.steps)
         digest = config_hash(dataclasses.replace(self.config, mesh=""))[:8]
+        if self.config.train.parent:  # a branch: its parent's id, the step it leaves at, its length
+            return f"{self.config.train.parent}_b{plan.branch_step}_D{sci(tokens)}_{digest}"
         return (f"C{sci(self.budget, 1)}_N{sci(plan.n_params['total'])}_D{sci(tokens)}"
                 f"_s{self.config.train.seed}_{digest}")
 

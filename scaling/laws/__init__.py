@@ -1,9 +1,11 @@
 """The law library: ``scaling.laws.get(name)``, ``scaling.laws.names()``.
 
-Every shipped law (20; ``names()`` lists them sorted) is registered when this package is first
+Every shipped law (21; ``names()`` lists them sorted) is registered when this package is first
 imported, by importing its modules here, so ``names()`` is the same whatever else was imported:
 - loss laws (`scaling.laws.loss`): chinchilla, kaplan, power_law, pure_power_law, power_law_2d,
   data_constrained, overtraining, lr_annealing;
+- multi_power (`scaling.laws.schedule`): the loss curve under a learning-rate schedule (Luo et al.
+  2025), bound to a set of schedules (`multi_power_law`);
 - isoflop_parabola (`scaling.laws.parabola`): loss as a parabola in log N along one isoFLOP curve
   (Hoffmann et al. 2022, Approach 2);
 - quantization laws (`scaling.laws.quantization`): precision, precision_weights, ptq_precision,
@@ -23,6 +25,7 @@ from scaling.laws import loss as _loss  # noqa: F401
 from scaling.laws import parabola as _parabola  # noqa: F401
 from scaling.laws import quantization as _quantization  # noqa: F401
 from scaling.laws import pass_at_k as _pass_at_k  # noqa: F401
+from scaling.laws import schedule as _schedule  # noqa: F401
 from scaling.laws import task as _task  # noqa: F401
 
 __all__ = ["Law", "Param", "get", "logsumexp", "names", "register"]
