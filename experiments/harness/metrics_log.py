@@ -53,7 +53,8 @@ METRICS_FILE = "metrics.jsonl"
 TAGS = {"train_loss": "train/loss", "learning_rate": "train/learning_rate",
         "grad_norm": "train/grad_norm", "step_time_s": "perf/step_time_s",
         "tokens_per_s": "perf/tokens_per_s", "mfu": "perf/mfu", "eval_loss": "eval/loss",
-        "eval_loss_sem": "eval/loss_sem", "tokens": "progress/tokens"}
+        "eval_loss_sem": "eval/loss_sem", "curve_loss": "eval/curve_loss", "curve_loss_sem": "eval/curve_loss_sem",
+        "tokens": "progress/tokens"}
 
 
 @dataclasses.dataclass(frozen=True)
