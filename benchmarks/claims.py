@@ -40,12 +40,14 @@ from pathlib import Path
 import pandas as pd
 
 # ----------------------------------------------------------------------------- the studies
-# study -> (command with {workdir} and {seed}, seeds the claims were measured with). The quantization
-# and test-time studies have no claims yet: their numbers in the docs are one seed, quoted with the
-# value a second machine gave (docs/reproducibility.md); a second seed of each is the next step.
+# study -> (command with {workdir} and {seed}, seeds the claims were measured with). The test-time
+# study has no claims yet: its numbers in the docs are one seed, quoted with the values a second
+# machine gave (docs/reproducibility.md); a second seed of it is the next step.
 STUDIES = {
     "isoflop": ("python -m experiments.isoflop_chinchilla --workdir {workdir} --preset cpu --set seeds={seed} "
                 "--set rung_budgets=4e12", (0, 1)),
+    "quantization": ("python -m experiments.quantization_degradation --workdir {workdir} --preset cpu --set seeds={seed}",
+                     (0, 1)),
 }
 
 
@@ -185,6 +187,40 @@ RUNG = [
     claim(id="isoflop.cpu.rung_approach1_error", study="isoflop", fmt="{:+.1%}", read=_rung("approach1_loss_opt"),
           what="Approach 1's L_opt(C) error on the rung's loss", value=0.07575624400120762, spread=(0.05779780304123472, 0.09371468496118052),
           tolerance=0.04),
+]
+
+
+# ----------------------------------------------------------------------------- quantization (cpu)
+# 10 float runs + 13 QAT runs of 11k-59k parameters, 168 PTQ measurements on 65,534 held-out tokens;
+# seeds 0 and 1 (seed 0 as measured 2026-12-04 and rerun 2026-12-06 on the 2-core machine).
+def _held_out_median(law: str):
+    def read(workdir: Path) -> float:
+        rows = json.loads((workdir / "analysis.json").read_text())["held_out"]
+        errors = sorted(abs(r["rel_error"]) for r in rows if r["law"] == law and r.get("rel_error") is not None)
+        if not errors:
+            raise ValueError(f"no held-out predictions of {law} in {workdir / 'analysis.json'}")
+        mid = len(errors) // 2
+        return errors[mid] if len(errors) % 2 else 0.5 * (errors[mid - 1] + errors[mid])
+    return read
+
+
+QUANTIZATION = [
+    claim(id="quantization.cpu.gamma", study="quantization", read=fit_param("ptq_degradation", "gamma"),
+          what="ptq_degradation's gamma: delta = k D^beta / (N^alpha P^gamma) (Ouyang et al. 2024 Eq. 8)",
+          fmt="{:.2f}", value=QV["gamma"][0], spread=QV["gamma"][1], tolerance=0.3),
+    claim(id="quantization.cpu.beta", study="quantization", read=fit_param("ptq_degradation", "beta"),
+          what="ptq_degradation's beta (training tokens)", fmt="{:.2f}", value=QV["beta"][0],
+          spread=QV["beta"][1], tolerance=0.1),
+    claim(id="quantization.cpu.alpha", study="quantization", read=fit_param("ptq_degradation", "alpha"),
+          what="ptq_degradation's alpha (parameters)", fmt="{:.2f}", value=QV["alpha"][0],
+          spread=QV["alpha"][1], tolerance=0.1),
+    claim(id="quantization.cpu.heldout_median_error", study="quantization", fmt="{:.0%}",
+          read=_held_out_median("ptq_degradation"),
+          what="ptq_degradation's median |error| on each size's most-trained run (refitted without it)",
+          value=QV["heldout"][0], spread=QV["heldout"][1], tolerance=QV["heldout"][2]),
+    claim(id="quantization.cpu.precision_weights_gamma_w", study="quantization",
+          read=fit_param("precision_weights", "gamma_w"), what="precision_weights' gamma_w (bits), weight QAT",
+          fmt="{:.2f}", value=QV["gamma_w"][0], spread=QV["gamma_w"][1], tolerance=0.5),
 ]
 
 
