@@ -158,6 +158,10 @@ def test_killed_ray_study_resumes_under_ray(smoke_grid, tmp_path):
     # one W&B group (the study) with one run per run id, named by it
     from test_metrics_log import wandb_history
     for row in rows:
-        run, history = wandb_history(run_dirs / row["run_id"])
-        assert (run["name"], run["group"]) == (row["run_id"], "isoflop_chinchilla_smoke")
+        for _ in range(60):  # W&B's service process may still be writing the file: at most 30 s
+            run, history = wandb_history(run_dirs / row["run_id"])
+            if run and any("train/loss" in h for h in history):
+                break
+            time.sleep(0.5)
+        assert (run.get("name"), run.get("group")) == (row["run_id"], "isoflop_chinchilla_smoke"), run
         assert any("train/loss" in h for h in history)

@@ -57,6 +57,13 @@ def test_event_files_beside_metrics_jsonl_hold_the_loss_curve_and_a_resume_purge
     assert event_scalars(run_dir)[-1] == (30, 0.5)
     assert event_scalars(run_dir, "eval/loss") == []
 
+    # restarted from scratch (killed before its first checkpoint; train drops metrics.jsonl): the
+    # earlier sessions' curves go, the new one starts alone
+    log = metrics_log.MetricsLog(run_dir, CFG, start_step=0, settings=metrics_log.LogSettings())
+    log.append(record(10, 0.7))
+    log.close()
+    assert event_scalars(run_dir) == [(10, pytest.approx(0.7))]
+
 
 def test_tensorboard_off_and_other_processes_write_nothing(tmp_path):
     off = metrics_log.MetricsLog(tmp_path / "a", CFG, settings=metrics_log.LogSettings(tensorboard=False))

@@ -193,6 +193,9 @@ class MetricsLog:
         if not writer:
             return
         if settings.tensorboard:
+            if start_step == 0:  # a fresh start (as train drops metrics.jsonl): an earlier session's
+                for old in self.run_dir.glob("events.out.tfevents.*"):  # curve, killed before its
+                    old.unlink()                                          # first checkpoint, goes too
             self.tb = self._start("TensorBoard", lambda: _tensorboard(self.run_dir, start_step))
         if settings.wandb:
             self.wandb = self._start("W&B", lambda: _wandb(self.run_dir, cfg, settings))
