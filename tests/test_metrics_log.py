@@ -59,6 +59,7 @@ def test_event_files_beside_metrics_jsonl_hold_the_loss_curve_and_a_resume_purge
 
     # restarted from scratch (killed before its first checkpoint; train drops metrics.jsonl): the
     # earlier sessions' curves go, the new one starts alone
+    time.sleep(1.1)  # event files are named by the second they start in (and the process)
     log = metrics_log.MetricsLog(run_dir, CFG, start_step=0, settings=metrics_log.LogSettings())
     log.append(record(10, 0.7))
     log.close()

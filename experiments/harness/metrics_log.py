@@ -146,7 +146,10 @@ def _tensorboard(run_dir: epath.Path, start_step: int):
         _register_url_writers()
     # a unique file per session (a resumed run's writer may start within the same second)
     suffix = f".{os.getpid()}.s{start_step}"  # tensorboardX names the file by time and host
-    return SummaryWriter(os.fspath(run_dir), purge_step=start_step + 1 if start_step else None,
+    # purge_step: TensorBoard drops an earlier session's events from this step on, on a resume
+    # (start_step > 0) and on a fresh start alike (a run killed before its first checkpoint
+    # restarts at step 0: its earlier curve must not double the new one)
+    return SummaryWriter(os.fspath(run_dir), purge_step=start_step + 1,
                          filename_suffix=suffix, flush_secs=30)
 
 
@@ -193,9 +196,6 @@ class MetricsLog:
         if not writer:
             return
         if settings.tensorboard:
-            if start_step == 0:  # a fresh start (as train drops metrics.jsonl): an earlier session's
-                for old in self.run_dir.glob("events.out.tfevents.*"):  # curve, killed before its
-                    old.unlink()                                          # first checkpoint, goes too
             self.tb = self._start("TensorBoard", lambda: _tensorboard(self.run_dir, start_step))
         if settings.wandb:
             self.wandb = self._start("W&B", lambda: _wandb(self.run_dir, cfg, settings))
