@@ -109,18 +109,23 @@ def test_smoke_study_on_a_gs_workdir_trains_is_killed_resumes_fits_and_loads_bac
     partial = _read(emulator_env, f"{workdir}/results.csv")
     assert 1 <= partial.count(",completed,") < 9
 
-    # the rerun resumes; a run whose checkpoint write the emulator failed (seen once in four runs
-    # of this test on a loaded machine: tensorstore's OCDBT write to the in-memory emulator) is
-    # recorded as failed and, as for any failed run, trained again by the next invocation
-    for attempt in range(2):
+    # the rerun resumes. The in-memory emulator sometimes fails a write under load (tensorstore's
+    # OCDBT checkpoint writes; seen in about 2 of 6 runs of this test on the loaded 2-core machine):
+    # the run is recorded as failed (or, when the write lost is the results file's, the invocation
+    # exits 1), and as for any failed run the next invocation trains it again. Up to three
+    # invocations; the last must succeed with every run completed and the serial results.
+    def clean(stderr):
+        return "\n".join(line for line in stderr.splitlines() if "gcsfs" not in line and "set-up-adc" not in line)
+
+    for attempt in range(3):
         second = subprocess.run(_argv(command), cwd=tmp_path, env=env, capture_output=True, text=True,
                                 timeout=900)
-        assert second.returncode == 0, second.stderr[-4000:]
         failed = [line for line in _read(emulator_env, f"{workdir}/results.csv").splitlines()
                   if ",failed," in line]
-        if not failed:
+        if second.returncode == 0 and not failed:
             break
         assert all("gs://" in line for line in failed), failed  # a storage error, nothing else
+    assert second.returncode == 0, clean(second.stderr)[-4000:]
     assert _read(emulator_env, f"{workdir}/results.csv") == (serial_workdir / "results.csv").read_text()
     last = lambda text: text.strip().splitlines()[-1].split("; report")[0]  # noqa: E731
     assert last(second.stdout) == last(serial.stdout)
