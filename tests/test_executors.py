@@ -26,6 +26,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from conftest import README_MAIN, _argv, user_env  # noqa: E402
+from experiments.harness import io, metrics_log  # noqa: E402
 from experiments.harness.config import Config, TrainConfig  # noqa: E402
 from experiments.harness.data import DataConfig  # noqa: E402
 from experiments.runner import executors  # noqa: E402
@@ -143,6 +144,8 @@ def test_killed_ray_study_resumes_under_ray(smoke_grid, tmp_path):
     finished_before = {p.parent.name: p.stat().st_mtime_ns
                        for p in (tmp_path / "runs" / "ci" / "runs").glob("*/result.json")}
 
+    started_before = {p.name for p in (tmp_path / "runs" / "ci" / "runs").glob("*") if p.is_dir()}
+
     second = subprocess.run(_argv(command), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-4000:]
     rows = list(csv.DictReader(_io.StringIO(results.read_text())))
@@ -155,14 +158,29 @@ def test_killed_ray_study_resumes_under_ray(smoke_grid, tmp_path):
     run_dirs = tmp_path / "runs" / "ci" / "runs"
     for name, mtime in finished_before.items():
         assert (run_dirs / name / "result.json").stat().st_mtime_ns == mtime
-    # one W&B group (the study) with one run per run id, named by it
+    # one W&B group (the study) with one run per run id, named by it; the latest W&B session of
+    # a run holds what that session appended to metrics.jsonl: all of it for a run the second
+    # invocation trained from scratch, a tail (maybe empty: killed after its last checkpoint) for
+    # one it resumed
     from test_metrics_log import wandb_history
     for row in rows:
+        run_dir = run_dirs / row["run_id"]
+        by_step: dict[int, dict] = {}  # W&B merges what is logged at one step into one row
+        for record in io.read_jsonl(run_dir / "metrics.jsonl"):
+            by_step.setdefault(record["step"], {}).update(metrics_log.MetricsLog.scalars(record))
+        steps = sorted(by_step)
         for _ in range(60):  # W&B's service process may still be writing the file: at most 30 s
-            run, history = wandb_history(run_dirs / row["run_id"])
-            if run and any("train/loss" in h for h in history):
+            run, history = wandb_history(run_dir)
+            if run and history and history[-1].get("_step") == steps[-1]:
                 break
             time.sleep(0.5)
         assert (run.get("name"), run.get("group")) == (row["run_id"], "isoflop_chinchilla_smoke"), run
-        if row["run_id"] not in finished_before:  # trained by the second invocation (a run finished
-            assert any("train/loss" in h for h in history)  # before the SIGKILL may not have flushed W&B)
+        if row["run_id"] in finished_before:  # a run finished before the SIGKILL may not have
+            continue                          # flushed W&B
+        logged = [h["_step"] for h in history]
+        assert logged == steps[len(steps) - len(logged):], (logged, steps)
+        for h in history:
+            expected = by_step[h["_step"]]
+            assert {k: v for k, v in h.items() if not k.startswith("_")} == pytest.approx(expected)
+        if row["run_id"] not in started_before:
+            assert logged == steps and any("train/loss" in h for h in history)
