@@ -68,6 +68,12 @@ def test_a_cell_whose_optimum_is_on_the_edge_is_flagged_and_not_used():
     assert "move the grid up" in hp.move_grid_hint(small.iloc[0])
     laws, _ = hp.fit_laws(cells, bootstrap=0, names=("lr_optimum",))
     assert laws["lr_optimum"].data["n_points"] == 6      # the 3 flagged cells left out
+    # a diverged rate (NaN loss) above the best one is a bracket, not an edge
+    top = sweep["lr"] == sweep.groupby(["N", "D", "B"])["lr"].transform("max")
+    _, with_nan, _ = hp.cell_optima(sweep.assign(loss=sweep["loss"].where(~top)), cell=("N", "D"), bootstrap=0)
+    assert (with_nan.loc[with_nan["N"] > 1e4, "flags"] == "").all()
+    assert with_nan.loc[with_nan["N"] > 1e4, "lr_opt"].to_numpy() == pytest.approx(
+        cells.loc[cells["N"] > 1e4, "lr_opt"].to_numpy(), rel=0.05)
     assert laws["lr_optimum"].params["b_N"] == pytest.approx(TRUE["b_N"], abs=0.06)
 
 

@@ -43,8 +43,11 @@ CELL = ("parameterization", "N", "D")
 
 def sweep_table(results: pd.DataFrame, study) -> pd.DataFrame:
     """Completed runs as the analysis's table: N (non-embedding), D, C (the study's convention),
-    lr, B (tokens per step), loss, sem, parameterization, role, run_id."""
-    done = results[results["status"] == "completed"]
+    lr, B (tokens per step), loss, sem, parameterization, role, run_id; diverged runs with a NaN
+    loss (their rate counts as worse than any finished one, so a grid bracketed by divergence is
+    not flagged as an edge)."""
+    done = results[results["status"].isin(["completed", "diverged"])].copy()
+    done.loc[done["status"] == "diverged", ["eval_loss", "eval_loss_sem"]] = math.nan
     seq_len = study.base.data.seq_len
     return pd.DataFrame({
         "run_id": done["run_id"].to_numpy(), "parameterization": done["parameterization"].to_numpy(),
@@ -236,7 +239,9 @@ def what_lines(a) -> list[str]:
     if t is None or t.empty:
         return ["No completed runs."]
     cells = a.out["cells"]
-    lines = [f"- {len(t)} completed runs ({(t['role'] == 'seed').sum()} extra-seed runs) in {len(cells)} cells "
+    finished = np.isfinite(t["loss"])
+    lines = [f"- {int(finished.sum())} completed runs ({int((finished & (t['role'] == 'seed')).sum())} extra-seed runs) "
+             f"and {int((~finished).sum())} diverged in {len(cells)} cells "
              f"(parameterizations: {', '.join(study.parameterizations)}); learning-rate grid: "
              f"{len(study.lr_multipliers)} points, x{study.lr_multipliers[1] / study.lr_multipliers[0]:g} apart, "
              f"around {study.lr_scale:g} x the `{study.lr if isinstance(study.lr, str) else 'given'}` rule; "

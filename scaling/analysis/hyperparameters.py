@@ -64,7 +64,7 @@ def check_table(t: pd.DataFrame, cell: Sequence[str]) -> pd.DataFrame:
     missing = [c for c in (*COLUMNS, *cell) if c not in t.columns]
     if missing:
         raise ValueError(f"hyperparameter table: missing columns {missing} (found {list(t.columns)})")
-    t = t[np.isfinite(t["loss"].to_numpy(np.float64))].reset_index(drop=True)
+    t = t.reset_index(drop=True)
     for c in ("N", "D", "lr", "B"):
         bad = ~(t[c].to_numpy(np.float64) > 0)
         if bad.any():
@@ -89,18 +89,21 @@ def cell_optima(t: pd.DataFrame, *, cell: Sequence[str] = ("N", "D"), fit_steps:
     cell = list(cell)
     t = check_table(t, cell)
     groups = list(t.groupby(_group_keys(cell), sort=True))
-    if not groups:
+    if not np.isfinite(t["loss"].to_numpy(np.float64)).any():
         raise ValueError("hyperparameter table: no finished runs")
     rng = np.random.default_rng(seed)
     R = int(bootstrap)
     prepared = []
     for key, g in groups:
         g = g.sort_values("lr")
-        lrs = np.unique(g["lr"].to_numpy(np.float64))
-        # the best measured rate: the lowest mean loss over a rate's runs (seeds)
+        lrs = np.unique(g["lr"].to_numpy(np.float64))  # the whole grid, diverged rates (NaN loss) included
+        g = g[np.isfinite(g["loss"].to_numpy(np.float64))]
+        if g.empty:
+            continue
+        # the best measured rate: the lowest mean loss over a rate's runs (seeds); NaN: diverged
         mean_loss = g.groupby("lr")["loss"].mean().reindex(lrs).to_numpy()
-        best = int(np.argmin(mean_loss))
-        near = np.abs(np.arange(len(lrs)) - best) <= fit_steps
+        best = int(np.nanargmin(mean_loss))
+        near = (np.abs(np.arange(len(lrs)) - best) <= fit_steps) & np.isfinite(mean_loss)
         chosen = g[g["lr"].isin(lrs[near])]
         lr_ref = float(np.exp(np.mean(np.log(lrs[near]))))
         u = np.log(chosen["lr"].to_numpy(np.float64) / lr_ref)
@@ -155,7 +158,8 @@ def cell_optima(t: pd.DataFrame, *, cell: Sequence[str] = ("N", "D"), fit_steps:
             if len(draws) >= 10 else None
         g = p["g"]
         best_loss = float(p["mean_loss"][p["best"]])
-        within = p["lrs"][p["mean_loss"] <= best_loss * 1.01]
+        with np.errstate(invalid="ignore"):
+            within = p["lrs"][p["mean_loss"] <= best_loss * 1.01]
         step = float(np.exp(np.mean(np.diff(np.log(p["lrs"]))))) if len(p["lrs"]) > 1 else math.nan
         rows.append({**dict(zip(_group_keys(cell), p["key"])), "C": float(g["C"].iloc[0]),
                      "lr_opt": float(np.exp(log_lr[0])) if np.isfinite(log_lr[0]) else math.nan,
@@ -314,7 +318,9 @@ def fit_laws(cells: pd.DataFrame, *, bootstrap: int = 200, seed: int = 0, flop_c
 def interpolated_loss(per_batch_runs: pd.DataFrame, lr: float) -> float:
     """The loss at ``lr`` on one (cell, batch)'s measured curve: linear in ln lr between the two
     grid points around it (mean over seeds); NaN outside the grid."""
-    curve = per_batch_runs.groupby("lr")["loss"].mean().sort_index()
+    curve = per_batch_runs.groupby("lr")["loss"].mean().sort_index().dropna()
+    if curve.empty:
+        return math.nan
     x = np.log(curve.index.to_numpy(np.float64))
     if not (x[0] <= math.log(lr) <= x[-1]):
         return math.nan
