@@ -262,21 +262,31 @@ def build(cfg: Config, plan: Plan, mesh, rules=msharding.DEFAULT_RULES, *,
 def init_state(cfg: Config, plan: Plan, setup: Setup, rules=msharding.DEFAULT_RULES):
     """A fresh state, created sharded in one jit: params from ``cfg.train.seed`` (the same
     values as ``models.sharding.init_params``), zero optimizer moments, step 0, and this run's
-    schedule numbers (float32)."""
-    batch, length = plan.global_batch_size, plan.seq_len
+    schedule numbers (float32). The jit is cached by :class:`StepKey` with the seed and the
+    schedule numbers as its arguments, so runs that share a train step share its init too."""
     numbers = schedule_args(cfg, plan)
+    key = StepKey.of(cfg, plan, setup.mesh, rules)
+    with msharding.sharding_context(setup.mesh, rules):
+        return _init_fn(key)(jax.random.key(cfg.train.seed),
+                             {k: np.float32(numbers[k]) for k in SCHEDULE_KEYS})
 
-    def init(key):
+
+@functools.lru_cache(maxsize=32)
+def _init_fn(key: StepKey):
+    """The jitted init of ``key``'s train state: ``f(rng key, schedule numbers) -> state``."""
+    lay = layout(key)
+    batch, length = key.batch, key.seq_len
+
+    def init(rng, numbers):
         tokens = jnp.zeros((batch, length), jnp.int32)
         segment_ids = jnp.ones((batch, length), jnp.int32)
         positions = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
-        params = nn.unbox(setup.model.init(key, tokens, segment_ids, positions)["params"])
+        params = nn.unbox(lay.model.init(rng, tokens, segment_ids, positions)["params"])
         return {"step": jnp.zeros((), jnp.int32), "params": params,
-                "opt_state": setup.tx.init(params),
+                "opt_state": lay.tx.init(params),
                 "schedule": {k: jnp.asarray(numbers[k], jnp.float32) for k in SCHEDULE_KEYS}}
 
-    with msharding.sharding_context(setup.mesh, rules):
-        return jax.jit(init, out_shardings=setup.state_shardings)(jax.random.key(cfg.train.seed))
+    return jax.jit(init, out_shardings=lay.state_shardings)
 
 
 def with_schedule(state, cfg: Config, plan: Plan):

@@ -491,6 +491,10 @@ def _run(cfg: Config, plan: Plan, mesh, workdir: epath.Path, writer: bool, start
         "device_kind": mesh.devices.flat[0].device_kind,
         "attention_impl": setup.model.cfg.attention_impl,
         "wall_time_s": wall_offset + time.perf_counter() - started,
+        # this invocation's: the train and eval steps' compile time, and how many were compiled
+        # here rather than found in the in-process cache (runs sharing a StepKey share one)
+        "compile_s": setup.compile_s,
+        "compiled_fresh": setup.compiled_fresh,
     })
     if cfg.data.unique_tokens is not None:  # the cap (experiments.harness.subsets)
         epochs = epochs_read(cfg.data, steps=end_step, global_batch_size=plan.global_batch_size)

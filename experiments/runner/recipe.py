@@ -87,9 +87,13 @@ def base_config(**sections) -> Config:
     return derive(BASE, **sections)
 
 
+# what a rule's value is, for the fitted-law files a field accepts (`law_rule`)
+RULE_QUANTITIES = {"lr": "learning_rate", "rows_per_step": "batch_tokens"}
+
+
 def as_rule(value, rules: Mapping[str, Rule], what: str) -> Rule:
     """A rule from a declaration's field: a number (a constant), the name of a rule in ``rules``,
-    a fitted-law file (``--set lr=runs/hp/fits/lr_opt.json``, `law_rule`) or a callable
+    a fitted-law file (``--set lr=runs/hp/fits/lr_optimum.json``, `law_rule`) or a callable
     ``f(N, D, C)``."""
     if callable(value):
         return value
@@ -106,8 +110,14 @@ def as_rule(value, rules: Mapping[str, Rule], what: str) -> Rule:
 
 def law_rule(path: str, what: str = "rule") -> Rule:
     """A fitted law (`scaling.load`) as a rule: its covariates must be among N (non-embedding
-    parameters), D (tokens), C (training FLOPs; ``x`` is read as C); the rule is its prediction.
-    Extrapolation warnings are silenced (a rule is used beyond its fit on purpose)."""
+    parameters), D (tokens), C (training FLOPs); the rule is its prediction. Extrapolation
+    warnings are silenced (a rule is used beyond its fit on purpose).
+
+    What the file predicts: its provenance's ``quantity`` ("learning_rate" or "batch_tokens",
+    `scaling.analysis.hyperparameters.describe`) must be the field's (``lr``: a learning rate;
+    ``rows_per_step``: tokens per step), and a one-covariate law's ``x`` ("N", "D" or "C") says what
+    x is. Files without these (written before them, or by hand) are taken as they were: x is C,
+    and any law is accepted except one whose target is a loss."""
     import warnings
 
     import numpy as np
@@ -118,7 +128,18 @@ def law_rule(path: str, what: str = "rule") -> Rule:
     if not epath.Path(path).exists():
         raise ValueError(f"{what}={path!r}: no such fitted-law file")
     law = scaling.load(path)
-    slots = {"N": 0, "D": 1, "C": 2, "x": 2}
+    provenance = law.provenance or {}
+    field = what.rsplit(".", 1)[-1]
+    expected = RULE_QUANTITIES.get(field)
+    quantity = provenance.get("quantity")
+    target = (law.data or {}).get("target") or law.law.target
+    if expected is not None and quantity is not None and quantity != expected:
+        raise ValueError(f"{what}={path!r}: this file is a fitted {quantity} law ({law.law.name}), not a "
+                         f"{expected} law")
+    if expected is not None and quantity is None and "loss" in str(target).lower():
+        raise ValueError(f"{what}={path!r}: this file is a fitted loss law ({law.law.name}, target "
+                         f"{target!r}), not a {expected} law")
+    slots = {"N": 0, "D": 1, "C": 2, "x": {"N": 0, "D": 1, "C": 2}.get(provenance.get("x"), 2)}
     covariates = tuple(law.law.covariates)
     if any(c not in slots for c in covariates):
         raise ValueError(f"{what}={path!r}: the law {law.law.name!r} takes {covariates}; a rule's inputs are "
