@@ -42,9 +42,9 @@ class Study(Recipe):
     """sizes x unique_budgets x epochs; the analysis's procedure, bootstrap and budgets."""
 
     name: str = "data_constrained"
-    sizes: tuple[float, ...] = (1e4, 3e4, 1e5)
-    unique_budgets: tuple[int, ...] = (25_000, 75_000, 225_000)
-    epochs: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0)
+    sizes: tuple[float, ...] = (5e3, 1.5e4, 5e4)
+    unique_budgets: tuple[int, ...] = (20_000, 50_000, 125_000)
+    epochs: tuple[float, ...] = (1.0, 4.0, 16.0)
     procedure: str = "two_stage"  # scaling.analysis.data_constrained.PROCEDURES
     bootstrap: int = 200
     optimal_budgets: tuple[float, ...] = (1e12, 1e13, 1e14)
