@@ -187,30 +187,34 @@ def grid_lines(a) -> list[str]:
 
 def plot_loss_vs_epochs(a):
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     t, fitted = a.out.get("table"), a.out.get("fitted")
     if t is None or t.empty:
         raise ValueError("no completed runs")
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
     colors = plt.get_cmap("viridis")(np.linspace(0, 0.85, t["U"].nunique()))
-    markers = "osD^v<>"
+    markers, styles = "osD^v<>", ("-", "--", ":", "-.")
+    sizes = sorted(t["N"].unique())
     for (u, color) in zip(sorted(t["U"].unique()), colors):
-        for j, n in enumerate(sorted(t["N"].unique())):
+        for j, n in enumerate(sizes):
             g = t[(t["U"] == u) & (t["N"] == n)].sort_values("epochs")
             if g.empty:
                 continue
-            ax.plot(g["epochs"], g["loss"], markers[j % len(markers)], color=color, ms=5,
-                    label=f"U {u:.3g}" if j == 0 else None)
+            ax.plot(g["epochs"], g["loss"], markers[j % len(markers)], color=color, ms=5)
             if fitted is not None:
                 e = np.geomspace(1.0, g["epochs"].max() * 1.5, 60)
                 pred, _, _ = dc.predict(fitted, pd.DataFrame({"N": n, "D": e * u, "U": u}))
-                ax.plot(e, pred, "-", color=color, lw=1, alpha=0.7)
+                ax.plot(e, pred, styles[j % len(styles)], color=color, lw=1, alpha=0.8)
+    handles = [Line2D([], [], color=c, lw=3, label=f"U {u:.3g}") for u, c in zip(sorted(t["U"].unique()), colors)]
+    handles += [Line2D([], [], color="0.3", marker=markers[j % len(markers)], ls=styles[j % len(styles)], lw=1,
+                       label=f"N {n:.3g}") for j, n in enumerate(sizes)]
     ax.set_xscale("log")
     ax.set_xlabel("epochs (D / U)")
     ax.set_ylabel("final held-out loss (nats/byte)")
-    ax.set_title("Loss against epochs per unique-token budget (markers: sizes; lines: fitted law)",
+    ax.set_title("Loss against epochs: markers the runs, lines the fitted law (color: U; marker and line: N)",
                  fontsize=9)
-    ax.legend(fontsize=8)
+    ax.legend(handles=handles, fontsize=8, ncol=2)
     fig.tight_layout()
     return fig
 
