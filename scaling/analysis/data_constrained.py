@@ -12,8 +12,8 @@ The law is `scaling.laws` ``data_constrained``: L = E + A/N'^alpha + B/D'^beta w
 data D' = U + U R*_D (1 - exp(-R_D/R*_D)), R_D = D/U - 1, and the effective parameters N' alike
 (R*_N). Two procedures (``procedure``):
 
-- ``"two_stage"`` (the authors': github.com/huggingface/datablations, "Parametric Fit", and the
-  paper's appendix): E, A, B, alpha, beta from the single-epoch runs (Chinchilla's law, D <= U),
+- ``"two_stage"`` (the authors' two stages, but neither their stage-1 data nor their alpha = beta
+  tie: see ``"muennighoff2023"``): E, A, B, alpha, beta from the single-epoch runs (Chinchilla's law, D <= U),
   then R*_D and R*_N from every run with those five held fixed. Each stage is bootstrapped by
   the engine (``bootstrap`` resamples); the law's draws pair stage-1 draw i with stage-2 draw i,
   and stage 2's own resamples are refitted at the stage-1 point estimate, so its intervals are
