@@ -102,3 +102,49 @@ def test_smoke_data_constrained_study_end_to_end(data_constrained_smoke):
     for name in ("loss_vs_epochs", "effective_data"):
         assert (workdir / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG", name
     assert proc.stdout.strip().splitlines()[-1].startswith(f"{study.name}: 12 of 12 runs completed")
+
+
+def test_authors_procedure_recovers_known_half_lives():
+    """``muennighoff2023``: stage 1 (E, A, B, alpha = beta) on single-epoch runs without excess
+    parameters, stage 2 (R*_D, R*_N) on repeated runs, Huber on log loss from the authors' grids."""
+    truth = scaling.published.get("muennighoff2023").params  # alpha = beta, R*_D 15.39, R*_N 5.31
+    law = scaling.laws.get("data_constrained")
+    single = [(n, u, 1.0) for n in (1e8, 3e8, 1e9) for u in (3e10, 1e11, 3e11)]  # N <= N_opt(U): no excess
+    repeated = [(n, u, e) for n in (1e8, 3e8, 1e9, 3e9) for u in (1e9, 3e9) for e in (2, 4, 16, 64)]
+    n, u, e = (np.array(v, np.float64) for v in zip(*(single + repeated)))
+    rng = np.random.default_rng(1)
+    loss = scaling.FittedLaw(law, truth).predict(N=n, D=u * e, U=u) * np.exp(0.001 * rng.standard_normal(len(n)))
+    runs = pd.DataFrame({"N": n, "D": u * e, "U": u, "loss": loss})
+    fitted = dc.fit_law(runs, procedure="muennighoff2023", bootstrap=0, threads=1)
+    assert fitted.fit["base"] == "fitted (stage 1)" and fitted.params["alpha"] == fitted.params["beta"]
+    assert fitted.params["alpha"] == pytest.approx(truth["alpha"], rel=0.05)
+    for name in dc.DECAY:
+        assert fitted.params[name] == pytest.approx(truth[name], rel=0.15), name
+    # given the base, only stage 2 runs; the column in_authors_fit selects its runs
+    marked = runs.assign(in_authors_fit=(runs["D"] > runs["U"]) & (runs["N"] < 3e9))
+    given = dc.fit_law(marked, procedure="muennighoff2023", base=truth, bootstrap=0, threads=1)
+    assert given.data["n_points"] == 24 and given.fit["base"] == "given"
+    for name in dc.DECAY:
+        assert given.params[name] == pytest.approx(truth[name], rel=0.1), name
+    with pytest.raises(ValueError, match="base= is for procedure='muennighoff2023'"):
+        dc.fit_law(runs, base=truth)
+    with pytest.raises(ValueError, match="stage 1"):
+        dc.fit_law(runs[runs["D"] > runs["U"]], procedure="muennighoff2023", bootstrap=0)
+
+
+def test_published_half_lives_are_a_local_minimum_of_the_authors_objective():
+    """On the authors' 182 runs with their base: a local solve from the published R*_D, R*_N stays
+    there (15.37, 5.32); the objective's best optimum lies elsewhere (47.0, 2.33), a little lower."""
+    df = scaling.published.dataset(dc.PUBLISHED_DATASET)
+    assert int(df["in_authors_fit"].sum()) == 182
+    base = scaling.published.get("muennighoff2023").params
+    args = dict(columns=dc.PUBLISHED_COLUMNS, target="val_loss")
+    local = dc.local_optimum(df, base, dc.PUBLISHED, **args)
+    assert local["n_points"] == 182
+    assert local["R_D_star"] == pytest.approx(dc.PUBLISHED["R_D_star"], rel=0.005)
+    assert local["R_N_star"] == pytest.approx(dc.PUBLISHED["R_N_star"], rel=0.005)
+    best = dc.fit_law(df, procedure="muennighoff2023", base=base, bootstrap=0, threads=1, **args)
+    assert best.params["R_D_star"] == pytest.approx(47.0, rel=0.01)
+    assert best.params["R_N_star"] == pytest.approx(2.33, rel=0.01)
+    objective = dc.huber_log_objective(best.params, df[df["in_authors_fit"] > 0], **args)
+    assert objective < local["objective"] < objective * 1.002

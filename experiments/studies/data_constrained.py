@@ -42,13 +42,13 @@ class Study(Recipe):
     """sizes x unique_budgets x epochs; the analysis's procedure, bootstrap and budgets."""
 
     name: str = "data_constrained"
-    sizes: tuple[float, ...] = (1e4, 3e4, 1e5)
-    unique_budgets: tuple[int, ...] = (25_000, 75_000, 225_000)
-    epochs: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0)
+    sizes: tuple[float, ...] = (5e3, 1.5e4, 5e4)
+    unique_budgets: tuple[int, ...] = (45_000, 90_000, 180_000)
+    epochs: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0)
     procedure: str = "two_stage"  # scaling.analysis.data_constrained.PROCEDURES
     bootstrap: int = 200
     optimal_budgets: tuple[float, ...] = (1e12, 1e13, 1e14)
-    with_published: bool = True  # the same analysis on Muennighoff et al.'s runs, in the report
+    with_published: bool = True  # the authors' procedure on Muennighoff et al.'s runs, in the report
 
     def __post_init__(self):
         super().__post_init__()
@@ -57,8 +57,8 @@ class Study(Recipe):
                 raise ValueError(f"unique_budgets: {u} is not a positive token count")
         if any(e < 1 for e in self.epochs):
             raise ValueError(f"epochs={self.epochs}: each must be >= 1 (a run reads its U tokens at least once)")
-        if self.procedure not in ("two_stage", "joint"):
-            raise ValueError(f"procedure={self.procedure!r}: 'two_stage' or 'joint'")
+        if self.procedure not in ("two_stage", "joint", "muennighoff2023"):
+            raise ValueError(f"procedure={self.procedure!r}: 'two_stage', 'joint' or 'muennighoff2023'")
 
     def runs(self):
         seq_len = self.base.data.seq_len

@@ -12,13 +12,28 @@ The law is `scaling.laws` ``data_constrained``: L = E + A/N'^alpha + B/D'^beta w
 data D' = U + U R*_D (1 - exp(-R_D/R*_D)), R_D = D/U - 1, and the effective parameters N' alike
 (R*_N). Two procedures (``procedure``):
 
-- ``"two_stage"`` (the authors': github.com/huggingface/datablations, "Parametric Fit", and the
-  paper's appendix): E, A, B, alpha, beta from the single-epoch runs (Chinchilla's law, D <= U),
+- ``"two_stage"`` (the authors' two stages, but neither their stage-1 data nor their alpha = beta
+  tie: see ``"muennighoff2023"``): E, A, B, alpha, beta from the single-epoch runs (Chinchilla's law, D <= U),
   then R*_D and R*_N from every run with those five held fixed. Each stage is bootstrapped by
   the engine (``bootstrap`` resamples); the law's draws pair stage-1 draw i with stage-2 draw i,
   and stage 2's own resamples are refitted at the stage-1 point estimate, so its intervals are
   conditional on stage 1 (narrower than a bootstrap of the whole procedure would be).
 - ``"joint"``: all seven parameters at once from every run (one engine fit, its bootstrap).
+- ``"muennighoff2023"``: the authors' fit as their code does it (datablations
+  ``utils/parametric_fit.ipynb``, cells "FIT CHINCHILLA C4 ISOFLOP DOTS" and "Fit default", which
+  the README names as the code of the paper's parametric fit and its Table 1; the paper's own text
+  was not available here to check section numbers). Both stages minimize the sum of Huber
+  (delta = 1e-3) losses of log-loss residuals with the law in log-sum-exp form (their loss:
+  ``huber_loss(logsumexp(...), log(loss), delta=1e-3)``, L-BFGS from a grid of starts, best kept;
+  here the engine, from the same grids). Stage 1: E, A, B and alpha = beta TIED (one exponent),
+  from starts log A, log B in linspace(0, 25, 5), log E in linspace(-1, 1, 4), alpha in
+  linspace(0, 2, 4). The authors fitted stage 1 on 54 points of Hoffmann et al.'s C4 isoFLOP
+  curves (not their own runs; not bundled here), giving the published E, A, B, alpha = beta; pass
+  ``base=`` (e.g. ``scaling.published.get("muennighoff2023").params``) to use given constants,
+  else stage 1 is fitted on the table's single-epoch runs. Stage 2: R*_D and R*_N with the base
+  fixed, from starts linspace(0, 20, 4) each without the 0 (a 0 start is NaN in their code), on
+  the runs marked in the column ``in_authors_fit`` when the table has it (the bundled data set
+  marks the 182 runs of the notebook's "outliers removed" dictionary), else on every run.
 
 The held-out checks refit on part of the runs and predict the rest: without the highest-epoch
 runs (``epochs >= held_out_epochs``), and without the largest unique-token budget. Each reports
@@ -51,7 +66,13 @@ PUBLISHED_DATASET = "data_constrained_muennighoff2023"
 PUBLISHED_COLUMNS = {"N": "N", "D": "D_tokens", "U": "U_unique_tokens"}
 BASE = ("E", "A", "B", "alpha", "beta")
 DECAY = ("R_D_star", "R_N_star")
-PROCEDURES = ("two_stage", "joint")
+PROCEDURES = ("two_stage", "joint", "muennighoff2023")
+AUTHORS_COLUMN = "in_authors_fit"  # bundled data: 1 for the runs of the authors' stage 2
+# The authors' starting grids (datablations utils/parametric_fit.ipynb; see the module docstring)
+AUTHORS_STAGE1_STARTS = np.array([(math.exp(e), math.exp(a), math.exp(b), alpha)
+                                  for a in np.linspace(0, 25, 5) for b in np.linspace(0, 25, 5)
+                                  for e in np.linspace(-1, 1, 4) for alpha in np.linspace(0, 2, 4)])  # E, A, B, alpha
+AUTHORS_STAGE2_STARTS = np.array([(rd, rn) for rd in np.linspace(0, 20, 4)[1:] for rn in np.linspace(0, 20, 4)[1:]])
 
 
 def _columns(columns: Mapping[str, str] | None) -> dict:
@@ -84,16 +105,102 @@ def _decay_law(base: Mapping[str, float]) -> Law:
         formula=law.formula + " (E, A, B, alpha, beta fixed)", citation=law.citation)
 
 
+def _tied_chinchilla() -> Law:
+    """Chinchilla's law with beta = alpha (the authors' stage 1): E, A, B, alpha free."""
+    law = get("chinchilla")
+
+    def full(p):
+        return {**p, "beta": p["alpha"]}
+
+    return Law(
+        name="chinchilla_tied", params=tuple(p for p in law.params if p.name != "beta"),
+        covariates=law.covariates, target=law.target,
+        fn=lambda p, x: law.fn(full(p), x), log_fn=lambda p, x: law.log_fn(full(p), x),
+        formula=law.formula + " with beta = alpha", citation=law.citation)
+
+
+def huber_log_objective(params: Mapping[str, float], df: pd.DataFrame, *, target: str = "loss",
+                        columns: Mapping[str, str] | None = None, delta: float = 1e-3) -> float:
+    """Sum over runs of Huber_delta(log L_law - log L): the objective of both the engine's
+    ``huber_log`` and the authors' code, at ``params`` (to compare optima of one objective)."""
+    t = _table(df, columns, target)
+    law = get("data_constrained")
+    x = {c: jnp.asarray(t[c].to_numpy(np.float64)) for c in "NDU"}
+    r = np.asarray(law.log_fn({k: jnp.asarray(float(v)) for k, v in params.items()}, x)) - np.log(t["loss"].to_numpy())
+    a = np.abs(r)
+    return float(np.sum(np.where(a < delta, 0.5 * r * r, delta * (a - 0.5 * delta))))
+
+
+def _authors_fit(t: pd.DataFrame, base: Mapping[str, float] | None, args: dict) -> FittedLaw:
+    """The ``"muennighoff2023"`` procedure (module docstring) on the table ``t``."""
+    stage1 = None
+    if base is None:
+        single = t[t["epochs"] <= 1.0 + 1e-9]
+        if len(single) < 5:
+            raise ValueError(f"muennighoff2023 fit: {len(single)} single-epoch run(s); stage 1 (E, A, B, "
+                             "alpha = beta) needs at least 5, or pass base=")
+        stage1 = fit(_tied_chinchilla(), single[["N", "D", "loss"]], target="loss",
+                     starts=AUTHORS_STAGE1_STARTS, **args)
+        base = {**stage1.params, "beta": stage1.params["alpha"]}
+    missing = [k for k in BASE if k not in base]
+    if missing:
+        raise ValueError(f"muennighoff2023 fit: base lacks {missing}")
+    runs = t[t[AUTHORS_COLUMN] > 0] if AUTHORS_COLUMN in t else t
+    if not (runs["epochs"] > 1.0 + 1e-9).any():
+        raise ValueError("muennighoff2023 fit: no run repeats its data (every run has epochs <= 1)")
+    stage2 = fit(_decay_law(base), runs[["N", "D", "U", "loss"]], target="loss", starts=AUTHORS_STAGE2_STARTS, **args)
+    params = {**{k: float(base[k]) for k in BASE}, **{k: stage2.params[k] for k in DECAY}}
+    samples = None
+    if stage2.samples is not None:
+        n = len(stage2.samples["R_D_star"])
+        s1 = stage1.samples if stage1 is not None and stage1.samples is not None else None
+        if s1 is not None:
+            n = min(n, len(s1["alpha"]))
+        samples = {k: (np.asarray(s1["alpha" if k == "beta" else k])[:n] if s1 is not None
+                       else np.full(n, params[k])) for k in BASE}
+        samples.update({k: np.asarray(stage2.samples[k])[:n] for k in DECAY})
+    return FittedLaw("data_constrained", params, samples=samples, flop_convention="6N",
+                     data={"ranges": {c: [float(runs[c].min()), float(runs[c].max())] for c in "NDU"},
+                           "n_points": len(runs), "n_points_table": len(t)},
+                     fit={"procedure": "muennighoff2023", "base": "fitted (stage 1)" if stage1 else "given",
+                          "stage1": stage1.fit if stage1 else None, "stage2": stage2.fit,
+                          "runs": f"column {AUTHORS_COLUMN}" if AUTHORS_COLUMN in t else "all"},
+                     provenance={"analysis": "scaling.analysis.data_constrained",
+                                 "procedure_source": "huggingface/datablations utils/parametric_fit.ipynb"})
+
+
+def local_optimum(df: pd.DataFrame, base: Mapping[str, float], start: Mapping[str, float], *,
+                  target: str = "loss", columns: Mapping[str, str] | None = None) -> dict:
+    """Stage 2 of ``"muennighoff2023"`` solved locally from one ``start`` (R*_D, R*_N; no
+    continuation, one start): the optimum of the basin the start lies in, and its objective.
+    From the published point on the authors' runs it stays there: the published R*_D, R*_N are a
+    local minimum of the authors' objective (see docs/studies/data_constrained.md)."""
+    t = _table(df, columns, target)
+    if AUTHORS_COLUMN in df:
+        t = t[df[AUTHORS_COLUMN].to_numpy(np.float64) > 0]
+    f = fit(_decay_law(base), t[["N", "D", "U", "loss"]], target="loss", continuation=False, refine_starts=0,
+            starts=np.array([[float(start["R_D_star"]), float(start["R_N_star"])]]), threads=1)
+    return {"R_D_star": float(f.params["R_D_star"]), "R_N_star": float(f.params["R_N_star"]),
+            "objective": float(f.fit["objective_value"]), "n_points": len(t)}
+
+
 def fit_law(df: pd.DataFrame, *, target: str = "loss", columns: Mapping[str, str] | None = None,
             procedure: str = "two_stage", bootstrap: int = 200, seed: int = 0,
-            threads: int | None = None) -> FittedLaw:
-    """The ``data_constrained`` law fitted to the runs of ``df`` (see the module docstring)."""
+            threads: int | None = None, base: Mapping[str, float] | None = None) -> FittedLaw:
+    """The ``data_constrained`` law fitted to the runs of ``df`` (see the module docstring);
+    ``base``: fixed E, A, B, alpha, beta for the ``"muennighoff2023"`` procedure only."""
     if procedure not in PROCEDURES:
         raise ValueError(f"procedure={procedure!r}: one of {PROCEDURES}")
+    if base is not None and procedure != "muennighoff2023":
+        raise ValueError(f"base= is for procedure='muennighoff2023', not {procedure!r}")
     t = _table(df, columns, target)
+    if AUTHORS_COLUMN in df:
+        t[AUTHORS_COLUMN] = df[AUTHORS_COLUMN].to_numpy(np.float64)
     args = dict(bootstrap=bootstrap, seed=seed, threads=threads)
     if procedure == "joint":
-        return fit("data_constrained", t, target="loss", **args)
+        return fit("data_constrained", t[["N", "D", "U", "loss"]], target="loss", **args)
+    if procedure == "muennighoff2023":
+        return _authors_fit(t, base, args)
     single = t[t["epochs"] <= 1.0 + 1e-9]
     if len(single) < len(BASE) + 1:
         raise ValueError(f"two-stage fit: {len(single)} single-epoch run(s); stage 1 (E, A, B, alpha, "
@@ -101,7 +208,7 @@ def fit_law(df: pd.DataFrame, *, target: str = "loss", columns: Mapping[str, str
     if len(t) == len(single):
         raise ValueError("two-stage fit: no run repeats its data (every run has epochs <= 1)")
     stage1 = fit("chinchilla", single[["N", "D", "loss"]], target="loss", **args)
-    stage2 = fit(_decay_law(stage1.params), t, target="loss", **args)
+    stage2 = fit(_decay_law(stage1.params), t[["N", "D", "U", "loss"]], target="loss", **args)
     params = {**{k: stage1.params[k] for k in BASE}, **{k: stage2.params[k] for k in DECAY}}
     samples = None
     if stage1.samples is not None and stage2.samples is not None:
@@ -208,9 +315,11 @@ def held_out(df: pd.DataFrame, train: np.ndarray, *, name: str, level: float = 0
 def analyze(df: pd.DataFrame, *, target: str = "loss", columns: Mapping[str, str] | None = None,
             procedure: str = "two_stage", bootstrap: int = 200, seed: int = 0, level: float = 0.95,
             held_out_epochs: float | None = None, budgets: Sequence[float] = (), budget_u: float | None = None,
-            threads: int | None = None) -> dict:
+            threads: int | None = None, base: Mapping[str, float] | None = None) -> dict:
     """Fit, parameters beside the published ones, the two held-out checks, what repeating buys.
 
+    With ``procedure="muennighoff2023"`` and a column ``in_authors_fit``, only the marked runs
+    are analyzed (fitted, held out, counted); ``base`` as in `fit_law`.
     A held-out check whose refit fails (too few runs left) holds ``"error"`` instead of numbers.
     ``held_out_epochs``: runs with at least this many epochs are held out in the first check
     (default: 95% of the largest epoch count when the grid has at most 12 distinct counts, so
@@ -218,8 +327,10 @@ def analyze(df: pd.DataFrame, *, target: str = "loss", columns: Mapping[str, str
     tokens at which `compute_optimal_for_u` is reported (default U: the largest of the runs).
     Returns plain JSON-ready values plus ``"fitted"`` (the `FittedLaw`).
     """
+    if procedure == "muennighoff2023" and AUTHORS_COLUMN in df:
+        df = df[df[AUTHORS_COLUMN].to_numpy(np.float64) > 0]
     args = dict(target=target, columns=columns, procedure=procedure, bootstrap=bootstrap, seed=seed,
-                threads=threads)
+                threads=threads, base=base)
     fitted = fit_law(df, **args)
     t = _table(df, columns, target)
     params = {}
@@ -243,6 +354,7 @@ def analyze(df: pd.DataFrame, *, target: str = "loss", columns: Mapping[str, str
             checks.append({"name": name, "n_fit": int(train.sum()), "n_held_out": int((~train).sum()),
                            "error": str(err)})
     out = {"procedure": procedure, "n_runs": len(t), "level": level, "params": params,
+           "objective": huber_log_objective(fitted.params, df, target=target, columns=columns),
            "held_out": checks, "repetition": repetition_value(fitted, level), "fitted": fitted}
     if len(budgets):
         out["compute_optimal"] = compute_optimal_for_u(fitted, budgets, budget_u or float(u.max()), level)
