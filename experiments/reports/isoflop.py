@@ -384,8 +384,11 @@ def analyze_stage(context) -> dict:
     study = context.declaration
     description = io.read_json(context.workdir / "study.json")["study"] if (
         context.workdir / "study.json").exists() else None
+    results = context.results
+    if "role" in results.columns:  # a branch grid: its stable runs are no isoFLOP points
+        results = results[results["role"] != "stable"].reset_index(drop=True)
     return write_outputs(
-        context.workdir, context.results, flop_convention=context.flop_convention,
+        context.workdir, results, flop_convention=context.flop_convention,
         title=context.title, study=description, bootstrap=getattr(study, "bootstrap", 400),
         bootstrap_curves=getattr(study, "bootstrap_curves", None),
         approach3_starts=getattr(study, "start_grid", "coarse"), wall_time_s=context.elapsed_s())
