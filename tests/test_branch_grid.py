@@ -136,3 +136,23 @@ def test_the_tree_figure_draws_every_stable_run_and_branch(smoke):
     assert len(grey) == len(runs) - len(cosine) and len(squares) == len(cosine)
     ends = sorted(float(ln.get_xdata()[0]) for ln in squares)
     np.testing.assert_array_equal(ends, sorted(float(r.config.train.tokens) for r in cosine))
+
+
+def test_compare_puts_both_grids_side_by_side(smoke, tmp_path):
+    _, cosine, _, table = smoke
+    cosine_table = runs_lib.results_frame(runs_lib._row(r, r.run_id, None, "completed") for r in cosine)
+    for name, frame, a in (("cosine", cosine_table, 0.52), ("branches", table, 0.47)):
+        runs_lib.write_results(tmp_path / name, frame)
+        io.write_json(tmp_path / name / "analysis.json", {
+            "approaches": {"2": {"exponents": {"a": a, "a_interval": [a - 0.1, a + 0.1], "b": 1 - a,
+                                               "b_interval": None}}},
+            "extrapolation": {"predictions": {"2": {"loss_rel_error": 0.012, "n_opt_rel_error": -0.25}}}})
+    frame = branch_grid.compare([tmp_path / "cosine", tmp_path / "branches"])
+    assert list(frame["kind"]) == ["cosine", "branches"] and list(frame["a"]) == [0.52, 0.47]
+    assert frame["flops_spent"][0] == pytest.approx(cosine_table["flops_6N"].sum(), rel=1e-12)
+    assert frame["flops_spent"][1] == pytest.approx(branch_grid.cost(table, "6N")["spent"], rel=1e-12)
+    text = branch_grid.main([str(tmp_path / "cosine"), str(tmp_path / "branches")])
+    assert "| cosine (cosine) |" in text and "[0.370, 0.570]" in text and "-25.00%" in text
+    runs_lib.write_results(tmp_path / "unanalyzed", cosine_table)
+    with pytest.raises(ValueError, match="unanalyzed: no analysis.json"):
+        branch_grid.compare([tmp_path / "unanalyzed"])

@@ -12,14 +12,26 @@ the isoFLOP analysis uses; the FLOPs it trained itself are those after it leaves
                    the cosine grid trains it)
 
 A branch's parent is the stable run whose id starts its own (`experiments.runner.runs.Run.run_id`).
+
+Comparing two grids (a cosine grid and a branch grid of the same study, each analyzed): `compare`
+reads their results.csv and analysis.json into one table, per grid and approach: FLOPs spent, the
+exponents a and b with their 95% intervals, and the errors of the held-out-budget check.
+
+    python -m experiments.reports.branch_grid runs/cosine runs/branches    # a Markdown table
 """
 
 from __future__ import annotations
 
+import argparse
 import math
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
+from etils import epath
+
+from experiments.harness import cli, io
+from experiments.runner import runs as runs_lib
 
 
 def is_branch_grid(results: pd.DataFrame) -> bool:
@@ -107,3 +119,71 @@ def tree_figure(results: pd.DataFrame, params_column: str = "n_params"):
     ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------- comparing grids
+
+
+def compare(workdirs: Mapping[str, str] | list, flop_convention: str = "6N") -> pd.DataFrame:
+    """One row per (grid, approach) of analyzed study workdirs (name -> workdir, or a list of
+    workdirs named by their last path part): runs trained, FLOPs spent (a branch grid: stable
+    runs + cooldowns; a cosine grid: every run), the exponents a, b of N_opt, D_opt with their
+    95% intervals, and the held-out-budget check's relative errors of L_opt and N_opt (NaN where
+    an approach was not fitted). ``ValueError`` naming a workdir without results or analysis."""
+    if not isinstance(workdirs, Mapping):
+        workdirs = {epath.Path(w).name: w for w in workdirs}
+    rows = []
+    for name, workdir in workdirs.items():
+        path = epath.Path(workdir)
+        results = runs_lib.read_results(path)
+        if not (path / "analysis.json").exists():
+            raise ValueError(f"{path}: no analysis.json (has the study's analysis run?)")
+        analysis = io.read_json(path / "analysis.json")
+        if is_branch_grid(results):
+            spent, grid = cost(results, flop_convention)["spent"], "branches"
+        else:
+            spent, grid = float(results[f"flops_{flop_convention}"].sum()), "cosine"
+        check = (analysis.get("extrapolation") or {}).get("predictions") or {}
+        for key, approach in sorted((analysis.get("approaches") or {}).items()):
+            e = approach.get("exponents") or {}
+            p = check.get(key) or {}
+            rows.append({"grid": name, "kind": grid, "runs": len(results), "flops_spent": spent,
+                         "approach": int(key), "a": e.get("a", math.nan),
+                         "a_interval": e.get("a_interval"), "b": e.get("b", math.nan),
+                         "b_interval": e.get("b_interval"),
+                         "heldout_loss_error": p.get("loss_rel_error", math.nan),
+                         "heldout_n_opt_error": p.get("n_opt_rel_error", math.nan),
+                         "heldout_note": p.get("skipped", "")})
+    return pd.DataFrame(rows)
+
+
+def compare_markdown(frame: pd.DataFrame) -> str:
+    """`compare`'s table as Markdown."""
+    def iv(x):
+        return "n/a" if not x else f"[{x[0]:.3f}, {x[1]:.3f}]"
+
+    def pct(x):
+        return "n/a" if x is None or not math.isfinite(x) else f"{100 * x:+.2f}%"
+
+    lines = ["| grid | runs | FLOPs spent | approach | a | a 95% | b | b 95% | held-out L_opt error | "
+             "held-out N_opt error |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in frame.itertuples(index=False):
+        lines.append(f"| {r.grid} ({r.kind}) | {r.runs} | {r.flops_spent:.3g} | {r.approach} | {r.a:.3f} | "
+                     f"{iv(r.a_interval)} | {r.b:.3f} | {iv(r.b_interval)} | {pct(r.heldout_loss_error)} | "
+                     f"{pct(r.heldout_n_opt_error)} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = cli.OneLineErrors(prog="python -m experiments.reports.branch_grid",
+                                description="Compare analyzed isoFLOP grids (cosine and branches).")
+    parser.add_argument("workdirs", nargs="+", help="analyzed study workdirs")
+    parser.add_argument("--flop-convention", default="6N")
+    args = parser.parse_args(argv)
+    text = compare_markdown(compare(args.workdirs, args.flop_convention))
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    cli.run(main)
