@@ -7,8 +7,14 @@ embedded Python-stdlib corpus, from one command to fitted laws, plots and a repo
     python -m experiments.isoflop_chinchilla --workdir gs://bucket/iso --preset pod --set base.data.dataset=...
     python -m experiments.isoflop_chinchilla --workdir runs/wide --preset cpu --set budgets=1e11,3e11,1e12 --set sizes_per_budget=7 --set spread=12
     python -m experiments.isoflop_chinchilla --workdir runs/rung2 --preset cpu --set prior=runs/demo/fits/approach3_parametric.json --set center_scale=1
+    python -m experiments.isoflop_chinchilla --workdir runs/branches --preset cpu_branches      # the branch grid
+    python -m experiments.isoflop_chinchilla --workdir runs/same --preset cpu --set grid=branches
+    python -m experiments.reports.branch_grid runs/demo runs/branches     # the two grids side by side
 
-The last one is a ladder rung: its sizes are centred on the N_opt(C) that the first study fitted.
+The rung2 command is a ladder rung: its sizes are centred on the N_opt(C) that the first study
+fitted. The branch grid (``grid=branches``, `branch_runs`) trains one constant-rate stable run per
+size and a 1-sqrt cooldown branch ending at each point; ``cpu_branches`` adds ``shared_sizes``
+(one size lattice for every budget) so that budgets share stable runs (docs/studies/isoflop.md).
 Exit status: 0 when runs completed and laws were fitted (the last line says how many runs failed
 and the first reason, if any); 1 when every run failed or nothing could be fitted (one line on
 stderr naming the first cause); 2 for a bad flag, --set or workdir.
