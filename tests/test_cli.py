@@ -163,7 +163,7 @@ def test_fields_added_later_keep_earlier_run_ids_until_they_are_set():
     del data["sharding_tolerance"]  # never hashed
     del data["quant"]  # added later too: left out while unset
     for name in ("decay_steps", "cooldown", "step_milestones", "step_factor", "parent", "keep_every",
-                 "curve_every", "curve_batches"):  # the schedule, branch and curve fields, added later
+                 "keep_steps", "curve_every", "curve_batches"):  # the schedule, branch and curve fields, added later
         del data["train"][name]
     old_text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     import hashlib

@@ -77,8 +77,8 @@ def test_unset_fields_keep_run_ids_and_set_ones_change_them():
     ids = {config_hash(apply_overrides(cfg, [o])) for o in (
         "train.decay_steps=5", "train.cooldown=1-sqrt", "train.step_milestones=0.5",
         "train.step_factor=0.5", "train.keep_every=4", "train.curve_every=1000",
-        "train.curve_batches=1", "train.schedule=wsd")}
-    assert len(ids) == 8 and config_hash(cfg) not in ids
+        "train.curve_batches=1", "train.schedule=wsd", "train.keep_steps=3,5")}
+    assert len(ids) == 9 and config_hash(cfg) not in ids
     branch = apply_overrides(cfg, ["train.schedule=wsd", "train.parent=abc"])
     assert config_hash(branch) != config_hash(apply_overrides(cfg, ["train.schedule=wsd"]))
 
@@ -93,6 +93,8 @@ def test_bad_schedules_are_one_line_errors():
         TrainConfig(cooldown="cubic")
     with pytest.raises(ValueError, match="train.parent"):
         TrainConfig(schedule="cosine", parent="abc")
+    with pytest.raises(ValueError, match="train.keep_steps"):
+        TrainConfig(keep_steps=(5, 3))
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +102,7 @@ def family(data_dir, tmp_path_factory):
     """A constant parent, the WSD run trained straight through, and its branch from the parent."""
     root = tmp_path_factory.mktemp("branches")
     one = jax.devices()[:1]
-    parent = tiny(data_dir, schedule="constant", keep_every=LEAVE)
+    parent = tiny(data_dir, schedule="constant", keep_steps=(LEAVE,))  # kept: 4, and the latest 6, 8
     straight = tiny(data_dir, schedule="wsd", decay_steps=STEPS - LEAVE, cooldown="1-sqrt")
     branch = dataclasses.replace(straight, train=dataclasses.replace(straight.train,
                                                                      parent="parent"))

@@ -17,6 +17,7 @@ as the latest.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -31,13 +32,23 @@ REPLICA_PARALLEL_MIN_BYTES = 16 * 2**20
 
 
 def make_manager(directory: epath.PathLike, max_to_keep: int, keep_period: int = 0,
-                 *, read_only: bool = False) -> ocp.CheckpointManager:
+                 *, keep_steps: Sequence[int] = (), read_only: bool = False) -> ocp.CheckpointManager:
     """A CheckpointManager with items "state" (pytree of arrays) and "meta" (JSON); checkpoints
-    at multiples of ``keep_period`` (> 0) are never deleted (the steps branches leave from);
-    ``read_only``: a parent run's checkpoints, read by a branch (nothing created or deleted)."""
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, keep_period=keep_period or None, create=not read_only,
-        read_only=read_only, enable_async_checkpointing=not read_only)
+    at multiples of ``keep_period`` (> 0) and at ``keep_steps`` are never deleted (the steps
+    branches leave from); ``read_only``: a parent run's checkpoints, read by a branch (nothing
+    created or deleted)."""
+    if keep_steps:  # orbax's preservation policies: the latest max_to_keep, or a kept step
+        policies = [ocp.checkpoint_managers.LatestN(max_to_keep),
+                    ocp.checkpoint_managers.CustomSteps(list(keep_steps))]
+        if keep_period:
+            policies.append(ocp.checkpoint_managers.EveryNSteps(keep_period))
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
+            create=not read_only, read_only=read_only, enable_async_checkpointing=not read_only)
+    else:
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, keep_period=keep_period or None, create=not read_only,
+            read_only=read_only, enable_async_checkpointing=not read_only)
     registry = ocp.type_handlers.create_type_handler_registry(
         (jax.Array, ocp.type_handlers.ArrayHandler(
             min_slice_bytes_for_replica_parallel=REPLICA_PARALLEL_MIN_BYTES)))

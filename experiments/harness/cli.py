@@ -61,6 +61,9 @@ class _OneLineErrors(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {' '.join(str(message).split())}\n")
 
 
+OneLineErrors = _OneLineErrors  # for other commands (experiments.reports.branch_grid)
+
+
 def command_name() -> str:
     """How the user ran this: ``python -m experiments.NAME`` for an experiment file."""
     path = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""

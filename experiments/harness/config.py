@@ -100,6 +100,9 @@ class TrainConfig:
       branch.
     keep_every: checkpoints at multiples of this many steps are kept for good (orbax's
       keep_period), so that branches can leave from them; 0: only the last max_checkpoints.
+    keep_steps: steps (increasing, >= 1) at which a checkpoint is saved and kept for good: the
+      steps a planned set of branches leaves from (an isoFLOP grid's cooldown branches leave at
+      steps no one period divides).
     curve_every: a dense curve: every this many tokens (at the first step that reaches a
       multiple), the eval loss and its SEM on the first ``curve_batches`` held-out batches go to
       metrics.jsonl as curve_loss / curve_loss_sem; 0: none.
@@ -144,6 +147,7 @@ class TrainConfig:
     max_checkpoints: int = 2
     parent: str = ""
     keep_every: int = 0
+    keep_steps: tuple[int, ...] = ()
     curve_every: int = 0
     curve_batches: int = 0
 
@@ -174,6 +178,9 @@ class TrainConfig:
         ms = tuple(self.step_milestones)
         if any(not 0 < m < 1 for m in ms) or any(b <= a for a, b in zip(ms, ms[1:])):
             fail("step_milestones", "must be increasing fractions of the steps, in (0, 1)")
+        ks = tuple(self.keep_steps)
+        if any(k < 1 for k in ks) or any(b <= a for a, b in zip(ks, ks[1:])):
+            fail("keep_steps", "must be increasing steps, each >= 1")
         if not 0 < self.step_factor <= 1:
             fail("step_factor", "must be in (0, 1]")
         if self.parent and self.schedule != "wsd":
@@ -403,7 +410,7 @@ HASHED_ONLY_WHEN_SET = {("data", "mixture"): lambda v: not v,
                         **{("train", name): (lambda v, d=default: v == d)
                            for name, default in (("decay_steps", 0), ("cooldown", "linear"),
                                                  ("step_milestones", []), ("step_factor", 0.1),
-                                                 ("parent", ""), ("keep_every", 0),
+                                                 ("parent", ""), ("keep_every", 0), ("keep_steps", []),
                                                  ("curve_every", 0), ("curve_batches", 0))}}
 
 

@@ -213,6 +213,7 @@ def _validate(cfg: Config, plan: Plan, multiple: int) -> None:
 # that changes no number; lr, warmup and batch_size are compared resolved (the rates, the rows)
 BRANCH_FREE_FIELDS = ("tokens", "schedule", "decay_fraction", "decay_steps", "cooldown",
                       "step_milestones", "step_factor", "min_lr_ratio", "parent", "keep_every",
+                      "keep_steps",
                       "checkpoint_every", "max_checkpoints", "log_every", "eval_every",
                       "curve_every", "curve_batches", "lr", "warmup", "batch_size")
 
@@ -289,7 +290,9 @@ def _run(cfg: Config, plan: Plan, mesh, workdir: epath.Path, writer: bool, start
     eval_batches = [global_batch(b if pcount == 1 else batches.select_rows(b, eval_layout),
                                  setup.batch_sharding, tc.eval_batch_size, eval_layout)
                     for b in make_eval_batches(cfg.data, batch_size=tc.eval_batch_size)]
-    manager = checkpoint.make_manager(workdir / "checkpoints", tc.max_checkpoints, tc.keep_every)
+    manager = checkpoint.make_manager(workdir / "checkpoints", tc.max_checkpoints, tc.keep_every,
+                                      keep_steps=tc.keep_steps)
+    keep_steps = frozenset(tc.keep_steps)
     curve_batches = eval_batches[:tc.curve_batches or None]
     curve_time = 0.0
     metrics_path = workdir / "metrics.jsonl"
@@ -423,7 +426,7 @@ def _run(cfg: Config, plan: Plan, mesh, workdir: epath.Path, writer: bool, start
             is_log = step % tc.log_every == 0 or step == plan.steps
             is_eval = tc.eval_every > 0 and step % tc.eval_every == 0 and step != plan.steps
             is_ckpt = ((tc.checkpoint_every > 0 and step % tc.checkpoint_every == 0
-                        or tc.keep_every > 0 and step % tc.keep_every == 0)
+                        or tc.keep_every > 0 and step % tc.keep_every == 0 or step in keep_steps)
                        and step != plan.steps)
             is_curve = tc.curve_every > 0 and (
                 step == plan.steps

@@ -15,10 +15,14 @@ Writes, under the grid's workdir (local or ``gs://``, atomically):
     plots/compute_optimal.png  N_opt(C), D_opt(C) of every approach with 95% bootstrap bands
     plots/isoloss_frontier.png iso-loss contours of the fitted L(N, D) and the efficient frontier
     plots/training_envelope.png  training curves and Approach 1's lower envelope
+    plots/branch_tree.png      a branch grid's stable runs and where each branch leaves them
+                               (`experiments.reports.branch_grid`)
     analysis.json              everything `scaling.isoflop` computed, as JSON
     report.md                  what was run, exponents with 95% intervals per approach, tokens
                                per parameter at the optimum, the held-out-budget check, the
-                               failed and diverged runs with their reasons
+                               failed and diverged runs with their reasons; for a branch
+                               grid, its FLOPs (stable runs + cooldowns) against the same
+                               endpoints trained from scratch
 
 FLOP conventions (`scaling.flops`) and what the analysis is given: under "6N" the runs' N is
 every parameter and C = 6 N D ("6ND"); under "6N_nonembed" N is the non-embedding count and
@@ -43,6 +47,7 @@ import pandas as pd
 from etils import epath
 
 from experiments.harness import io
+from experiments.reports import branch_grid
 from experiments.reports import files as files_lib
 from experiments.runner import runs as runs_lib
 
@@ -171,12 +176,17 @@ def write_fits(workdir, analysis) -> list[epath.Path]:
     return files_lib.write_fits(workdir, analysis.fitted_laws())
 
 
-def write_plots(workdir, analysis, curves: pd.DataFrame, dpi: int = 110) -> dict[str, epath.Path]:
-    """The figures of `scaling.isoflop_plots` as PNG files; a figure that cannot be drawn is skipped."""
+def write_plots(workdir, analysis, curves: pd.DataFrame, dpi: int = 110,
+                grid_results: pd.DataFrame | None = None,
+                params: str = "n_params") -> dict[str, epath.Path]:
+    """The figures of `scaling.isoflop_plots` as PNG files, and a branch grid's tree
+    (`branch_grid.tree_figure`, from ``grid_results``); a figure that cannot be drawn is skipped."""
     from scaling import isoflop_plots as plots
 
     a = analysis.approaches
     figures = {}
+    if grid_results is not None and branch_grid.is_branch_grid(grid_results):
+        figures["branch_tree"] = lambda: branch_grid.tree_figure(grid_results, params)
     if 2 in a:
         figures["isoflop_curves"] = lambda: plots.plot_isoflop_curves(a[2])
     fitted = [a[i] for i in sorted(a) if a[i].n_opt_law is not None]
@@ -210,8 +220,9 @@ def _pct(x) -> str:
 
 def render_report(analysis, results: pd.DataFrame, *, title: str, flop_convention: str,
                   study: Mapping | None = None, files: Mapping[str, list] | None = None,
-                  wall_time_s: float | None = None) -> str:
-    """The Markdown report (see the module docstring for what it holds)."""
+                  wall_time_s: float | None = None, grid_results: pd.DataFrame | None = None) -> str:
+    """The Markdown report (see the module docstring for what it holds); ``grid_results``: a
+    branch grid's whole results.csv (stable runs included), for its "Branch grid" section."""
     a = analysis.approaches
     lines = [f"# isoFLOP study: {title}", ""]
     counts = results["status"].value_counts().to_dict()
@@ -241,6 +252,8 @@ def render_report(analysis, results: pd.DataFrame, *, title: str, flop_conventio
     if wall_time_s is not None:
         lines.append(f"- wall time of this invocation: {wall_time_s / 60:.1f} min")
     lines.append("")
+    if grid_results is not None and branch_grid.is_branch_grid(grid_results):
+        lines += ["## Branch grid", ""] + branch_grid.section(grid_results, flop_convention, pcol) + [""]
 
     lines += ["## Compute-optimal exponents", "",
               "N_opt ∝ C^a, D_opt ∝ C^b, L_opt(C); intervals are central 95% bootstrap percentiles.", "",
@@ -344,10 +357,13 @@ def render_report(analysis, results: pd.DataFrame, *, title: str, flop_conventio
 def write_outputs(workdir, results: pd.DataFrame | None = None, *, flop_convention: str = "6N",
                   title: str = "isoFLOP grid", study: Mapping | None = None, bootstrap: int = 400,
                   bootstrap_curves: int | None = None, seed: int = 0, approach3_starts="coarse",
-                  wall_time_s: float | None = None, analyzed=None) -> dict:
+                  wall_time_s: float | None = None, analyzed=None,
+                  grid_results: pd.DataFrame | None = None) -> dict:
     """Analyze a finished (or partial) grid and write curves.csv, fits, plots, analysis.json and
     report.md. ``approach3_starts``: "coarse", "full" (`start_grid`) or a DataFrame of starts.
     ``analyzed``: the ``(analysis, curves)`` of an earlier `analyze` call, to write without refitting.
+    ``grid_results``: a branch grid's whole results (its stable runs too; ``results`` holds the
+    branches only), for the report's "Branch grid" section and plots/branch_tree.png.
     Returns ``{"analysis", "fits", "plots", "report", "fitted", "notes"}``; ``fitted`` names the
     laws written to fits/ (empty when no approach could be fitted)."""
     workdir = epath.Path(workdir)
@@ -364,14 +380,15 @@ def write_outputs(workdir, results: pd.DataFrame | None = None, *, flop_conventi
     curves.to_csv(buffer, index=False)
     io.write_text_atomic(workdir / "curves.csv", buffer.getvalue())
     fits = write_fits(workdir, analysis)
-    plots = write_plots(workdir, analysis, curves)
+    plots = write_plots(workdir, analysis, curves, grid_results=grid_results,
+                        params=params_column(flop_convention))
     io.write_text_atomic(workdir / "analysis.json",
                          json.dumps(analysis.to_dict(), indent=1, allow_nan=False) + "\n")
     files = {"results": ["results.csv"], "fits": [f"fits/{p.name}" for p in fits],
              "plots": [f"plots/{p.name}" for p in plots.values()],
              "analysis": ["analysis.json", "curves.csv"]}
     text = render_report(analysis, results, title=title, flop_convention=flop_convention,
-                         study=study, files=files, wall_time_s=wall_time_s)
+                         study=study, files=files, wall_time_s=wall_time_s, grid_results=grid_results)
     io.write_text_atomic(workdir / "report.md", text)
     log.info("analysis and report written in %.1f s", time.perf_counter() - started)
     return {"analysis": analysis, "fits": fits, "plots": plots, "report": workdir / "report.md",
@@ -384,11 +401,17 @@ def analyze_stage(context) -> dict:
     study = context.declaration
     description = io.read_json(context.workdir / "study.json")["study"] if (
         context.workdir / "study.json").exists() else None
+    results = grid_results = context.results
+    if branch_grid.is_branch_grid(results):  # its stable runs are no isoFLOP points
+        results = results[results["role"] == "branch"].reset_index(drop=True)
+    else:
+        grid_results = None
     return write_outputs(
-        context.workdir, context.results, flop_convention=context.flop_convention,
+        context.workdir, results, flop_convention=context.flop_convention,
         title=context.title, study=description, bootstrap=getattr(study, "bootstrap", 400),
         bootstrap_curves=getattr(study, "bootstrap_curves", None),
-        approach3_starts=getattr(study, "start_grid", "coarse"), wall_time_s=context.elapsed_s())
+        approach3_starts=getattr(study, "start_grid", "coarse"), wall_time_s=context.elapsed_s(),
+        grid_results=grid_results)
 
 
 # ----------------------------------------------------------------------------- prediction rung

@@ -7,8 +7,14 @@ embedded Python-stdlib corpus, from one command to fitted laws, plots and a repo
     python -m experiments.isoflop_chinchilla --workdir gs://bucket/iso --preset pod --set base.data.dataset=...
     python -m experiments.isoflop_chinchilla --workdir runs/wide --preset cpu --set budgets=1e11,3e11,1e12 --set sizes_per_budget=7 --set spread=12
     python -m experiments.isoflop_chinchilla --workdir runs/rung2 --preset cpu --set prior=runs/demo/fits/approach3_parametric.json --set center_scale=1
+    python -m experiments.isoflop_chinchilla --workdir runs/branches --preset cpu_branches      # the branch grid
+    python -m experiments.isoflop_chinchilla --workdir runs/same --preset cpu --set grid=branches
+    python -m experiments.reports.branch_grid runs/demo runs/branches     # the two grids side by side
 
-The last one is a ladder rung: its sizes are centred on the N_opt(C) that the first study fitted.
+The rung2 command is a ladder rung: its sizes are centred on the N_opt(C) that the first study
+fitted. The branch grid (``grid=branches``, `branch_runs`) trains one constant-rate stable run per
+size and a 1-sqrt cooldown branch ending at each point; ``cpu_branches`` adds ``shared_sizes``
+(one size lattice for every budget) so that budgets share stable runs (docs/studies/isoflop.md).
 Exit status: 0 when runs completed and laws were fitted (the last line says how many runs failed
 and the first reason, if any); 1 when every run failed or nothing could be fitted (one line on
 stderr naming the first cause); 2 for a bad flag, --set or workdir.
@@ -53,6 +59,7 @@ import dataclasses
 import math
 
 from experiments.harness import cli
+from experiments.harness.config import COOLDOWNS
 from experiments.reports import isoflop as isoflop_report
 from experiments.runner.design import log_spaced, prior_optimal_params
 from experiments.runner.recipe import Recipe, command, derive
@@ -60,6 +67,7 @@ from experiments.runner.runs import Run
 from experiments.runner.study import Rung
 from models.transformer import ModelConfig, param_counts
 
+GRIDS = ("cosine", "branches")
 SMOKE = {"fixture": "smoke_grid", "workdir": "runs/ci", "compile_cache": True, "notebook": "ISOFLOP_WORKDIR",
          "command": "python -m experiments.isoflop_chinchilla --workdir runs/ci --preset smoke"}
 
@@ -88,6 +96,15 @@ class Study(Recipe):
     rung_budgets: the ladder's next rung: after the analysis, train at each of these budgets the
       model that the fitted N_opt(C) (Approach 2) calls compute-optimal, and report its measured
       loss against every fitted law's prediction (report.md, rung.json; runs in ``rung/``).
+    grid: "cosine" (every (size, budget) point its own cosine run from scratch) or "branches"
+      (`branch_runs`: one constant-rate stable run per size and seed, and a WSD cooldown branch
+      of it ending at each of the cosine grid's points).
+    shared_sizes: every budget's sizes taken from one log lattice (ratio spread^(1/(n-1)), through
+      the smallest budget's sizes): the ``sizes_per_budget`` lattice sizes centred nearest each
+      budget's centre, so neighbouring budgets share most sizes and a branch grid needs few
+      stable runs (`lattice_models`); off, each budget's sizes are centred on it exactly.
+    cooldown_fraction, cooldown: the branches' cooldown, a fraction of each branch's steps, and
+      its shape ("linear" or "1-sqrt", Hägele et al. 2024, arXiv:2405.18392, Sec. 3).
     """
 
     name: str = "isoflop_chinchilla"
@@ -101,6 +118,10 @@ class Study(Recipe):
     bootstrap_curves: int = 100
     start_grid: str = "coarse"
     rung_budgets: tuple[float, ...] = ()
+    grid: str = "cosine"
+    shared_sizes: bool = False
+    cooldown_fraction: float = 0.2
+    cooldown: str = "1-sqrt"
 
     def __post_init__(self):
         super().__post_init__()
@@ -112,16 +133,16 @@ class Study(Recipe):
             raise ValueError(f"Study.start_grid={self.start_grid!r}: 'coarse' or 'full'")
         if any(not (b > 0 and math.isfinite(b)) for b in self.rung_budgets):
             raise ValueError(f"Study.rung_budgets must be positive FLOP counts, got {self.rung_budgets}")
+        if self.grid not in GRIDS:
+            raise ValueError(f"Study.grid={self.grid!r}: one of {GRIDS}")
+        if not 0 < self.cooldown_fraction < 1:
+            raise ValueError(f"Study.cooldown_fraction={self.cooldown_fraction!r}: must be in (0, 1)")
+        if self.cooldown not in COOLDOWNS:
+            raise ValueError(f"Study.cooldown={self.cooldown!r}: one of {COOLDOWNS}")
 
     def runs(self):
-        """The grid, budget by budget (small to large), sizes small to large, then seeds; sizes
-        whose run would take fewer than ``min_steps`` steps are left out (logged)."""
-        for budget in sorted(self.budgets):
-            for model in models_at(self, budget):
-                for seed in self.seeds:
-                    run = self.run(model, budget=budget, seed=seed)
-                    if run is not None:
-                        yield run
+        """The grid: `cosine_runs`, or `branch_runs` when ``grid="branches"``."""
+        return branch_runs(self) if self.grid == "branches" else cosine_runs(self)
 
     def analysis(self):
         return isoflop_report.analyze_stage
@@ -139,6 +160,79 @@ def sweep(study: Study):
     return study.runs()
 
 
+def cosine_runs(study: Study):
+    """The cosine grid, budget by budget (small to large), sizes small to large, then seeds;
+    sizes whose run would take fewer than ``min_steps`` steps are left out (logged)."""
+    for budget in sorted(study.budgets):
+        for model in models_at(study, budget):
+            for seed in study.seeds:
+                run = study.run(model, budget=budget, seed=seed)
+                if run is not None:
+                    yield run
+
+
+def branch_runs(study: Study):
+    """The branch grid: the cosine grid's points (`cosine_runs`: the same sizes, budgets and
+    endpoint tokens) grouped by size and seed; per group one stable run (schedule "constant",
+    labelled ``role="stable"``) trained to the last step a branch leaves from, and per point a
+    WSD branch (``train.parent``, ``role="branch"``) that leaves it at
+    steps - round(cooldown_fraction x steps) and cools down to the point's tokens.
+
+    What a group shares, since a branch is its parent's run up to where it leaves: the batch and
+    peak learning rate of its longest point (the rules evaluated there; a cosine run of a smaller
+    budget has a higher rate under DeepSeek's rule) and a warmup of ``base.train.warmup`` x the
+    shortest point's steps (a warmup fraction of the longest would take most of the shortest).
+    The stable run saves and keeps a checkpoint at each step a branch leaves from
+    (``train.keep_steps``). A branch's FLOPs up to its leave step are its parent's; results.csv's
+    ``leaves_at`` column holds the tokens where it leaves (FLOPs spent = stable runs + cooldowns).
+    A batch rule that varies with the budget makes a branch's tokens the nearest whole number of
+    the shared batch's steps, not exactly the cosine point's.
+    """
+    groups: dict = {}
+    for run in cosine_runs(study):
+        model = run.config.model
+        groups.setdefault((param_counts(model)[study.count], run.config.train.seed, model), []).append(run)
+    seq_len = study.base.data.seq_len
+    for key in sorted(groups, key=lambda k: k[:2]):
+        points = groups[key]
+        longest = max(points, key=lambda r: r.config.train.tokens)
+        rows = longest.config.train.batch_size
+        steps = [max(1, round(r.config.train.tokens / (rows * seq_len))) for r in points]
+        warmup = study.base.train.warmup
+        warmup = round(warmup * min(steps)) if warmup < 1 else int(warmup)
+        leaves = [s - max(1, round(study.cooldown_fraction * s)) for s in steps]
+        if min(leaves) < warmup:
+            raise ValueError(f"N={key[0]:.3g}: a cooldown of {study.cooldown_fraction} of {min(steps)} steps "
+                             f"would start before the warmup ends (step {warmup}); lower cooldown_fraction")
+        stable_cfg = derive(longest.config, train={
+            "schedule": "constant", "tokens": max(leaves) * rows * seq_len, "warmup": float(warmup),
+            "keep_steps": tuple(sorted(set(leaves)))})
+        stable = Run(budget=study.flops_per_token(stable_cfg.model) * stable_cfg.train.tokens,
+                     config=stable_cfg, labels={"role": "stable", "leaves_at": 0})
+        parent = stable.run_id
+        yield stable
+        for point, n_steps, leave in zip(points, steps, leaves):
+            cfg = derive(stable_cfg, train={
+                "schedule": "wsd", "tokens": n_steps * rows * seq_len, "decay_steps": n_steps - leave,
+                "cooldown": study.cooldown, "parent": parent, "keep_steps": ()})
+            yield Run(budget=point.budget, config=cfg,
+                      labels={"role": "branch", "leaves_at": leave * rows * seq_len})
+
+
+def center_at(study: Study, budget: float) -> float:
+    """The centre of a budget's sizes (before ``center_scale``): the prior's N_opt(C) in the
+    study's parameter count (see `sizes_at`)."""
+
+    def ratio(n_total):  # our FLOPs per token / (6 N_total)
+        model = study.model(n_total, count="total")
+        return study.flops_per_token(model) / (6.0 * param_counts(model)["total"])
+
+    center = prior_optimal_params(budget, prior=study.prior, flops_ratio=ratio)
+    if study.count != "total":
+        center = param_counts(study.model(center, count="total"))[study.count]
+    return center
+
+
 def sizes_at(study: Study, budget: float) -> list[float]:
     """Target sizes at one budget: explicit ``sizes``, or log-spaced around the prior's optimum.
 
@@ -148,15 +242,29 @@ def sizes_at(study: Study, budget: float) -> list[float]:
     """
     if study.sizes:
         return [float(s) for s in study.sizes]
+    return list(log_spaced(study.center_scale * center_at(study, budget), study.sizes_per_budget,
+                           study.spread))
 
-    def ratio(n_total):  # our FLOPs per token / (6 N_total)
-        model = study.model(n_total, count="total")
-        return study.flops_per_token(model) / (6.0 * param_counts(model)["total"])
 
-    center = prior_optimal_params(budget, prior=study.prior, flops_ratio=ratio)
-    if study.count != "total":
-        center = param_counts(study.model(center, count="total"))[study.count]
-    return list(log_spaced(study.center_scale * center, study.sizes_per_budget, study.spread))
+def lattice_window(study: Study, budget: float) -> int:
+    """``shared_sizes``: the index, on the lattice of `lattice_models`, of the budget's smallest
+    size: the window of ``sizes_per_budget`` lattice points whose centre is nearest (in log) the
+    budget's own centre."""
+    n = study.sizes_per_budget
+    step = math.log(study.spread) / (n - 1)
+    first = min(study.budgets)
+    return round(math.log(center_at(study, budget) / center_at(study, first)) / step)
+
+
+def lattice_models(study: Study) -> list[ModelConfig]:
+    """``shared_sizes``: the lattice's shapes, from the smallest budget's smallest size up to the
+    largest budget's largest, in one pass of `distinct_models` (so a target maps to the same
+    shape at every budget)."""
+    first = min(study.budgets)
+    top = max(lattice_window(study, b) for b in study.budgets) + study.sizes_per_budget - 1
+    ratio = study.spread ** (1 / (study.sizes_per_budget - 1))
+    lowest = sizes_at(study, first)[0]
+    return distinct_models(study, [lowest * ratio ** k for k in range(top + 1)], f"budget {first:.3g}")
 
 
 def models_at(study: Study, budget: float) -> list[ModelConfig]:
@@ -165,12 +273,23 @@ def models_at(study: Study, budget: float) -> list[ModelConfig]:
     The shape lattice is coarse for tiny models, so two targets can give the same shape; the
     later one then moves up to the next larger shape (targets x 1.02 until the shape differs).
     """
+    if study.shared_sizes and not study.sizes and study.sizes_per_budget > 1:
+        low = lattice_window(study, budget)
+        if low < 0:
+            raise ValueError(f"budget {budget:.3g}: shared_sizes needs the smallest budget's centre "
+                             "to be the lowest; the prior puts this budget's lower")
+        return lattice_models(study)[low:low + study.sizes_per_budget]
+    return distinct_models(study, sizes_at(study, budget), f"budget {budget:.3g}")
+
+
+def distinct_models(study: Study, targets, where: str) -> list[ModelConfig]:
+    """Shapes for increasing target sizes, each larger than the one before (see `models_at`)."""
     models: list[ModelConfig] = []
-    for n_target in sizes_at(study, budget):
+    for n_target in targets:
         try:
             model = study.model(n_target)
         except ValueError as err:
-            raise ValueError(f"budget {budget:.3g}: the prior {study.prior!r} puts a size at {n_target:.3g} "
+            raise ValueError(f"{where}: the prior {study.prior!r} puts a size at {n_target:.3g} "
                              f"parameters, where the shape rule has no model ({err}); choose budgets "
                              "nearer the prior's range or set sizes explicitly") from None
         while models and param_counts(model)[study.count] <= param_counts(models[-1])[study.count]:
@@ -226,7 +345,13 @@ def pod() -> Study:
             "train": {"checkpoint_every": 2000, "eval_batch_size": 256}})
 
 
-PRESETS = {"smoke": smoke, "cpu": cpu, "gpu": gpu, "pod": pod}
+def cpu_branches() -> Study:
+    """The cpu grid as branches: one stable run per size of a shared lattice and a 1-sqrt
+    cooldown branch (20% of its steps) at each budget's point; compare with the cpu preset."""
+    return derive(cpu(), name="isoflop_chinchilla_branches", grid="branches", shared_sizes=True)
+
+
+PRESETS = {"smoke": smoke, "cpu": cpu, "cpu_branches": cpu_branches, "gpu": gpu, "pod": pod}
 main = command(PRESETS, __doc__)
 
 
