@@ -242,14 +242,17 @@ def _json(a) -> dict:
 
 
 # Does modelling repetition extrapolate to more epochs? The data-constrained law against
-# Chinchilla's law with every token read counted as fresh, and with only the unique tokens counted.
+# Chinchilla's law with every token read counted as fresh, and with only the unique tokens counted;
+# held out: the most repeated runs, by planned epochs (D/U rounded: a run reads 0.99 or 3.02
+# epochs of its cap, and each value must not count as its own level).
 SELECT_REPETITION = Select(
     "repetition",
     {"data_constrained": {"law": "data_constrained"},
      "chinchilla (D = tokens read)": {"law": "chinchilla", "starts": "coarse"},
      "chinchilla (D = unique tokens)": {"law": "chinchilla", "starts": "coarse", "columns": {"D": "U"}}},
     used="data_constrained", used_for="the half-lives, held-out checks and the compute-optimal allocation",
-    table=runs_table, holdout="epochs", splits=2, min_train_levels=2,
+    table=lambda context: runs_table(context).assign(epochs_planned=lambda t: t["epochs"].round()),
+    holdout="epochs_planned", splits=2, min_train_levels=2,
     what="does a law of repeated data extrapolate to more epochs? (held out: the most repeated runs)")
 
 REPORT = Report(
