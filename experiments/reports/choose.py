@@ -77,6 +77,7 @@ class Select:
     `Fit` (``"results"``, a measure's name or ``f(context) -> DataFrame``; ``rows(table) ->
     table``). holdout, splits, min_train_levels, metric, columns, k: `scaling.select`'s.
     options: fit kwargs for every candidate (``starts``, ``max_iter``, ...). what: the title.
+    after: the title of the declared section this one follows (default: after all of them).
     """
 
     name: str
@@ -93,6 +94,7 @@ class Select:
     k: float = 6.0
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     what: str = ""
+    after: str | None = None
 
 
 def _levels(spec: Select, data) -> int:
@@ -205,7 +207,8 @@ class Compare:
     when ``by`` is given; table_b: recipe b's. by: a label column of ``table`` whose values
     ``names[0]`` and ``names[1]`` pick the two recipes' rows. rows: ``rows(table) -> table`` on
     each table (say, the completed runs of one size range). columns: N, D (or C), loss, sem ->
-    column names. form, k, bootstrap, options: `scaling.compare`'s. what: the title.
+    column names. form, k, bootstrap, options: `scaling.compare`'s. what: the title. after: as
+    `Select`'s.
     """
 
     name: str
@@ -220,6 +223,7 @@ class Compare:
     bootstrap: int = 200
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     what: str = ""
+    after: str | None = None
 
     def __post_init__(self):
         if (self.by is None) == (self.table_b is None):

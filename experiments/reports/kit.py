@@ -300,19 +300,28 @@ class Report:
 
     def render(self, analysis: Analysis, files: Mapping[str, Sequence[str]]) -> str:
         lines = [f"# {self.title}: {analysis.context.title}"]
+        chosen = []   # (after, lines) of the law selections and recipe comparisons
+        for spec in self.selects:
+            chosen.append((spec.after, [f"## Law selection: {spec.what or spec.name}", "",
+                                        *choose.select_lines(spec, analysis.selections[spec.name],
+                                                             self.used(spec, analysis))]))
+        for spec in self.compares:
+            title = spec.what or f"{spec.names[1]} against {spec.names[0]}"
+            chosen.append((spec.after, [f"## Recipe comparison: {title}", "",
+                                        *choose.compare_lines(analysis.comparisons[spec.name])]))
         for section in self.sections:
             title = section.title(analysis) if callable(section.title) else section.title
             body = list(section.render(analysis))
             while body and body[-1] == "":
                 body.pop()
             lines += ["", f"## {title}", "", *body]
-        for spec in self.selects:
-            title = spec.what or spec.name
-            lines += ["", f"## Law selection: {title}", "",
-                      *choose.select_lines(spec, analysis.selections[spec.name], self.used(spec, analysis))]
-        for spec in self.compares:
-            title = spec.what or f"{spec.names[1]} against {spec.names[0]}"
-            lines += ["", f"## Recipe comparison: {title}", "", *choose.compare_lines(analysis.comparisons[spec.name])]
+            for after, block in chosen:
+                if after is not None and after == title:
+                    lines += ["", *block]
+        titles = {s.title for s in self.sections if not callable(s.title)}
+        for after, block in chosen:
+            if after is None or after not in titles:
+                lines += ["", *block]
         if self.fits:
             lines += ["", f"## {self.fitted_laws_title}", "", *fitted_laws_section(analysis, self.fits)]
         for spec in self.held_out:

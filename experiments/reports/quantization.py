@@ -341,7 +341,8 @@ def _ptq_candidate(name: str) -> dict:
 SELECT_PTQ = Select(
     "ptq", {name: _ptq_candidate(name) for name in (*PTQ_LAWS, "ptq_saturating")},
     used="ptq_degradation", used_for="the turning point D* and the delta-against-tokens figure",
-    table=select_table, holdout="tokens", splits=3, min_train_levels=3,
+    table=select_table, holdout="tokens", splits=3, min_train_levels=3, columns={"D": "tokens"},
+    after="Measured degradation (grid runs)",
     what="which PTQ law extrapolates to longer training (held out: the largest token counts)")
 
 def _compare_figure(a, label: str):
