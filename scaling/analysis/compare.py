@@ -317,6 +317,18 @@ def _table(data, columns: Mapping[str, str], k: float, name: str, min_runs: int 
     return out
 
 
+def _coarse_chinchilla_starts() -> dict:
+    """Every other value of each chinchilla parameter's default grid: 243 starts over the span of
+    its 4,500 (the separate and pooled fits only give the joint fit's starts and reference RMS)."""
+    import itertools
+
+    from scaling.laws import get
+
+    law = get("chinchilla")
+    rows = np.array(list(itertools.product(*[p.grid[::2] for p in law.params])), np.float64)
+    return {name: rows[:, i] for i, name in enumerate(law.param_names)}
+
+
 def _starts(form: str, sep_a: FittedLaw | None, sep_b: FittedLaw | None, pooled: FittedLaw | None) -> dict:
     """Natural-unit starts for the joint fit, from the separate (and pooled) fits; a recipe with
     too few runs for a fit of its own (efficiency form only) has none."""
@@ -372,10 +384,11 @@ def compare(table_a, table_b, *, names: tuple[str, str] = ("a", "b"), form: str 
     with warnings.catch_warnings():   # the separate fits only give starts and a reference RMS
         warnings.simplefilter("ignore")
         # a recipe with fewer than 6 runs (efficiency form) has no fit of its own
-        sep = {n: fit("chinchilla", t) if len(t["N"]) >= 6 else None for n, t in zip(names, (ta, tb))}
+        starts = _coarse_chinchilla_starts()
+        sep = {n: fit("chinchilla", t, starts=starts) if len(t["N"]) >= 6 else None for n, t in zip(names, (ta, tb))}
         pooled = None
         if form != "free":
-            pooled = fit("chinchilla", {c: np.concatenate([ta[c], tb[c]]) for c in ("N", "D", "loss")})
+            pooled = fit("chinchilla", {c: np.concatenate([ta[c], tb[c]]) for c in ("N", "D", "loss")}, starts=starts)
     joint_data = {c: np.concatenate([ta[c], tb[c]]) for c in ("N", "D", "loss")}
     joint_data["recipe"] = np.concatenate([np.zeros(len(ta["N"])), np.ones(len(tb["N"]))])
     law = JOINT_LAWS[form]
