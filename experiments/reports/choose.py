@@ -140,7 +140,7 @@ def run_select(spec: Select, data: pd.DataFrame) -> dict:
     if n < splits + train:
         if n < 3:
             return {"selection": None, "reduced": None,
-                    "skipped": f"{n} distinct level(s) of the held-out covariate; a split needs 2 to train on and 1 to hold out"}
+                    "skipped": f"{n} distinct level(s) of {spec.holdout} in the table; a split needs 2 to train on and 1 to hold out"}
         splits = max(1, n - train)
         train = n - splits
         reduced = (f"the table has {n} levels of {spec.holdout}, fewer than the {spec.splits} + "
