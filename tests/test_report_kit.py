@@ -70,8 +70,6 @@ def test_a_fit_that_fails_is_a_note_not_a_crash(tmp_path):
 def _two_recipes(seed: int = 0) -> pd.DataFrame:
     """An isoFLOP-like grid per recipe from Chinchilla's law (Besiroglu et al.'s constants); recipe
     "b" is recipe "a" at twice the parameters and tokens, so b's compute multiplier over a is 4."""
-    from experiments.reports.choose import coarse_starts  # noqa: F401  (the kit's own import path)
-
     rng = np.random.default_rng(seed)
     p = dict(E=1.82, A=482.0, B=2085.0, alpha=0.3478, beta=0.3658)
     rows = []

@@ -197,7 +197,7 @@ def test_smoke_grid_end_to_end(smoke_grid):
     chosen = json.loads((workdir / "select_loss.json").read_text())
     assert {r["law"] for r in chosen["table"]} == {"chinchilla", "kaplan", "overtraining"}
     assert {s["level"] for s in chosen["splits"]} == {max(results["budget"])}
-    assert f"This report uses **chinchilla** for Approach 3" in report
+    assert "This report uses **chinchilla** for Approach 3" in report
     assert "Tokens per parameter" in report
     assert "report.md" in proc.stdout
     last = proc.stdout.strip().splitlines()[-1]
