@@ -91,7 +91,7 @@ def test_law_registry_does_not_depend_on_what_was_imported():
         "assert L.names() == before, (before, L.names())\n"
         "print(len(before))\n")
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.strip() == "21"
+    assert out.stdout.strip() == "23"
 
 
 def test_old_module_paths_are_the_moved_modules():

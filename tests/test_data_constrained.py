@@ -97,9 +97,18 @@ def test_smoke_data_constrained_study_end_to_end(data_constrained_smoke):
     for section in ("## The grid", "## Half-lives of repeated data", "## Held-out checks",
                     "## Where repeating stops paying"):
         assert section in text, section
+    # law selection: each candidate refitted on the 1- and 3-epoch runs predicts the four 9-epoch runs
+    assert "## Law selection: does a law of repeated data extrapolate" in text
+    assert "This report uses **data_constrained** for the half-lives" in text
+    chosen = json.loads((workdir / "select_repetition.json").read_text())
+    assert {r["law"] for r in chosen["table"]} == {"data_constrained", "chinchilla (D = tokens read)",
+                                                   "chinchilla (D = unique tokens)"}
+    assert {(s["level"], s["n_train"], s["n_test"]) for s in chosen["splits"]} == {(9.0, 8, 4)}
+    assert all(s["error"] is not None and 0 <= s["error"] < 1 for s in chosen["splits"]), chosen["splits"]
+    assert f"| {chosen['chosen']} |" in text.split("## Law selection")[1].split("Chosen:")[0]
     analysis = json.loads((workdir / "analysis.json").read_text())
     assert analysis["own"]["params"]["R_D_star"]["published"] == dc.PUBLISHED["R_D_star"]
-    for name in ("loss_vs_epochs", "effective_data"):
+    for name in ("loss_vs_epochs", "effective_data", "select_repetition"):
         assert (workdir / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG", name
     assert proc.stdout.strip().splitlines()[-1].startswith(f"{study.name}: 12 of 12 runs completed")
 

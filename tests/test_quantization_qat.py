@@ -4,6 +4,8 @@ recovering gamma_w, gamma_a and gamma_kv, and the report lines."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -68,3 +70,34 @@ def test_qat_table_twins_fits_and_report():
     weights_only = results[~results["qat"].isin(["int8/int4", "kv:int3"])]
     out = qq.fit_qat(weights_only, bootstrap=0)
     assert set(out["fits"]) == {"precision_weights"} and not out["notes"]
+
+
+def test_qat_against_float_recovers_a_known_parameter_efficiency():
+    """`compare_qat` (scaling.compare, form "parameters") on simulated runs: a float grid (3 sizes
+    x 3 lengths) from Chinchilla's law and int4 QAT runs at one length per size whose loss is the
+    float loss at half the parameters: m_N = 0.5, so QAT's compute multiplier over float is 0.5."""
+    p = dict(E=1.0, A=30.0, B=60.0, alpha=0.3, beta=0.3)
+
+    def loss(n, d):
+        return p["E"] + p["A"] * n ** -p["alpha"] + p["B"] * d ** -p["beta"]
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for n in (1e4, 2.5e4, 6e4):
+        for tpp in (8, 32, 128):
+            rows.append(dict(run_id=f"g{n:g}_{tpp}", role="grid", qat="", n_params=n, n_params_nonembedding=0.8 * n,
+                             tokens=tpp * n, eval_loss=loss(n, tpp * n) * np.exp(rng.normal(0, 0.003)),
+                             eval_loss_sem=0.003 * loss(n, tpp * n), status="completed"))
+        rows.append(dict(run_id=f"q{n:g}", role="qat", qat="int4", n_params=n, n_params_nonembedding=0.8 * n,
+                         tokens=32 * n, eval_loss=loss(0.5 * n, 32 * n) * np.exp(rng.normal(0, 0.003)),
+                         eval_loss_sem=0.003 * loss(n, 32 * n), status="completed"))
+    compared = qq.compare_qat(pd.DataFrame(rows), bootstrap=20)
+    comp = compared["W4"]["comparison"]
+    lo, hi = comp.fitted.interval("m_N")
+    assert lo <= 0.5 <= hi and abs(comp.fitted.params["m_N"] - 0.5) < 0.05
+    m = comp.compute_multiplier(1e10)
+    assert m.lower <= 0.5 <= m.upper and abs(float(m.value) - 0.5) < 0.05
+    assert comp.crossover()["C"] is None   # a constant multiplier: the frontiers never cross
+    text = "\n".join(qq.render_compare(compared))
+    assert re.search(r"\| W4 \| 3 \| 0\.(49|5|51)", text) and "**QAT W4 against float**" in text and "no lack of fit" in text
+    assert qq.render_compare({})[0].startswith("Not run: no weight-only QAT runs")

@@ -3,6 +3,7 @@ empty directory, one CPU device): runs, ptq.csv, fits, plots and report.md."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -67,7 +68,17 @@ def test_smoke_ptq_study_end_to_end(ptq_smoke):
                     "## Held-out check", "## WSD control"):
         assert section in report, section
     assert "median |error|" in report and "over the stable phase" in report
-    for name in ("delta_vs_tokens", "delta_vs_bits", "post_ptq_loss", "wsd_trajectory"):
+    # law selection: the PTQ laws refitted without each of the 3 largest token counts predict them
+    assert "## Law selection: which PTQ law extrapolates" in report
+    assert "This report uses **ptq_degradation** for the turning point D*" in report
+    chosen = json.loads((workdir / "select_ptq.json").read_text())
+    assert {r["law"] for r in chosen["table"]} == {"ptq_degradation", "ptq_precision", "ptq_saturating"}
+    longest = sorted(results.loc[results["role"] == "grid", "tokens"])[-3:]   # levels: 3 significant digits
+    assert sorted({s["level"] for s in chosen["splits"]}) == pytest.approx(longest, rel=5e-3)
+    assert all(s["error"] is not None and s["n_test"] >= 1 for s in chosen["splits"])
+    # no QAT runs in the smoke: the QAT-against-float comparison says why it is not there
+    assert "## Recipe comparison: QAT against float training\n\nNot run: no weight-only QAT runs" in report
+    for name in ("delta_vs_tokens", "delta_vs_bits", "post_ptq_loss", "wsd_trajectory", "select_ptq"):
         assert (workdir / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG", name
     last = proc.stdout.strip().splitlines()[-1]
     assert last.startswith(f"{study.name}: 7 of 7 runs completed; ptq: {len(ptq)} of {len(ptq)} rows")

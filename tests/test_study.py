@@ -192,6 +192,12 @@ def test_smoke_grid_end_to_end(smoke_grid):
     a3 = parametric.params["beta"] / (parametric.params["alpha"] + parametric.params["beta"])
     assert f"{a3:.3f}" in report  # Approach 3's a = beta / (alpha + beta), as fitted
     assert "Extrapolation to the held-out largest budget" in report
+    # law selection: chinchilla, kaplan and overtraining refitted on the two smaller budgets
+    assert "## Law selection: which loss law L(N, D) extrapolates to larger budgets" in report
+    chosen = json.loads((workdir / "select_loss.json").read_text())
+    assert {r["law"] for r in chosen["table"]} == {"chinchilla", "kaplan", "overtraining"}
+    assert {s["level"] for s in chosen["splits"]} == {max(results["budget"])}
+    assert "This report uses **chinchilla** for Approach 3" in report
     assert "Tokens per parameter" in report
     assert "report.md" in proc.stdout
     last = proc.stdout.strip().splitlines()[-1]

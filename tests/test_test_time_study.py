@@ -47,6 +47,9 @@ def test_smoke_test_time_study_end_to_end(tts_smoke):
     for section in ("## Per model", "## Across models", "## Held-out check 1", "## Held-out check 2",
                     "## Weak checker", "## Training + sampling compute"):
         assert section in text, section
+    # two training budgets: too few to select the cross-model law by extrapolation, and the report says so
+    assert ("## Law selection: which cross-model pass@k law extrapolates to larger training budgets\n\n"
+            "Not run: 2 distinct level(s) of train_budget") in text
     frontier = pd.read_csv(workdir / "frontier.csv")
     assert frontier["on_frontier"].any()
     assert (np.diff(frontier.loc[frontier["on_frontier"], "pass_at_k"]) > 0).all()
@@ -81,3 +84,25 @@ def test_measured_pass_at_k_and_frontier_by_hand():
     # k = 1: mean of q_c over problems; k -> inf: mean of q_c / (q_c + q_f) (the weak checker's ceiling)
     assert acc[0] == pytest.approx(np.mean([0, 2 / 8, 1]))
     assert acc[1] == pytest.approx(np.mean([0, 2 / 3, 1]))
+
+
+def test_cross_model_law_selection_ranks_the_simulating_law_first():
+    """The report's `Select` of cross-model pass@k laws on simulated pass@k curves of 5 budgets x 2
+    sizes from `coverage_compute_law` with a_N != a_D: it beats the law in compute alone."""
+    from experiments.reports import choose
+
+    truth = {"A": 30.0, "a_N": 0.05, "a_D": 0.2, "b": 0.3}
+    rows = []
+    for budget in (1e10, 3e10, 1e11, 3e11, 1e12):
+        for n in (budget ** 0.5 / 30, budget ** 0.5 / 10):
+            d = budget / (6 * n)
+            for k in (1, 2, 4, 8, 16, 32):
+                cov = np.exp(-truth["A"] * n ** -truth["a_N"] * d ** -truth["a_D"] * k ** -truth["b"])
+                rows.append({"run_id": f"{budget:g}_{n:g}", "N": n, "D": d, "C": 6 * n * d, "train_budget": budget,
+                             "k": float(k), "coverage": cov})
+    out = choose.run_select(report.SELECT_COVERAGE, pd.DataFrame(rows))
+    sel = out["selection"]
+    assert out["reduced"] is None and sel.chosen == "coverage_compute_law"
+    assert sel.table.set_index("law").loc["coverage_compute_law", "score"] < 1e-3
+    lines = choose.select_lines(report.SELECT_COVERAGE, out, "coverage_compute_law")
+    assert lines[-1].startswith("This report uses **coverage_compute_law** for the cross-model law")

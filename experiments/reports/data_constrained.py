@@ -24,7 +24,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from experiments.reports.kit import Plot, Report, Section, fmt
+from experiments.reports.kit import Plot, Report, Section, Select, fmt
 from scaling.analysis import data_constrained as dc
 
 TABLE = "data_constrained_runs.csv"
@@ -259,9 +259,24 @@ def _json(a) -> dict:
     return {"own": clean(a.out.get("own")), "published": clean(a.out.get("published"))}
 
 
+# Does modelling repetition extrapolate to more epochs? The data-constrained law against
+# Chinchilla's law with every token read counted as fresh, and with only the unique tokens counted;
+# held out: the most repeated runs, by planned epochs (D/U rounded: a run reads 0.99 or 3.02
+# epochs of its cap, and each value must not count as its own level).
+SELECT_REPETITION = Select(
+    "repetition",
+    {"data_constrained": {"law": "data_constrained"},
+     "chinchilla (D = tokens read)": {"law": "chinchilla", "starts": "coarse"},
+     "chinchilla (D = unique tokens)": {"law": "chinchilla", "starts": "coarse", "columns": {"D": "U"}}},
+    used="data_constrained", used_for="the half-lives, held-out checks and the compute-optimal allocation",
+    table=lambda context: runs_table(context).assign(epochs_planned=lambda t: t["epochs"].round()),
+    holdout="epochs_planned", splits=2, min_train_levels=2,
+    what="does a law of repeated data extrapolate to more epochs? (held out: the most repeated runs)")
+
 REPORT = Report(
     title="Data-constrained scaling",
     compute=compute,
+    selects=[SELECT_REPETITION],
     sections=[
         Section("The grid", grid_lines),
         Section("Half-lives of repeated data and excess parameters", params_lines),

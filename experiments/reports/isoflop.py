@@ -18,11 +18,15 @@ Writes, under the grid's workdir (local or ``gs://``, atomically):
     plots/branch_tree.png      a branch grid's stable runs and where each branch leaves them
                                (`experiments.reports.branch_grid`)
     analysis.json              everything `scaling.isoflop` computed, as JSON
+    select_loss.json, plots/select_loss.png
+                               the loss laws of (N, D) in the library (chinchilla, kaplan,
+                               overtraining) ranked by their error on the held-out largest
+                               budgets (`scaling.select`, `experiments.reports.choose`)
     report.md                  what was run, exponents with 95% intervals per approach, tokens
-                               per parameter at the optimum, the held-out-budget check, the
-                               failed and diverged runs with their reasons; for a branch
-                               grid, its FLOPs (stable runs + cooldowns) against the same
-                               endpoints trained from scratch
+                               per parameter at the optimum, the law selection, the
+                               held-out-budget check, the failed and diverged runs with
+                               their reasons; for a branch grid, its FLOPs (stable runs +
+                               cooldowns) against the same endpoints trained from scratch
 
 FLOP conventions (`scaling.flops`) and what the analysis is given: under "6N" the runs' N is
 every parameter and C = 6 N D ("6ND"); under "6N_nonembed" N is the non-embedding count and
@@ -220,9 +224,11 @@ def _pct(x) -> str:
 
 def render_report(analysis, results: pd.DataFrame, *, title: str, flop_convention: str,
                   study: Mapping | None = None, files: Mapping[str, list] | None = None,
-                  wall_time_s: float | None = None, grid_results: pd.DataFrame | None = None) -> str:
+                  wall_time_s: float | None = None, grid_results: pd.DataFrame | None = None,
+                  extra: list[str] | None = None) -> str:
     """The Markdown report (see the module docstring for what it holds); ``grid_results``: a
-    branch grid's whole results.csv (stable runs included), for its "Branch grid" section."""
+    branch grid's whole results.csv (stable runs included), for its "Branch grid" section;
+    ``extra``: lines put before the extrapolation check (the law selection)."""
     a = analysis.approaches
     lines = [f"# isoFLOP study: {title}", ""]
     counts = results["status"].value_counts().to_dict()
@@ -311,6 +317,7 @@ def render_report(analysis, results: pd.DataFrame, *, title: str, flop_conventio
         rules = sorted({re.sub(r" \([^)]*\)", "", b.fit_rule) for b in a[2].budgets if b.fit_rule})
         lines += ["", ("Which runs each parabola used: " + "; ".join(rules) + ".") if rules else "", ""]
 
+    lines += list(extra or [])
     check = analysis.extrapolation
     lines += ["## Extrapolation to the held-out largest budget", ""]
     if check is None:
@@ -354,6 +361,25 @@ def render_report(analysis, results: pd.DataFrame, *, title: str, flop_conventio
     return "\n".join(lines)
 
 
+def loss_law_selection(results: pd.DataFrame, flop_convention: str, approach3_starts=None):
+    """`scaling.select` over the library's loss laws of (N, D) (chinchilla, Approach 3's law;
+    kaplan; overtraining), holding out the largest budgets (`experiments.reports.choose`).
+    Returns ``(Select, result)``."""
+    from experiments.reports import choose
+
+    done = results[results["status"] == "completed"]
+    columns = {"N": params_column(flop_convention), "D": "tokens", "loss": "eval_loss", "C": "budget"}
+    chinchilla = {"law": "chinchilla"}
+    if approach3_starts is not None:
+        chinchilla["starts"] = approach3_starts
+    spec = choose.Select(
+        "loss", {"chinchilla": chinchilla, "kaplan": "kaplan", "overtraining": "overtraining"},
+        used="chinchilla", used_for="Approach 3 (the parametric fit and the frontier drawn from it)",
+        holdout="budget", splits=2, min_train_levels=3, columns=columns,
+        what="which loss law L(N, D) extrapolates to larger budgets")
+    return spec, choose.run_select(spec, done.reset_index(drop=True))
+
+
 def write_outputs(workdir, results: pd.DataFrame | None = None, *, flop_convention: str = "6N",
                   title: str = "isoFLOP grid", study: Mapping | None = None, bootstrap: int = 400,
                   bootstrap_curves: int | None = None, seed: int = 0, approach3_starts="coarse",
@@ -379,16 +405,24 @@ def write_outputs(workdir, results: pd.DataFrame | None = None, *, flop_conventi
     buffer = _io.StringIO()
     curves.to_csv(buffer, index=False)
     io.write_text_atomic(workdir / "curves.csv", buffer.getvalue())
+    from experiments.reports import choose
+
     fits = write_fits(workdir, analysis)
     plots = write_plots(workdir, analysis, curves, grid_results=grid_results,
                         params=params_column(flop_convention))
+    select_spec, selection = loss_law_selection(results, flop_convention, approach3_starts)
+    plots.update(files_lib.write_figures(workdir, {"select_loss": lambda: choose.select_figure(selection)}))
+    io.write_json(workdir / "select_loss.json", choose.select_json(selection, "chinchilla"))
     io.write_text_atomic(workdir / "analysis.json",
                          json.dumps(analysis.to_dict(), indent=1, allow_nan=False) + "\n")
     files = {"results": ["results.csv"], "fits": [f"fits/{p.name}" for p in fits],
              "plots": [f"plots/{p.name}" for p in plots.values()],
-             "analysis": ["analysis.json", "curves.csv"]}
+             "analysis": ["analysis.json", "curves.csv", "select_loss.json"]}
+    selection_lines = [f"## Law selection: {select_spec.what}", "",
+                       *choose.select_lines(select_spec, selection, "chinchilla"), ""]
     text = render_report(analysis, results, title=title, flop_convention=flop_convention,
-                         study=study, files=files, wall_time_s=wall_time_s, grid_results=grid_results)
+                         study=study, files=files, wall_time_s=wall_time_s, grid_results=grid_results,
+                         extra=selection_lines)
     io.write_text_atomic(workdir / "report.md", text)
     log.info("analysis and report written in %.1f s", time.perf_counter() - started)
     return {"analysis": analysis, "fits": fits, "plots": plots, "report": workdir / "report.md",

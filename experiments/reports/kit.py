@@ -1,6 +1,8 @@
 """The report kit: an analyze stage declared, not written. A `Report` names which laws to fit on
 which table (`Fit`), which held-out checks to run (`HeldOut`), which figures to draw (`Plot`), which
-tables to write and which report sections to render (`Section`); `Report.stage` (a study's
+tables to write and which report sections to render (`Section`), which laws to rank by how well
+they extrapolate (`Select`) and which two recipes to compare (`Compare`,
+`experiments.reports.choose`); `Report.stage` (a study's
 analyze stage) does the fitting, writes fits/<name>.json, plots/<name>.png, the tables and
 report.md, and returns what `experiments.runner.study.run_study` expects.
 
@@ -17,7 +19,10 @@ report.md, and returns what `experiments.runner.study.run_study` expects.
         def analysis(self):
             return REPORT.stage
 
-report.md is, in order: ``# {title}: {study title}``, the declared sections, "Fitted laws" (each
+report.md is, in order: ``# {title}: {study title}``, the declared sections, "Law selection: ..."
+(each `Select`: the candidates ranked by extrapolation error and the law the report used),
+"Recipe comparison: ..." (each `Compare`: the compute multiplier with its band, the crossover,
+the residual diagnostics), "Fitted laws" (each
 `Fit`: its parameters and 95% intervals, or why it was not fitted), one "Held-out check" section per
 `HeldOut` (measured against predicted with the band, the error, whether the band covers it),
 "Failed, diverged and unfinished runs", "Notes" (when any) and "Files". A study whose fitting
@@ -41,7 +46,11 @@ import numpy as np
 import pandas as pd
 
 from experiments.harness import io
+from experiments.reports import choose
 from experiments.reports import files as files_lib
+from experiments.reports.choose import Compare, Select
+
+__all__ = ["Analysis", "Compare", "Fit", "HeldOut", "Plot", "Report", "Section", "Select", "fmt", "interval", "table"]
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +126,8 @@ class Analysis:
     tables: dict[str, pd.DataFrame]
     out: dict
     notes: list[str]
+    selections: dict = dataclasses.field(default_factory=dict)   # Select name -> choose.run_select's dict
+    comparisons: dict = dataclasses.field(default_factory=dict)  # Compare name -> choose.run_compare's dict
 
     @property
     def results(self) -> pd.DataFrame:
@@ -239,6 +250,8 @@ class Report:
     tables: Mapping[str, Callable[[Analysis], pd.DataFrame]] = dataclasses.field(default_factory=dict)
     measurements: Sequence[str] | None = None
     json: Callable[[Analysis], Mapping] | None = None
+    selects: Sequence[Select] = ()
+    compares: Sequence[Compare] = ()
     show_notes: bool = True
     fitted_laws_title: str = "Fitted laws (95% bootstrap intervals)"
 
@@ -265,16 +278,50 @@ class Report:
             data = table(context, fit.table)
             data = fit.rows(data) if fit.rows is not None else data
             checks[spec.fit] = held_out_rows(spec, fit, data.reset_index(drop=True))
-        return Analysis(context, laws, checks, tables, out, notes)
+        analysis = Analysis(context, laws, checks, tables, out, notes)
+        for spec in self.selects:
+            data = table(context, spec.table)
+            data = spec.rows(data) if spec.rows is not None else data
+            analysis.selections[spec.name] = choose.run_select(spec, data.reset_index(drop=True))
+        for spec in self.compares:
+            a = table(context, spec.table)
+            b = None if spec.table_b is None else table(context, spec.table_b)
+            try:
+                a, b = choose.split_tables(spec, a, b)
+            except ValueError as err:
+                analysis.comparisons[spec.name] = {"comparison": None, "skipped": str(err), "tables": ()}
+                continue
+            analysis.comparisons[spec.name] = choose.run_compare(spec, a, b)
+        return analysis
+
+    def used(self, spec: Select, analysis: Analysis) -> str:
+        """The label of the law the report used (a `Select`'s ``used``)."""
+        return spec.used(analysis) if callable(spec.used) else spec.used
 
     def render(self, analysis: Analysis, files: Mapping[str, Sequence[str]]) -> str:
         lines = [f"# {self.title}: {analysis.context.title}"]
+        chosen = []   # (after, lines) of the law selections and recipe comparisons
+        for spec in self.selects:
+            chosen.append((spec.after, [f"## Law selection: {spec.what or spec.name}", "",
+                                        *choose.select_lines(spec, analysis.selections[spec.name],
+                                                             self.used(spec, analysis))]))
+        for spec in self.compares:
+            title = spec.what or f"{spec.names[1]} against {spec.names[0]}"
+            chosen.append((spec.after, [f"## Recipe comparison: {title}", "",
+                                        *choose.compare_lines(analysis.comparisons[spec.name])]))
         for section in self.sections:
             title = section.title(analysis) if callable(section.title) else section.title
             body = list(section.render(analysis))
             while body and body[-1] == "":
                 body.pop()
             lines += ["", f"## {title}", "", *body]
+            for after, block in chosen:
+                if after is not None and after == title:
+                    lines += ["", *block]
+        titles = {s.title for s in self.sections if not callable(s.title)}
+        for after, block in chosen:
+            if after is None or after not in titles:
+                lines += ["", *block]
         if self.fits:
             lines += ["", f"## {self.fitted_laws_title}", "", *fitted_laws_section(analysis, self.fits)]
         for spec in self.held_out:
@@ -291,7 +338,20 @@ class Report:
         analysis = self.analyze(context)
         workdir = context.workdir
         fits = files_lib.write_fits(workdir, analysis.laws)
-        plots = files_lib.write_figures(workdir, {p.name: (lambda p=p: p.make(analysis)) for p in self.plots})
+        figures = {p.name: (lambda p=p: p.make(analysis)) for p in self.plots}
+        figures.update({f"select_{s.name}": (lambda s=s: choose.select_figure(analysis.selections[s.name]))
+                        for s in self.selects})
+        figures.update({f"compare_{c.name}": (lambda c=c: choose.compare_figure(analysis.comparisons[c.name]))
+                        for c in self.compares})
+        plots = files_lib.write_figures(workdir, figures)
+        chosen = []
+        for spec in self.selects:
+            io.write_json(workdir / f"select_{spec.name}.json",
+                          choose.select_json(analysis.selections[spec.name], self.used(spec, analysis)))
+            chosen.append(f"select_{spec.name}.json")
+        for spec in self.compares:
+            io.write_json(workdir / f"compare_{spec.name}.json", choose.compare_json(analysis.comparisons[spec.name]))
+            chosen.append(f"compare_{spec.name}.json")
         written = []
         for name, make in self.tables.items():
             buffer = _io.StringIO()
@@ -300,7 +360,8 @@ class Report:
             written.append(name)
         measured = list(context.measurements) if self.measurements is None else list(self.measurements)
         files = {"measurements": [f"{m}.csv" for m in measured] + written,
-                 "fits": [f"fits/{p.name}" for p in fits], "plots": [f"plots/{p.name}" for p in plots.values()]}
+                 "fits": [f"fits/{p.name}" for p in fits], "plots": [f"plots/{p.name}" for p in plots.values()],
+                 "law selection and recipe comparison": chosen}
         if self.json is not None:
             io.write_json(workdir / "analysis.json", dict(self.json(analysis)))
             files["analysis"] = ["analysis.json"]

@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.reports import files as files_lib
-from experiments.reports.kit import Plot, Report, Section, fmt as _g, interval as _iv
+from experiments.reports.kit import Plot, Report, Section, Select, fmt as _g, interval as _iv
 
 log = logging.getLogger(__name__)
 
@@ -354,8 +354,33 @@ def _plots():
     return tplots
 
 
+def selection_points(context) -> pd.DataFrame:
+    """Every completed model's measured pass@k in (0, 1) (as `curve_points`), with its training
+    FLOPs ``C`` and nominal ``train_budget``: the table the cross-model laws are selected on."""
+    counts = context.measurements["counts"]
+    done = counts[counts["status"] == "completed"] if "status" in counts else counts
+    meta = context.results.set_index("run_id")
+    rows = []
+    for rid, group in done.groupby("run_id", sort=False):
+        ks = ks_for(int(group["n"].max()))
+        for k, cov in zip(ks, pass_curve(group, ks)):
+            if 0 < cov < 1:
+                rows.append({"run_id": rid, "N": float(meta.loc[rid, "n_params"]), "D": float(meta.loc[rid, "tokens"]),
+                             "C": float(group["flops"].iloc[0]), "train_budget": float(meta.loc[rid, "budget"]),
+                             "k": float(k), "coverage": float(cov)})
+    return pd.DataFrame(rows, columns=["run_id", "N", "D", "C", "train_budget", "k", "coverage"])
+
+
+# The cross-model laws of the library: coverage in (N, D, k), and in (C, k) with one exponent of
+# training compute; each refitted without the largest training budgets and asked for their pass@k.
+SELECT_COVERAGE = Select(
+    "coverage", {"coverage_compute_law": "coverage_compute_law", "coverage_budget_law": "coverage_budget_law"},
+    used="coverage_compute_law", used_for="the cross-model law and held-out check 2",
+    table=selection_points, holdout="train_budget", splits=2, min_train_levels=3,
+    what="which cross-model pass@k law extrapolates to larger training budgets")
+
 REPORT = Report(
-    title="Test-time compute study", compute=compute, show_notes=False,
+    title="Test-time compute study", compute=compute, show_notes=False, selects=[SELECT_COVERAGE],
     sections=[
         Section("What was run", what_was_run),
         Section("Per model: measured pass@k and fitted laws", per_model_table),

@@ -44,8 +44,8 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from experiments.reports import quantization_qat
-from experiments.reports.kit import Plot, Report, Section, fmt as _g, interval as _iv
+from experiments.reports import choose, quantization_qat
+from experiments.reports.kit import Plot, Report, Section, Select, fmt as _g, interval as _iv
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +168,7 @@ def analyze(ptq: pd.DataFrame, results: pd.DataFrame, *, bootstrap: int = 200, s
         notes.append(f"chinchilla not fitted: {len(grid)} completed grid runs (need 6)")
     precision = None
     qat = quantization_qat.fit_qat(results, bootstrap=bootstrap, seed=seed)
+    qat["compare"] = quantization_qat.compare_qat(results, bootstrap=bootstrap)
     fits.update(qat["fits"])
     notes += qat["notes"]
     if "precision_weights" in fits:
@@ -320,14 +321,47 @@ def _grid_deltas(a) -> pd.DataFrame:
     return ptq[(ptq["role"] == "grid") & (ptq["format"] != "float") & (ptq["status"] == "completed")]
 
 
+def select_table(context) -> pd.DataFrame:
+    """The rows the PTQ laws are fitted to (`fit_rows`), with the fits' weight column
+    (delta / delta_sem)^2 (a column, so that every split of the selection weights its own rows)."""
+    rows, _ = fit_rows(context.measurements["ptq"])
+    return rows.assign(log_weight=(rows["delta"] / rows["delta_sem"].clip(lower=1e-12)) ** 2)
+
+
+def _ptq_candidate(name: str) -> dict:
+    import scaling
+
+    law = scaling.laws.get(name)
+    return {"law": name, "target": "delta", "objective": "mse_log", "weights": "log_weight",
+            "columns": {c: COLUMNS[c] for c in law.covariates}}
+
+
+# Which PTQ law extrapolates in training tokens: the two published forms and a form whose growth
+# in D levels off (``ptq_saturating``), each refitted without the longest runs and asked for them.
+SELECT_PTQ = Select(
+    "ptq", {name: _ptq_candidate(name) for name in (*PTQ_LAWS, "ptq_saturating")},
+    used="ptq_degradation", used_for="the turning point D* and the delta-against-tokens figure",
+    table=select_table, holdout="tokens", splits=3, min_train_levels=3, columns={"D": "tokens"},
+    after="Measured degradation (grid runs)",
+    what="which PTQ law extrapolates to longer training (held out: the largest token counts)")
+
+def _compare_figure(a, label: str):
+    result = a.out["qat"].get("compare", {}).get(label)
+    if result is None:
+        raise ValueError(f"no QAT {label} runs")
+    return choose.compare_figure(result)
+
+
 REPORT = Report(
-    title="PTQ study", compute=compute,
+    title="PTQ study", compute=compute, selects=[SELECT_PTQ],
     sections=[
         Section("What was run", what_was_run),
         Section("Fitted laws (95% bootstrap intervals)", fitted_laws),
         Section("Measured degradation (grid runs)", measured_degradation),
         Section("When does more pretraining hurt the quantized model?", turning_section),
         Section("Quantization-aware training: the compute-optimal training precision", qat_section),
+        Section("Recipe comparison: QAT against float training", lambda a: quantization_qat.render_compare(
+            a.out["qat"].get("compare", {}), a.out["fits"].get("precision_weights"))),
         Section("Held-out check: refit without each size's most-trained run, predict its delta", held_out_section),
         Section("WSD control: does delta rise with tokens, or only at the decay?", wsd_section)],
     plots=[Plot("delta_vs_tokens", lambda a: _plots().plot_delta_vs_tokens(a.out["rows"], a.out["fits"].get("ptq_degradation"))),
@@ -335,8 +369,11 @@ REPORT = Report(
            Plot("post_ptq_loss", lambda a: _plots().plot_post_ptq_loss(
                a.context.measurements["ptq"], a.out["fits"].get("chinchilla"), a.out["fits"].get("ptq_degradation"),
                a.out["turning"])),
-           Plot("wsd_trajectory", lambda a: _plots().plot_wsd_trajectory(a.out["wsd"]))],
+           Plot("wsd_trajectory", lambda a: _plots().plot_wsd_trajectory(a.out["wsd"])),
+           *[Plot(f"compare_qat_{label}", lambda a, label=label: _compare_figure(a, label))
+             for label in ("W2", "W3", "W4", "W5", "W6", "W8")]],
     json=lambda a: {"turning": a.out["turning"], "held_out": a.out["held_out"], "notes": a.out["notes"],
                     "precision": a.out["precision"],
+                    "qat_compare": {label: choose.compare_json(r) for label, r in a.out["qat"].get("compare", {}).items()},
                     "fits": {name: law.to_dict()["params"] for name, law in a.out["fits"].items()}})
 analyze_stage = REPORT.stage

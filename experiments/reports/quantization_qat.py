@@ -24,6 +24,8 @@ N counts non-embedding parameters, D training tokens.
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 HIGH_PRECISION = 16.0
@@ -98,6 +100,73 @@ def fit_qat(results: pd.DataFrame, *, bootstrap: int = 200, seed: int = 0) -> di
         notes.append("precision's gamma_a and gamma_kv rest on " + " and ".join(
             f"{n} {kind} QAT runs" for kind, n in counts.items()) + " only: read the measured deltas first")
     return {"fits": fits, "table": table, "notes": notes}
+
+
+COMPARE_COLUMNS = {"N": "n_params", "D": "tokens", "loss": "eval_loss", "sem": "eval_loss_sem"}
+
+
+def compare_qat(results: pd.DataFrame, *, bootstrap: int = 200) -> dict:
+    """``{label: choose.run_compare result}``: each weight-only QAT format against float training
+    (`scaling.compare`, form "parameters": the QAT recipe is the float recipe with m_N times the
+    parameters, Kumar et al.'s N_eff, a constant compute multiplier; the float grid fixes the law,
+    the QAT runs m_N. Its "efficiency" form's m_N and m_D are not identified by QAT runs at one
+    tokens-per-parameter ratio: with D a fixed multiple of N both terms fall as powers of N and
+    trade off). N counts every parameter and C = 6 N D, as the float chinchilla fit. Empty
+    without such runs."""
+    from experiments.reports import choose
+
+    table = qat_table(results)
+    if table.empty:
+        return {}
+    grid = _completed(results, "grid")
+    qat = _completed(results, "qat").set_index("run_id")
+    weight_only = table[(table["P_a"] == HIGH_PRECISION) & (table["P_kv"] == HIGH_PRECISION)
+                        & (table["P_w"] < HIGH_PRECISION)]
+    out = {}
+    for label, group in weight_only.sort_values("P_w").groupby("label", sort=False):
+        runs = qat.loc[group["run_id"]].reset_index()
+        spec = choose.Compare(f"qat_{label}", ("float", f"QAT {label}"), table_b="qat", form="parameters",
+                              columns=COMPARE_COLUMNS, bootstrap=bootstrap)
+        out[label] = choose.run_compare(spec, grid.reset_index(drop=True), runs)
+    return out
+
+
+def render_compare(compared: dict, precision_weights=None) -> list[str]:
+    """Markdown lines: one multiplier per weight-only QAT format, then each comparison in full."""
+    from experiments.reports import choose
+
+    if not compared:
+        return ["Not run: no weight-only QAT runs (the preset trains none; `--set qat=int4` adds them)."]
+    lines = ["Compute multiplier of QAT over float training: the compute float training needs to reach the "
+             "loss QAT reaches (< 1: QAT needs more compute for the same loss). `scaling.compare` with "
+             "form `parameters` (the QAT loss is the float loss at m_N N parameters, Kumar et al.'s N_eff; "
+             "C = 6 N D counts every parameter at full cost, not Kumar et al.'s (P/16) discount); "
+             "95% bootstrap bands, each recipe's runs resampled on their own:", "",
+             "| QAT | runs | compute multiplier | 95% | m_N | 95% | m_N from precision_weights | reduced chi2 |",
+             "|---|---|---|---|---|---|---|---|"]
+    for label, result in compared.items():
+        comp = result["comparison"]
+        if comp is None:
+            lines.append(f"| {label} | {len(result['tables'][1])} | not fitted: {result['skipped']} | | | | | |")
+            continue
+        m = comp.compute_multiplier(comp.compute_range[1])
+        iv = comp.fitted.interval("m_N") if comp.fitted.samples is not None else None
+        chi = comp.diagnostics.get("reduced_chi2")
+        kumar = "n/a"
+        if precision_weights is not None:
+            bits = float(result["tables"][1]["qat"].map(lambda f: precisions(f)["P_w"]).iloc[0])
+            kumar = f"{1 - math.exp(-bits / precision_weights.params['gamma_w']):.3g}"
+        lines.append(f"| {label} | {comp.diagnostics['recipes'][comp.names[1]]['n']} | {float(m.value):.3g} | "
+                     f"{choose._band(m.lower, m.upper)} | {comp.fitted.params['m_N']:.3g} | "
+                     f"{choose._band(*(iv or (None, None)))} | {kumar} | {'n/a' if chi is None else f'{chi:.3g}'} |")
+    lines += ["", "m_N from precision_weights: Kumar et al.'s N_eff = N (1 - e^{-P_w/gamma_w}) with the fitted "
+              "gamma_w, the same effect in their law's terms (that law puts E, A, B, alpha, beta on non-embedding "
+              "parameters, this comparison on all of them)."]
+    for label, result in compared.items():
+        if result["comparison"] is not None:
+            lines += ["", f"**QAT {label} against float** (plots/compare_qat_{label}.png):", "",
+                      *choose.compare_lines(result)]
+    return lines
 
 
 def render(out: dict) -> list[str]:

@@ -10,7 +10,9 @@ and where repeating stops paying.
 
 Presets (2-core CPU machine): smoke 2 sizes x 2 U x 3 epochs (12 runs of 2k-5k-parameter
 models, 1.6M tokens in all; fitted jointly, 20 bootstrap draws): 1.8 CPU-minutes measured
-(2026-12-06: 83 CPU-s training + 23 CPU-s analysis; 9 min wall on the heavily shared machine).
+(2026-12-06: 83 CPU-s training + 23 CPU-s analysis; 9 min wall on the heavily shared machine);
+the report's law selection (3 candidate laws, the 9-epoch runs held out) adds ~16 CPU-s of
+analysis (2026-12-07: 41 CPU-s against 27 without it).
 cpu 3 sizes x 3 U x 4 epochs (36 runs of 1e4-1e5 parameters, 1 to 30 epochs, 4.2e7 tokens in
 all, plus the same analysis on Muennighoff et al.'s published runs): NOT measured; estimated at
 ~8-10 CPU-minutes of training from the isoFLOP cpu preset's measured rate (4.5e7 tokens in 8

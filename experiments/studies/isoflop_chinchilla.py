@@ -23,6 +23,8 @@ Presets and expected cost (FLOPs under the "6N" convention, C = 6 N D with N cou
 parameter, as Hoffmann et al.; CPU figures measured on the 2-core CI machine while other jobs
 shared it, so an idle machine is faster; GPU and pod figures are estimates, not measured):
   smoke  3 budgets 5e9-2e10 x 3 sizes (9 runs, 2k-24k params, 70-750 steps)   ~1.5 min on a CPU
+         (the report's law selection, 3 loss laws refitted without the largest budget, adds
+         ~15 CPU-s; 2026-12-07)
   cpu    5 budgets 6.25e10-1e12 x 5 sizes (25 runs, 5k-160k params, seq 64,  ~8 min on 2 idle
          7e7 tokens in all; minima inside every budget)                      cores (11 CPU-min)
   gpu    5 budgets 3e15-3e17 x 7 sizes (35 runs, 1.4M-180M params, seq 1024,  ~3-5 h on one H100

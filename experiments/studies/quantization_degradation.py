@@ -10,7 +10,8 @@ quantized in many formats and evaluated on one fixed held-out token set.
 Presets and cost (2-core CPU machine; FLOPs "6N", C = 6 N D with N counting every parameter):
   smoke  2 sizes (5k, 11k params) x 3 lengths (8-32 tokens/param) + a WSD control run;
          4 formats; measured 2026-12-04: 1.9 CPU-min (4.6 min wall on the shared
-         2-core machine, load ~12)
+         2-core machine, load ~12); the report's law selection adds ~5 CPU-s (2026-12-07:
+         analysis 23 CPU-s against 18 without it)
   cpu    3 sizes (10k-60k params) x 3 lengths (8-128 tokens/param) + a WSD control run with 4
          stable-phase checkpoints; 11 formats (int8, fp8, int6, int5, int4, nf4, int3, int2
          weight-only round-to-nearest, int4 GPTQ, W4A8, W4A4); 9 QAT runs (3 sizes x int3, int4,

@@ -7,16 +7,23 @@ through the one engine (`scaling.fit`, float64, bootstrap). Two forms:
 - ``form="free"`` (default): ``L_r = E + A_r / N^alpha_r + B_r / D^beta_r`` for r = a, b (9
   parameters). The multipliers then depend on scale, and the two recipes' compute-optimal
   frontiers may cross.
+- ``form="parameters"``: recipe b is recipe a with m_N times the effective parameters and the
+  same tokens, ``L_b(N, D) = L_a(m_N N, D)`` (6 parameters; Kumar et al. 2024's N_eff for
+  quantization-aware training of the weights). Identified when recipe b's runs keep D a fixed
+  multiple of N, where m_N and m_D of the efficiency form trade off against each other.
 - ``form="efficiency"``: recipe b is recipe a with multiplicatively more effective parameters and
   tokens, ``L_b(N, D) = L_a(m_N N, m_D D)``, i.e. shared exponents (7 parameters). The multipliers
-  are then constants.
+  are then constants. One recipe may then have as few as 2 runs (say, a QAT format trained at
+  three sizes beside a float grid): the other's runs (at least 6) fix the law, the few runs fix
+  m_N and m_D.
 
 From the joint fit, on each recipe's compute-optimal frontier under ``C = k N D`` (Hoffmann et
 al. 2022, Eq. 4: ``L*_r(C) = E + K_r (C/k)^-gamma_r``):
 
 - **compute multiplier** of b over a at compute C: ``m(C) = C_a(L*_b(C)) / C``, the compute recipe
   a needs to reach the loss recipe b reaches with C (> 1: b is better). A band over the bootstrap
-  draws (`Comparison.compute_multiplier`);
+  draws (`Comparison.compute_multiplier`); the bootstrap resamples each recipe's runs on its own
+  (stratified, ``scaling.fit(strata=...)``), so every resample keeps both recipes;
 - **parameter and data multipliers**: the N (or D) recipe a needs for its parameter (data) term
   to equal recipe b's at N (D) (`Comparison.parameter_multiplier`, `Comparison.data_multiplier`);
 - **crossover**: the compute where the frontiers cross (``m = 1``), when they do within the range
@@ -46,7 +53,7 @@ from scaling.fitting.fitter import fit
 from scaling.laws.law import Law, Param, logsumexp
 from scaling.laws.loss import chinchilla_frontier
 
-FORMS = ("free", "efficiency")
+FORMS = ("free", "efficiency", "parameters")
 _CHIN = ("E", "A", "B", "alpha", "beta")
 
 
@@ -112,7 +119,27 @@ JOINT_EFFICIENCY = Law(
              "recipe b over recipe a",
     **_COMMON)
 
-JOINT_LAWS = {"free": JOINT_FREE, "efficiency": JOINT_EFFICIENCY}
+def _par_log(p, x):
+    return _eff_log({**p, "m_D": 1.0}, x)
+
+
+def _par(p, x):
+    return jnp.exp(_par_log(p, x))
+
+
+JOINT_PARAMETERS = Law(
+    name="compare_parameters",
+    params=(Param("E", "log", doc="irreducible loss, shared"), Param("A", "log"), Param("B", "log"),
+            Param("alpha"), Param("beta"),
+            Param("m_N", "log", grid=(0.5, 1.0, 2.0), doc="parameter efficiency of b over a")),
+    fn=_par, log_fn=_par_log,
+    formula="L_a(N, D) = E + A / N^alpha + B / D^beta;  L_b(N, D) = L_a(m_N N, D)",
+    citation="Hoffmann et al. 2022, Eq. 2, with a multiplicative parameter efficiency of recipe b over "
+             "recipe a (Kumar et al. 2024, arXiv:2411.04330, Eq. 3: weight-only QAT as effective "
+             "parameters N_eff = N (1 - e^{-P_w/gamma_w}))",
+    **_COMMON)
+
+JOINT_LAWS = {"free": JOINT_FREE, "efficiency": JOINT_EFFICIENCY, "parameters": JOINT_PARAMETERS}
 
 
 def recipe_params(form: str, p: Mapping) -> tuple[dict, dict]:
@@ -123,7 +150,8 @@ def recipe_params(form: str, p: Mapping) -> tuple[dict, dict]:
         return ({"E": p["E"], "A": p["A_a"], "B": p["B_a"], "alpha": p["alpha_a"], "beta": p["beta_a"]},
                 {"E": p["E"], "A": p["A_b"], "B": p["B_b"], "alpha": p["alpha_b"], "beta": p["beta_b"]})
     a = {n: p[n] for n in _CHIN}
-    b = dict(a, A=p["A"] * p["m_N"] ** -p["alpha"], B=p["B"] * p["m_D"] ** -p["beta"])
+    m_d = p["m_D"] if form == "efficiency" else 1.0
+    b = dict(a, A=p["A"] * p["m_N"] ** -p["alpha"], B=p["B"] * m_d ** -p["beta"])
     return a, b
 
 
@@ -151,7 +179,7 @@ class Comparison:
     """The joint fit of two recipes and what it says (see the module docstring)."""
 
     fitted: FittedLaw                 # the joint law (covariates N, D, recipe)
-    separate: dict                    # {name: FittedLaw}: each recipe's chinchilla fit alone
+    separate: dict                    # {name: FittedLaw | None}: each recipe's chinchilla fit alone (None: < 6 runs)
     form: str
     names: tuple[str, str]
     k: float                          # C = k N D
@@ -201,7 +229,8 @@ class Comparison:
         Returns ``{"C": the crossing (None when the fitted frontiers do not cross in the range),
         "lower", "upper": the central ``level`` band over the draws that cross in the range,
         "fraction_of_draws": the share of bootstrap draws that cross in the range, "C_range"}``.
-        Under ``form="efficiency"`` the multiplier is constant and the frontiers never cross.
+        Under ``form="efficiency"`` or ``"parameters"`` the multiplier is constant and the frontiers
+        never cross.
         """
         lo, hi = C_range or (self.compute_range[0] / 10, self.compute_range[1] * 1e3)
 
@@ -246,7 +275,7 @@ class Comparison:
             "form": self.form, "recipes": list(self.names), "k": self.k,
             "compute_range": list(self.compute_range),
             "joint_fit": self.fitted.to_dict(),
-            "separate_fits": {n: dict(f.params) for n, f in self.separate.items()},
+            "separate_fits": {n: dict(f.params) for n, f in self.separate.items() if f is not None},
             "compute_multiplier": {c: [float(v) if v is not None else None for v in table[c]]
                                    for c in ("C", "multiplier", "lower", "upper")},
             "crossover": self.crossover(level=level),
@@ -263,7 +292,7 @@ class Comparison:
 
 # ---------------------------------------------------------------------------------- compare
 
-def _table(data, columns: Mapping[str, str], k: float, name: str) -> dict:
+def _table(data, columns: Mapping[str, str], k: float, name: str, min_runs: int = 6) -> dict:
     cols = {c: columns.get(c, c) for c in ("N", "D", "C", "loss", "sem")}
     available = list(data.keys()) if hasattr(data, "keys") else []
     need = [cols["N"], cols["loss"]]
@@ -280,18 +309,35 @@ def _table(data, columns: Mapping[str, str], k: float, name: str) -> dict:
         out["sem"] = np.asarray(data[cols["sem"]], np.float64)
         if not (np.isfinite(out["sem"]).all() and (out["sem"] > 0).all()):
             raise ValueError(f"compare: table {name!r} has standard errors that are not finite and > 0")
-    if len(out["loss"]) < 6:
-        raise ValueError(f"compare: table {name!r} has {len(out['loss'])} runs; a loss law of (N, D) needs "
-                         "at least 6 per recipe")
+    if len(out["loss"]) < min_runs:
+        raise ValueError(f"compare: table {name!r} has {len(out['loss'])} runs; " + (
+            "the free form fits a loss law of (N, D) per recipe and needs at least 6 runs per recipe (the "
+            "efficiency form needs 2 of one recipe when the other has 6)" if min_runs == 6 else
+            f"the efficiency form needs at least {min_runs} runs per recipe"))
     return out
 
 
-def _starts(form: str, sep_a: FittedLaw, sep_b: FittedLaw, pooled: FittedLaw | None) -> dict:
-    """Natural-unit starts for the joint fit, from the separate (and pooled) fits."""
-    pa, pb = sep_a.params, sep_b.params
-    es = sorted({pa["E"], pb["E"], min(pa["E"], pb["E"]), math.sqrt(pa["E"] * pb["E"]), 0.9 * min(pa["E"], pb["E"])})
+def _coarse_chinchilla_starts() -> dict:
+    """Every other value of each chinchilla parameter's default grid: 243 starts over the span of
+    its 4,500 (the separate and pooled fits only give the joint fit's starts and reference RMS)."""
+    import itertools
+
+    from scaling.laws import get
+
+    law = get("chinchilla")
+    rows = np.array(list(itertools.product(*[p.grid[::2] for p in law.params])), np.float64)
+    return {name: rows[:, i] for i, name in enumerate(law.param_names)}
+
+
+def _starts(form: str, sep_a: FittedLaw | None, sep_b: FittedLaw | None, pooled: FittedLaw | None) -> dict:
+    """Natural-unit starts for the joint fit, from the separate (and pooled) fits; a recipe with
+    too few runs for a fit of its own (efficiency form only) has none."""
+    fitted = [f.params for f in (sep_a, sep_b, pooled) if f is not None]
+    e_all = [p["E"] for p in fitted]
+    es = sorted({*e_all, min(e_all), math.exp(np.mean(np.log(e_all))), 0.9 * min(e_all)})
     rows = []
     if form == "free":
+        pa, pb = sep_a.params, sep_b.params
         for e in es:
             rows.append({"E": e, **{f"{n}_a": pa[n] for n in _CHIN[1:]}, **{f"{n}_b": pb[n] for n in _CHIN[1:]}})
         for src in (pa, pb):   # both recipes started from one recipe's fit
@@ -300,8 +346,8 @@ def _starts(form: str, sep_a: FittedLaw, sep_b: FittedLaw, pooled: FittedLaw | N
         base = pooled.params
         for e in sorted({base["E"], *es}):
             for mn in (0.5, 1.0, 2.0):
-                for md in (0.5, 1.0, 2.0):
-                    rows.append({**base, "E": e, "m_N": mn, "m_D": md})
+                for md in ((0.5, 1.0, 2.0) if form == "efficiency" else (None,)):
+                    rows.append({**base, "E": e, "m_N": mn, **({"m_D": md} if md is not None else {})})
     return {n: np.array([r[n] for r in rows]) for n in rows[0]}
 
 
@@ -313,9 +359,11 @@ def compare(table_a, table_b, *, names: tuple[str, str] = ("a", "b"), form: str 
     Args:
       table_a, table_b: DataFrames (or dicts of arrays) of runs: N, D (or C, then D = C / (k N)),
         loss, and optionally sem (the standard error of each loss) for the chi-square diagnostic.
+        At least 6 runs each (free form); the efficiency form needs 2 of one when the other has 6.
       names: the recipes' names, in the order (a, b); multipliers are of b over a.
-      form: ``"free"`` (each recipe its own A, B, alpha, beta) or ``"efficiency"`` (recipe b is
-        recipe a with parameter and data efficiencies m_N, m_D: constant multipliers).
+      form: ``"free"`` (each recipe its own A, B, alpha, beta), ``"efficiency"`` (recipe b is
+        recipe a with parameter and data efficiencies m_N, m_D: constant multipliers) or
+        ``"parameters"`` (m_N only, m_D = 1).
       columns: maps N, D, C, loss, sem to the tables' column names.
       k: FLOPs per parameter per token, ``C = k N D``.
       bootstrap, seed: the joint fit's bootstrap (its draws give every band).
@@ -328,17 +376,24 @@ def compare(table_a, table_b, *, names: tuple[str, str] = ("a", "b"), form: str 
     if len(names) != 2 or names[0] == names[1]:
         raise ValueError(f"compare: names must be two different names, got {names!r}")
     columns = dict(columns or {})
-    ta, tb = _table(table_a, columns, k, names[0]), _table(table_b, columns, k, names[1])
+    min_runs = 6 if form == "free" else 2
+    ta, tb = _table(table_a, columns, k, names[0], min_runs), _table(table_b, columns, k, names[1], min_runs)
+    if max(len(ta["N"]), len(tb["N"])) < 6:
+        raise ValueError(f"compare: tables {names[0]!r} and {names[1]!r} have {len(ta['N'])} and {len(tb['N'])} runs; "
+                         "one recipe needs at least 6 to fix the shared loss law")
     with warnings.catch_warnings():   # the separate fits only give starts and a reference RMS
         warnings.simplefilter("ignore")
-        sep = {names[0]: fit("chinchilla", ta), names[1]: fit("chinchilla", tb)}
+        # a recipe with fewer than 6 runs (efficiency form) has no fit of its own
+        starts = _coarse_chinchilla_starts()
+        sep = {n: fit("chinchilla", t, starts=starts) if len(t["N"]) >= 6 else None for n, t in zip(names, (ta, tb))}
         pooled = None
-        if form == "efficiency":
-            pooled = fit("chinchilla", {c: np.concatenate([ta[c], tb[c]]) for c in ("N", "D", "loss")})
+        if form != "free":
+            pooled = fit("chinchilla", {c: np.concatenate([ta[c], tb[c]]) for c in ("N", "D", "loss")}, starts=starts)
     joint_data = {c: np.concatenate([ta[c], tb[c]]) for c in ("N", "D", "loss")}
     joint_data["recipe"] = np.concatenate([np.zeros(len(ta["N"])), np.ones(len(tb["N"]))])
     law = JOINT_LAWS[form]
     fitted = fit(law, joint_data, starts=_starts(form, *sep.values(), pooled), bootstrap=bootstrap, seed=seed,
+                 strata=joint_data["recipe"],
                  k=k, provenance={"compare": {"recipes": list(names), "form": form}}, **fit_kwargs)
     budgets = k * joint_data["N"] * joint_data["D"]
     diag = _diagnostics(fitted, sep, names, ta, tb)
@@ -357,17 +412,20 @@ def _chi2_sf(chi2: float, dof: int) -> float:
 def _diagnostics(fitted: FittedLaw, sep: dict, names, ta: dict, tb: dict) -> dict:
     """Per recipe: RMS and max |log residual| of the joint fit and of the recipe's separate fit,
     and with SEMs the chi-square of the joint fit (see the module docstring)."""
-    out = {"recipes": {}, "E_separate": {n: float(f.params["E"]) for n, f in sep.items()},
+    out = {"recipes": {}, "E_separate": {n: float(f.params["E"]) for n, f in sep.items() if f is not None},
            "E_joint": float(fitted.params["E"])}
     chi2_total, n_total, have_sem = 0.0, 0, True
     for r, (name, t) in enumerate(zip(names, (ta, tb))):
         x = {"N": t["N"], "D": t["D"], "recipe": np.full(len(t["N"]), float(r))}
         pred = fitted.predict(**x, extrapolate=True)
         res = np.log(t["loss"]) - np.log(pred)
-        res_sep = np.log(t["loss"]) - np.log(sep[name].predict(N=t["N"], D=t["D"], extrapolate=True))
+        rms_sep = None
+        if sep[name] is not None:
+            res_sep = np.log(t["loss"]) - np.log(sep[name].predict(N=t["N"], D=t["D"], extrapolate=True))
+            rms_sep = float(np.sqrt(np.mean(res_sep ** 2)))
         entry = {"n": int(len(res)), "rms_log_residual": float(np.sqrt(np.mean(res ** 2))),
                  "max_abs_log_residual": float(np.max(np.abs(res))),
-                 "rms_log_residual_separate_fit": float(np.sqrt(np.mean(res_sep ** 2)))}
+                 "rms_log_residual_separate_fit": rms_sep}
         if "sem" in t:
             chi2 = float(np.sum(((t["loss"] - pred) / t["sem"]) ** 2))
             entry["chi2"] = chi2

@@ -64,7 +64,7 @@ def fit(law, data, target: str | None = None, *, objective: str | None = None, d
         weights=None, starts=None, bootstrap: int = 0, seed: int = 0, columns: Mapping[str, str] | None = None,
         bootstrap_starts: int = 3, max_iter: int = 500, ftol: float = 1e-12, xtol: float = 1e-10,
         at_best_rtol: float = 1e-6, continuation: bool = True, refine_starts: int = REFINE_STARTS,
-        threads: int | None = None,
+        threads: int | None = None, strata=None,
         flop_convention: str | None = None, k: float | None = None, provenance: Mapping | None = None) -> FittedLaw:
     """Fit ``law`` to ``data`` from many starts, optionally with a bootstrap; returns a `FittedLaw`.
 
@@ -93,6 +93,9 @@ def fit(law, data, target: str | None = None, *, objective: str | None = None, d
         main path within ``at_best_rtol`` of the best over both paths. ``refine_starts=0`` turns
         the check off.
       threads: threads feeding the solver at once (default: every available core).
+      strata: per-point group labels (array, or a column name): the bootstrap resamples within each
+        group, keeping its size (a stratified bootstrap: two recipes' runs fitted jointly, one of
+        them with few runs, are each resampled on their own, so no resample loses a recipe).
       at_best_rtol: a start counts in ``n_starts_at_best`` when its objective is within
         ``at_best_rtol * |best|`` of the best.
       flop_convention, k: how compute relates to N and D (``C = k N D``), see `scaling.flops.convention_k`.
@@ -197,7 +200,16 @@ def fit(law, data, target: str | None = None, *, objective: str | None = None, d
     if bootstrap:
         t0 = time.perf_counter()
         rng = np.random.default_rng(seed)
-        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=bootstrap).astype(np.float64)
+        if strata is None:
+            counts = rng.multinomial(n, np.full(n, 1.0 / n), size=bootstrap).astype(np.float64)
+        else:
+            groups = np.asarray(data[strata] if isinstance(strata, str) else strata)
+            if groups.shape != (n,):
+                raise ValueError(f"strata: {groups.shape[0] if groups.ndim else 0} labels for {n} points")
+            counts = np.zeros((bootstrap, n))
+            for g in np.unique(groups):
+                idx = np.flatnonzero(groups == g)
+                counts[:, idx] = rng.multinomial(len(idx), np.full(len(idx), 1.0 / len(idx)), size=bootstrap)
         seeds = distinct_optima(z, f, ok & converged, bootstrap_starts)
         if not len(seeds):                   # no start converged: refit from the best point reached
             seeds = np.array([best])
@@ -228,7 +240,8 @@ def fit(law, data, target: str | None = None, *, objective: str | None = None, d
             "resamples": int(bootstrap), "failed": int((~good).sum()), "starts_per_resample": int(nb),
             "converged": int(sb["converged"][rows][good].sum()), "iterations_max": int(sb["it"].max()),
             "iterations_median": float(np.median(sb["it"])), "seed": int(seed),
-            "interval": "bca" if acceleration else "percentile", "jackknife_refits": jackknife_refits}
+            "interval": "bca" if acceleration else "percentile", "jackknife_refits": jackknife_refits,
+            **({"stratified": True} if strata is not None else {})}
         if not good.any():
             samples = None
 

@@ -1,6 +1,6 @@
 """The law library: ``scaling.laws.get(name)``, ``scaling.laws.names()``.
 
-Every shipped law (21; ``names()`` lists them sorted) is registered when this package is first
+Every shipped law (23; ``names()`` lists them sorted) is registered when this package is first
 imported, by importing its modules here, so ``names()`` is the same whatever else was imported:
 - loss laws (`scaling.laws.loss`): chinchilla, kaplan, power_law, pure_power_law, power_law_2d,
   data_constrained, overtraining, lr_annealing;

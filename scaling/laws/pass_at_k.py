@@ -408,3 +408,39 @@ coverage_compute_law = register(Law(
     simulate=lambda rng, params, x: _benchmark_fraction(rng, np.exp(np.asarray(_coverage_nd_log_fn(
         {k: float(v) for k, v in params.items()}, {k: np.asarray(v, np.float64) for k, v in x.items()})))),
 ))
+
+
+def _coverage_budget_log_fn(p, x):
+    """log coverage = -A C^-a_C k^-b."""
+    return -jnp.exp(jnp.log(p["A"]) - p["a_C"] * jnp.log(x["C"]) - p["b"] * jnp.log(x["k"]))
+
+
+def _coverage_budget_design(rng, n):
+    return {"C": np.exp(rng.uniform(np.log(1e11), np.log(1e15), n)),
+            "k": np.round(np.exp(rng.uniform(0.0, np.log(1e3), n)))}
+
+
+coverage_budget_law = register(Law(
+    name="coverage_budget_law",
+    objective="huber_log",
+    objective_source="huber_log, the library's default (Epoch AI's protocol for Chinchilla, Besiroglu et al. 2024, Sec. 2); no source fits this form",
+    params=(
+        Param("A", "log", grid=(1.0, 30.0, 1e3), doc="-log coverage at C = k = 1"),
+        Param("a_C", grid=(0.0, 0.15), doc="how fast -log coverage falls with training compute"),
+        Param("b", "log", grid=(0.1, 0.4), doc="power-law exponent in the number of samples k"),
+    ),
+    covariates=("C", "k"),
+    target="coverage",
+    fn=lambda p, x: jnp.exp(_coverage_budget_log_fn(p, x)),
+    log_fn=_coverage_budget_log_fn,
+    positive=("C", "k"),
+    formula="coverage(C, k) = exp(-A C^-a_C k^-b)",
+    citation=("Brown et al. (2024) 'Large Language Monkeys', arXiv:2407.21787, Sec. 3.1 Eqs. 2-3 (the law in "
+              "k, one model at a time); its coefficient a written as A C^-a_C in the training compute C is "
+              "this project's extension (not in the paper): coverage_compute_law with one exponent of "
+              "compute in place of separate exponents of N and D, a candidate for `scaling.select`"),
+    reference={"A": 30.0, "a_C": 0.1, "b": 0.3},  # illustrative
+    design=_coverage_budget_design,
+    simulate=lambda rng, params, x: _benchmark_fraction(rng, np.exp(np.asarray(_coverage_budget_log_fn(
+        {k: float(v) for k, v in params.items()}, {k: np.asarray(v, np.float64) for k, v in x.items()})))),
+))

@@ -294,3 +294,34 @@ ptq_degradation = register(Law(
     reference=OUYANG_PTQ_REFERENCE,
     design=_ouyang_design,
 ))
+
+
+def _saturating_log_fn(p, x):
+    """log delta = log k - alpha log N - gamma log P - log(D^-beta + D_sat^-beta)."""
+    return (jnp.log(p["k"]) - p["alpha"] * jnp.log(x["N"]) - p["gamma"] * jnp.log(x["P"])
+            - jnp.logaddexp(-p["beta"] * jnp.log(x["D"]), -p["beta"] * jnp.log(p["D_sat"])))
+
+
+ptq_saturating = register(Law(
+    name="ptq_saturating",
+    objective="huber_log",
+    objective_source="huber_log, the library's default (Epoch AI's protocol for Chinchilla, Besiroglu et al. 2024, Sec. 2); no source fits this form",
+    params=(
+        Param("k", "log", grid=(1e-3, 1e-1), doc="overall scale (Ouyang et al.'s k while D << D_sat)"),
+        Param("alpha", grid=(0.1, 0.4), doc="exponent of non-embedding parameters"),
+        Param("beta", grid=(0.3, 0.7), doc="exponent of training tokens while D << D_sat"),
+        Param("gamma", grid=(3.0, 7.0), doc="exponent of bit width"),
+        Param("D_sat", "log", grid=(1e6, 1e9, 1e12), doc="tokens where the growth of delta with D saturates"),
+    ),
+    covariates=("N", "D", "P"),
+    target="delta_loss",
+    fn=lambda p, x: jnp.exp(_saturating_log_fn(p, x)),
+    log_fn=_saturating_log_fn,
+    formula="delta_loss = k / (N^alpha P^gamma (D^-beta + D_sat^-beta))",
+    citation="this project's candidate form, not from a paper: Ouyang et al. 2024 Eq. 8 (ptq_degradation, "
+             "k D^beta / (N^alpha P^gamma)) while D << D_sat, levelling off at k D_sat^beta / (N^alpha P^gamma) "
+             "for D >> D_sat; a candidate for `scaling.select` when the power law in D over-predicts the most-"
+             "trained runs. Reference: Ouyang et al.'s constants with an illustrative D_sat = 1e12",
+    reference={**OUYANG_PTQ_REFERENCE, "D_sat": 1e12},  # D_sat illustrative
+    design=_ouyang_design,
+))

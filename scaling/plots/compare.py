@@ -7,6 +7,8 @@ object API; each function returns the Axes it drew on, or the Figure for several
 
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 
 
@@ -60,8 +62,9 @@ def plot_selection(selection, ax=None):
     for j, col in enumerate(levels):
         ax.scatter(x + (j - (len(levels) - 1) / 2) * 0.12, table[col], s=18, zorder=3,
                    label=f"held out {col.removeprefix('error@')}")
-    ax.set_xticks(x, table["law"])
-    ax.set(yscale="log", ylabel=selection.metric, title=f"extrapolation error, held out: {selection.holdout.split(':')[0]}")
+    ax.set_xticks(x, [textwrap.fill(str(label), 16) for label in table["law"]], fontsize="small")
+    held = selection.holdout.split(":")[0].split(" (")[0]
+    ax.set(yscale="log", ylabel=selection.metric.replace("_", " "), title=f"extrapolation error, held out: {held}")
     ax.legend(fontsize="small")
     return ax
 
