@@ -326,7 +326,8 @@ def held_out_lines(a) -> list[str]:
         lines.append(f"| {r['law']} | {fmt(r['measured'])} | {fmt(r['predicted'])} | {_iv(r['lower'], r['upper'])} | "
                      f"{r['log_error']:+.3f} | {fmt(r['loss_at_prediction'], 4)} | {fmt(r['best_loss'], 4)} | "
                      + ("outside the grid" if not math.isfinite(r["cost"]) else f"{100 * r['cost']:+.2f}%") + " |")
-    lines += [f"- {n}" for n in h.get("notes", [])]
+    if h.get("notes"):
+        lines += [""] + [f"- {n}" for n in h["notes"]]
     return lines
 
 
