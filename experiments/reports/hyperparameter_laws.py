@@ -401,6 +401,7 @@ def plot_loss_vs_lr(a):
         if math.isfinite(c["lr_opt"]):
             ax.axvline(c["lr_opt"], color="k", lw=0.8, ls="--")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())
         ax.set_title(f"{c['parameterization']} N {c['N']:.3g} D {c['D']:.3g}" + (f" [{c['flags']}]" if c["flags"] else ""),
                      fontsize=8)
         ax.tick_params(labelsize=7)
@@ -443,6 +444,9 @@ def _plot_optimum(a, law_name: str, column: str, x: str, ylabel: str):
                 ax.fill_between(xs, np.asarray(band.lower), np.asarray(band.upper), color=line[0].get_color(), alpha=0.15)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    finite = cells[column][np.isfinite(cells[column])]
+    if len(finite):  # a law's band far from the cells can span many decades: keep the cells in view
+        ax.set_ylim(finite.min() / 5, finite.max() * 5)
     ax.set_xlabel({"N": "N (non-embedding parameters)", "D": "D (tokens)"}[x])
     ax.set_ylabel(ylabel)
     ax.set_title(f"{ylabel} per cell (x: flagged, not fitted); line and band: fits/{law_name}.json", fontsize=8)
