@@ -190,6 +190,7 @@ def mup_check(cells: pd.DataFrame, study) -> dict:
         name = f"lr_vs_N_{param}"
         if len(use) < (4 if two_d else 3) or use["N"].nunique() < 2:
             notes.append(f"{name} not fitted: {len(use)} usable cells")
+            rows.append({"parameterization": param, "exponent": None, "interval": None, "cells": len(use)})
             continue
         try:
             fitted = hp.fit_law(law, x, use["lr_opt"].to_numpy(), use["sd_log_lr"].to_numpy(),
@@ -353,6 +354,10 @@ def mup_lines(a) -> list[str]:
         return ["Not run (preset cpu_mup: --set parameterizations=sp,mup with widths at a fixed depth)."]
     lines = ["| parameterization | exponent of N in eta_opt | 95% | cells |", "|---|---|---|---|"]
     for r in m["rows"]:
+        if r["exponent"] is None:
+            lines.append(f"| {r['parameterization']} | not fitted: {r['cells']} cells with an inside optimum "
+                         "(see the flags above) | | |")
+            continue
         lines.append(f"| {r['parameterization']} | {r['exponent']:+.3f} | "
                      f"{_iv(*r['interval']) if r['interval'] else 'n/a'} | {r['cells']} |")
     lines += ["", "Under muP (Yang et al. 2022, arXiv:2203.03466; `models.transformer` mup) the optimal base learning "
