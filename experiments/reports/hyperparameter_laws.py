@@ -190,6 +190,7 @@ def mup_check(cells: pd.DataFrame, study) -> dict:
         name = f"lr_vs_N_{param}"
         if len(use) < (4 if two_d else 3) or use["N"].nunique() < 2:
             notes.append(f"{name} not fitted: {len(use)} usable cells")
+            rows.append({"parameterization": param, "exponent": None, "interval": None, "cells": len(use)})
             continue
         try:
             fitted = hp.fit_law(law, x, use["lr_opt"].to_numpy(), use["sd_log_lr"].to_numpy(),
@@ -326,7 +327,8 @@ def held_out_lines(a) -> list[str]:
         lines.append(f"| {r['law']} | {fmt(r['measured'])} | {fmt(r['predicted'])} | {_iv(r['lower'], r['upper'])} | "
                      f"{r['log_error']:+.3f} | {fmt(r['loss_at_prediction'], 4)} | {fmt(r['best_loss'], 4)} | "
                      + ("outside the grid" if not math.isfinite(r["cost"]) else f"{100 * r['cost']:+.2f}%") + " |")
-    lines += [f"- {n}" for n in h.get("notes", [])]
+    if h.get("notes"):
+        lines += [""] + [f"- {n}" for n in h["notes"]]
     return lines
 
 
@@ -352,6 +354,10 @@ def mup_lines(a) -> list[str]:
         return ["Not run (preset cpu_mup: --set parameterizations=sp,mup with widths at a fixed depth)."]
     lines = ["| parameterization | exponent of N in eta_opt | 95% | cells |", "|---|---|---|---|"]
     for r in m["rows"]:
+        if r["exponent"] is None:
+            lines.append(f"| {r['parameterization']} | not fitted: {r['cells']} cells with an inside optimum "
+                         "(see the flags above) | | |")
+            continue
         lines.append(f"| {r['parameterization']} | {r['exponent']:+.3f} | "
                      f"{_iv(*r['interval']) if r['interval'] else 'n/a'} | {r['cells']} |")
     lines += ["", "Under muP (Yang et al. 2022, arXiv:2203.03466; `models.transformer` mup) the optimal base learning "
@@ -400,6 +406,7 @@ def plot_loss_vs_lr(a):
         if math.isfinite(c["lr_opt"]):
             ax.axvline(c["lr_opt"], color="k", lw=0.8, ls="--")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())
         ax.set_title(f"{c['parameterization']} N {c['N']:.3g} D {c['D']:.3g}" + (f" [{c['flags']}]" if c["flags"] else ""),
                      fontsize=8)
         ax.tick_params(labelsize=7)
@@ -442,6 +449,9 @@ def _plot_optimum(a, law_name: str, column: str, x: str, ylabel: str):
                 ax.fill_between(xs, np.asarray(band.lower), np.asarray(band.upper), color=line[0].get_color(), alpha=0.15)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    finite = cells[column][np.isfinite(cells[column])]
+    if len(finite):  # a law's band far from the cells can span many decades: keep the cells in view
+        ax.set_ylim(finite.min() / 5, finite.max() * 5)
     ax.set_xlabel({"N": "N (non-embedding parameters)", "D": "D (tokens)"}[x])
     ax.set_ylabel(ylabel)
     ax.set_title(f"{ylabel} per cell (x: flagged, not fitted); line and band: fits/{law_name}.json", fontsize=8)

@@ -24,8 +24,11 @@ Presets (2-core CPU machine): smoke 1 size x 2 token counts (2 cells of a ~2k-pa
 6 learning rates x 2 batch sizes, 1 extra seed per cell (26 runs, 0.7M tokens): 1.5 CPU-minutes
 measured (2026-12-07: 91 CPU-s, of which ~2.3 CPU-s per run is per-run overhead and ~12 per
 compiled batch shape). cpu: 3 sizes x 2 tokens-per-parameter (6 cells) x 6 learning rates x 3
-batch sizes + 1 extra seed per cell (114 runs, 36M tokens). cpu_mup: widths 16/32/64 at depth 2,
-one token count, 6 learning rates, standard and muP side by side (36 runs).
+batch sizes + 1 extra seed per cell (114 runs, 36M tokens): 11.8 CPU-minutes measured
+(2026-12-07: 708 CPU-s, training and both analyses; 8% of the runs' wall time compiling; the
+fitted exponents and the held-out check are in docs/studies/hyperparameter_laws.md). cpu_mup: widths 16/32/64 at depth 2,
+one token count, 6 learning rates, standard and muP side by side (36 runs): 5.9 CPU-minutes
+measured (2026-12-07; muP's exponent of N in eta_opt +0.005 [-0.11, +0.22]).
 
 Runs that differ only in their learning rate share one compiled train step: the schedule's
 numbers (peak rate included) are data in the train state (`experiments.harness.step`), so a
