@@ -95,7 +95,7 @@ def params_lines(a) -> list[str]:
     head = "| parameter | this study | 95% interval |"
     sep = "|---|---|---|"
     if pub is not None:
-        head += " Muennighoff et al.'s runs, this analysis | 95% interval |"
+        head += " Muennighoff et al.'s runs, their procedure | 95% interval |"
         sep += "---|---|"
     head += " published |"
     sep += "---|"
@@ -104,7 +104,9 @@ def params_lines(a) -> list[str]:
         row = f"| {k} | {fmt(v['value'])} | {_iv(v['interval'])} |"
         if pub is not None:
             p = pub["params"][k]
-            row += f" {fmt(p['value'])} | {_iv(p['interval'])} |"
+            band = p["interval"]
+            fixed = band is not None and band[0] == band[1] == p["value"]
+            row += f" {fmt(p['value'])} | {'fixed (their base)' if fixed else _iv(band)} |"
         row += f" {fmt(dc.PUBLISHED[k]) if k in dc.PUBLISHED else '-'} |"
         lines.append(row)
     if pub is not None:

@@ -12,11 +12,14 @@ Presets (2-core CPU machine): smoke 2 sizes x 2 U x 3 epochs (12 runs of 2k-5k-p
 models, 1.6M tokens in all; fitted jointly, 20 bootstrap draws): 1.8 CPU-minutes measured
 (2026-12-06: 83 CPU-s training + 23 CPU-s analysis; 9 min wall on the heavily shared machine);
 the report's law selection (3 candidate laws, the 9-epoch runs held out) adds ~16 CPU-s of
-analysis (2026-12-07: 41 CPU-s against 27 without it).
-cpu 3 sizes x 3 U x 4 epochs (36 runs of 1e4-1e5 parameters, 1 to 30 epochs, 4.2e7 tokens in
-all, plus the same analysis on Muennighoff et al.'s published runs): NOT measured; estimated at
-~8-10 CPU-minutes of training from the isoFLOP cpu preset's measured rate (4.5e7 tokens in 8
-CPU-minutes at similar sizes) plus ~2-3 for the fits, so within 15.
+analysis (2026-12-07: 41 CPU-s against 27 without it; not in the cpu measurement below).
+cpu 3 sizes x 3 U x 5 epochs (45 runs of 5e3-5e4 parameters, U 45k-180k, 1 to 16 epochs, 2.9e7
+tokens in all; two-stage fit, 200 draws; plus the authors' procedure on Muennighoff et al.'s runs):
+10.8 CPU-minutes measured (2026-12-07: the whole command 649 CPU-s, of which the analysis, re-run
+alone, 92 CPU-s; 32 min wall on the shared machine). Result (docs/studies/data_constrained.md): R*_D 2.66 [2.14, 4.23], R*_N not
+identified (1.3e11 [3.4, 1.5e12]); held out, the 16-epoch runs 4.2% mean / 9.6% max error, 67% in
+the band; the largest U 3.2% / 7.2%, 0% in the band. On the authors' 182 runs with their procedure:
+R*_D 47.0, R*_N 2.33 (their published 15.4 / 5.3 is a local minimum of the same objective).
 
 Every run of the grid is its own run (its own cosine schedule to its own length), as in the
 paper; the caps are nested (a smaller U is a subset of a larger one), so budgets differ in how

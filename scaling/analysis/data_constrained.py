@@ -67,6 +67,9 @@ PUBLISHED_COLUMNS = {"N": "N", "D": "D_tokens", "U": "U_unique_tokens"}
 BASE = ("E", "A", "B", "alpha", "beta")
 DECAY = ("R_D_star", "R_N_star")
 PROCEDURES = ("two_stage", "joint", "muennighoff2023")
+# Stage 1's single-epoch runs: epochs = D/U up to 1.05, since a grid's whole steps read a little
+# more or less than U (a study's 1-epoch runs measured 0.99 and 1.01)
+SINGLE_EPOCH = 1.05
 AUTHORS_COLUMN = "in_authors_fit"  # bundled data: 1 for the runs of the authors' stage 2
 # The authors' starting grids (datablations utils/parametric_fit.ipynb; see the module docstring)
 AUTHORS_STAGE1_STARTS = np.array([(math.exp(e), math.exp(a), math.exp(b), alpha)
@@ -135,7 +138,7 @@ def _authors_fit(t: pd.DataFrame, base: Mapping[str, float] | None, args: dict) 
     """The ``"muennighoff2023"`` procedure (module docstring) on the table ``t``."""
     stage1 = None
     if base is None:
-        single = t[t["epochs"] <= 1.0 + 1e-9]
+        single = t[t["epochs"] <= SINGLE_EPOCH]
         if len(single) < 5:
             raise ValueError(f"muennighoff2023 fit: {len(single)} single-epoch run(s); stage 1 (E, A, B, "
                              "alpha = beta) needs at least 5, or pass base=")
@@ -146,7 +149,7 @@ def _authors_fit(t: pd.DataFrame, base: Mapping[str, float] | None, args: dict) 
     if missing:
         raise ValueError(f"muennighoff2023 fit: base lacks {missing}")
     runs = t[t[AUTHORS_COLUMN] > 0] if AUTHORS_COLUMN in t else t
-    if not (runs["epochs"] > 1.0 + 1e-9).any():
+    if not (runs["epochs"] > SINGLE_EPOCH).any():
         raise ValueError("muennighoff2023 fit: no run repeats its data (every run has epochs <= 1)")
     stage2 = fit(_decay_law(base), runs[["N", "D", "U", "loss"]], target="loss", starts=AUTHORS_STAGE2_STARTS, **args)
     params = {**{k: float(base[k]) for k in BASE}, **{k: stage2.params[k] for k in DECAY}}
@@ -201,7 +204,7 @@ def fit_law(df: pd.DataFrame, *, target: str = "loss", columns: Mapping[str, str
         return fit("data_constrained", t[["N", "D", "U", "loss"]], target="loss", **args)
     if procedure == "muennighoff2023":
         return _authors_fit(t, base, args)
-    single = t[t["epochs"] <= 1.0 + 1e-9]
+    single = t[t["epochs"] <= SINGLE_EPOCH]
     if len(single) < len(BASE) + 1:
         raise ValueError(f"two-stage fit: {len(single)} single-epoch run(s); stage 1 (E, A, B, alpha, "
                          f"beta) needs at least {len(BASE) + 1}")
