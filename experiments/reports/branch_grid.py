@@ -126,12 +126,14 @@ def tree_figure(results: pd.DataFrame, params_column: str = "n_params"):
 
 def compare(workdirs: Mapping[str, str] | list, flop_convention: str = "6N") -> pd.DataFrame:
     """One row per (grid, approach) of analyzed study workdirs (name -> workdir, or a list of
-    workdirs named by their last path part): runs trained, FLOPs spent (a branch grid: stable
+    workdirs named by their last path part, or by their whole path where those repeat): runs trained, FLOPs spent (a branch grid: stable
     runs + cooldowns; a cosine grid: every run), the exponents a, b of N_opt, D_opt with their
     95% intervals, and the held-out-budget check's relative errors of L_opt and N_opt (NaN where
     an approach was not fitted). ``ValueError`` naming a workdir without results or analysis."""
     if not isinstance(workdirs, Mapping):
-        workdirs = {epath.Path(w).name: w for w in workdirs}
+        names = [epath.Path(w).name for w in workdirs]
+        unique = len(set(names)) == len(names)
+        workdirs = {(name if unique else str(w)): w for name, w in zip(names, workdirs)}
     rows = []
     for name, workdir in workdirs.items():
         path = epath.Path(workdir)
