@@ -280,9 +280,9 @@ def models_at(study: Study, budget: float) -> list[ModelConfig]:
     """
     if study.shared_sizes and not study.sizes and study.sizes_per_budget > 1:
         low = lattice_window(study, budget)
-        if low < 0:
-            raise ValueError(f"budget {budget:.3g}: shared_sizes needs the smallest budget's centre "
-                             "to be the lowest; the prior puts this budget's lower")
+        if low < 0:  # the lattice starts at the smallest budget's sizes
+            raise ValueError(f"budget {budget:.3g}: shared_sizes needs the prior's N_opt to grow with "
+                             f"the budget; {study.prior!r} puts this budget's below the smallest budget's")
         return lattice_models(study)[low:low + study.sizes_per_budget]
     return distinct_models(study, sizes_at(study, budget), f"budget {budget:.3g}")
 
