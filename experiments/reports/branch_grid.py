@@ -131,7 +131,8 @@ def compare(workdirs: Mapping[str, str] | list, flop_convention: str = "6N") -> 
     workdirs named by their last path part, or by their whole path where those repeat): runs
     trained, FLOPs spent (a branch grid: stable runs + cooldowns; a cosine grid: every run), the
     exponents a, b of N_opt, D_opt with their 95% intervals, and the held-out-budget check's
-    relative errors of L_opt and N_opt (NaN where an approach was not fitted). ``ValueError`` naming a workdir without results or analysis."""
+    relative errors of L_opt and N_opt (NaN where an approach was not fitted). ``ValueError``
+    naming a workdir without results or analysis."""
     if not isinstance(workdirs, Mapping):
         names = [epath.Path(w).name for w in workdirs]
         unique = len(set(names)) == len(names)
