@@ -48,7 +48,9 @@ def test_one_stable_run_per_size_and_one_branch_per_cosine_point(smoke):
     assert len(stable) == len({_size(r) for r in cosine}) < len(cosine)
     assert len({_size(r) for r in stable}) == len(stable)
     # the same (budget, size, endpoint tokens, FLOPs) points as the cosine grid, nothing else
-    point = lambda r: (r.budget, _size(r), r.config.train.tokens, r.plan().flops_at(r.plan().steps)["6N"])  # noqa: E731
+    def point(r):
+        return r.budget, _size(r), r.config.train.tokens, r.plan().flops_at(r.plan().steps)["6N"]
+
     assert collections.Counter(map(point, branches)) == collections.Counter(map(point, cosine))
     by_id = {r.run_id: r for r in stable}
     for b in branches:

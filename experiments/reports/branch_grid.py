@@ -22,7 +22,6 @@ exponents a and b with their 95% intervals, and the errors of the held-out-budge
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections.abc import Mapping
 
@@ -48,8 +47,9 @@ def cost(results: pd.DataFrame, flop_convention: str) -> dict:
     own = branches[column] * (branches["tokens"] - branches["leaves_at"]) / branches["tokens"]
     spent = float(stable[column].sum() + own.sum())
     scratch = float(branches[column].sum())
-    return {"stable_runs": len(stable), "branches": len(branches), "stable_flops": float(stable[column].sum()),
-            "cooldown_flops": float(own.sum()), "spent": spent, "from_scratch": scratch,
+    return {"stable_runs": len(stable), "branches": len(branches),
+            "stable_flops": float(stable[column].sum()), "cooldown_flops": float(own.sum()),
+            "spent": spent, "from_scratch": scratch,
             "ratio": spent / scratch if scratch else math.nan}
 
 
@@ -72,8 +72,10 @@ def section(results: pd.DataFrame, flop_convention: str, params_column: str = "n
              "cooldown branches, one per isoFLOP point; the analysis above uses the branches' endpoints. "
              f"FLOPs ({flop_convention}) spent: {c['stable_flops']:.3g} in the stable runs + "
              f"{c['cooldown_flops']:.3g} in the cooldowns = {c['spent']:.3g}, against {c['from_scratch']:.3g} "
-             f"for the same endpoints each trained from scratch ({c['ratio']:.2f}x; plots/branch_tree.png).", "",
-             "| N | stable run | its tokens | branches | leave at tokens | end at tokens |", "|---|---|---|---|---|---|"]
+             f"for the same endpoints each trained from scratch ({c['ratio']:.2f}x; "
+             "plots/branch_tree.png).", "",
+             "| N | stable run | its tokens | branches | leave at tokens | end at tokens |",
+             "|---|---|---|---|---|---|"]
     for s in stable.itertuples(index=False):
         mine = branches[[of.get(r) == s.run_id for r in branches["run_id"]]].sort_values("tokens")
         lines.append(f"| {getattr(s, params_column):.3g} | {s.run_id} | {s.tokens:.3g} | {len(mine)} | "
@@ -126,12 +128,15 @@ def tree_figure(results: pd.DataFrame, params_column: str = "n_params"):
 
 def compare(workdirs: Mapping[str, str] | list, flop_convention: str = "6N") -> pd.DataFrame:
     """One row per (grid, approach) of analyzed study workdirs (name -> workdir, or a list of
-    workdirs named by their last path part): runs trained, FLOPs spent (a branch grid: stable
-    runs + cooldowns; a cosine grid: every run), the exponents a, b of N_opt, D_opt with their
-    95% intervals, and the held-out-budget check's relative errors of L_opt and N_opt (NaN where
-    an approach was not fitted). ``ValueError`` naming a workdir without results or analysis."""
+    workdirs named by their last path part, or by their whole path where those repeat): runs
+    trained, FLOPs spent (a branch grid: stable runs + cooldowns; a cosine grid: every run), the
+    exponents a, b of N_opt, D_opt with their 95% intervals, and the held-out-budget check's
+    relative errors of L_opt and N_opt (NaN where an approach was not fitted). ``ValueError``
+    naming a workdir without results or analysis."""
     if not isinstance(workdirs, Mapping):
-        workdirs = {epath.Path(w).name: w for w in workdirs}
+        names = [epath.Path(w).name for w in workdirs]
+        unique = len(set(names)) == len(names)
+        workdirs = {(name if unique else str(w)): w for name, w in zip(names, workdirs)}
     rows = []
     for name, workdir in workdirs.items():
         path = epath.Path(workdir)
@@ -168,9 +173,9 @@ def compare_markdown(frame: pd.DataFrame) -> str:
     lines = ["| grid | runs | FLOPs spent | approach | a | a 95% | b | b 95% | held-out L_opt error | "
              "held-out N_opt error |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in frame.itertuples(index=False):
-        lines.append(f"| {r.grid} ({r.kind}) | {r.runs} | {r.flops_spent:.3g} | {r.approach} | {r.a:.3f} | "
-                     f"{iv(r.a_interval)} | {r.b:.3f} | {iv(r.b_interval)} | {pct(r.heldout_loss_error)} | "
-                     f"{pct(r.heldout_n_opt_error)} |")
+        lines.append(f"| {r.grid} ({r.kind}) | {r.runs} | {r.flops_spent:.3g} | {r.approach} | "
+                     f"{r.a:.3f} | {iv(r.a_interval)} | {r.b:.3f} | {iv(r.b_interval)} | "
+                     f"{pct(r.heldout_loss_error)} | {pct(r.heldout_n_opt_error)} |")
     return "\n".join(lines)
 
 

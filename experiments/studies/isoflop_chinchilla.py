@@ -27,6 +27,11 @@ shared it, so an idle machine is faster; GPU and pod figures are estimates, not 
          ~15 CPU-s; 2026-12-07)
   cpu    5 budgets 6.25e10-1e12 x 5 sizes (25 runs, 5k-160k params, seq 64,  ~8 min on 2 idle
          7e7 tokens in all; minima inside every budget)                      cores (11 CPU-min)
+  cpu_branches  the cpu grid as branches (7 stable runs + 25 cooldown      15.6 CPU-min for cpu and
+         branches, 6.19e12 FLOPs against the cpu grid's 9.69e12)          10.6 for cpu_branches,
+         measured side by side 2026-12-07 on a loaded machine (59 and 45 min wall); exponents a
+         (Approaches 1-3) 0.467, 0.525, 0.566 (cpu) and 0.366, 0.424, 0.464 (cpu_branches), held-out
+         1e12 L_opt errors +6.3%, +0.8%, +3.0% and +7.7%, +2.9%, +0.6% (docs/studies/isoflop.md)
   gpu    5 budgets 3e15-3e17 x 7 sizes (35 runs, 1.4M-180M params, seq 1024,  ~3-5 h on one H100
          bf16, 3.1e18 FLOPs in all)                                          (estimate)
   pod    6 budgets 1e18-3e20 x 9 sizes (54 runs, 20M-4B params, seq 2048,     ~1 day on 256 v5p
@@ -277,9 +282,9 @@ def models_at(study: Study, budget: float) -> list[ModelConfig]:
     """
     if study.shared_sizes and not study.sizes and study.sizes_per_budget > 1:
         low = lattice_window(study, budget)
-        if low < 0:
-            raise ValueError(f"budget {budget:.3g}: shared_sizes needs the smallest budget's centre "
-                             "to be the lowest; the prior puts this budget's lower")
+        if low < 0:  # the lattice starts at the smallest budget's sizes
+            raise ValueError(f"budget {budget:.3g}: shared_sizes needs the prior's N_opt to grow with "
+                             f"the budget; {study.prior!r} puts this budget's below the smallest budget's")
         return lattice_models(study)[low:low + study.sizes_per_budget]
     return distinct_models(study, sizes_at(study, budget), f"budget {budget:.3g}")
 
