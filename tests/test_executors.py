@@ -174,3 +174,22 @@ def test_killed_ray_study_resumes_under_ray_to_the_serial_results_byte_for_byte(
             assert {k: v for k, v in h.items() if not k.startswith("_")} == pytest.approx(expected)
         if row["run_id"] not in started_before:
             assert logged == steps and any("train/loss" in h for h in history)
+
+
+def test_branches_wait_for_their_parents_under_a_concurrent_executor():
+    """A branch starts from its parent's checkpoint: under Ray (which runs units concurrently and
+    in any order) the train stage trains in waves, parents first; serial keeps the runs' order."""
+    from types import SimpleNamespace
+
+    from experiments.runner.runs import waves
+
+    def run(parent=""):  # waves() reads only a run's train.parent
+        return SimpleNamespace(config=SimpleNamespace(train=SimpleNamespace(parent=parent)))
+
+    # r1 branches from r0, r3 from r1 (a branch of a branch), r2 from a parent already trained
+    todo = [(run(), "r0"), (run("r0"), "r1"), (run("done"), "r2"), (run("r1"), "r3")]
+    assert waves(todo) == [[0, 2], [1], [3]]
+    assert waves([(run(), "r0"), (run(), "r1")]) == [[0, 1]]
+    loop = [(run("r1"), "r0"), (run("r0"), "r1")]
+    with pytest.raises(ValueError, match="returns to itself"):
+        waves(loop)

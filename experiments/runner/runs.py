@@ -276,8 +276,7 @@ def train_runs(runs: Sequence[Run], workdir, *, flop_convention: str = "6N",
     try:
         if todo:
             bar.set_postfix_str(f"runs {finished}/{len(ids)} | {todo[0][1]}")
-        outcomes = executor.imap(_train_one, units, [run.config for run, _ in todo])
-        for index, outcome in outcomes:
+        for index, outcome in _in_waves(executor, units, todo):
             run, rid = todo[index]
             if outcome.ok:
                 result = outcome.value
@@ -303,6 +302,39 @@ def train_runs(runs: Sequence[Run], workdir, *, flop_convention: str = "6N",
     finally:
         bar.close()
     return results_frame((rows[i] for i in ids), labels)
+
+
+def waves(todo: Sequence[tuple[Run, str]]) -> list[list[int]]:
+    """The indices of ``todo`` in waves: a branch (``train.parent``) whose parent is also to be
+    trained goes in a wave after its parent's, since it starts from the parent's checkpoint; the
+    order within a wave is ``todo``'s. One wave when there are no such branches."""
+    position = {rid: i for i, (_, rid) in enumerate(todo)}
+    depth: dict[int, int] = {}
+
+    def level(i: int, seen: tuple = ()) -> int:
+        if i not in depth:
+            parent = todo[i][0].config.train.parent
+            j = position.get(parent)
+            if j is not None and j in seen + (i,):
+                raise ValueError(f"run {todo[i][1]}: its parent chain returns to itself")
+            depth[i] = 0 if j is None else level(j, seen + (i,)) + 1
+        return depth[i]
+
+    out: dict[int, list[int]] = {}
+    for i in range(len(todo)):
+        out.setdefault(level(i), []).append(i)
+    return [out[d] for d in sorted(out)]
+
+
+def _in_waves(executor, units, todo):
+    """``executor.imap`` over ``units``: (index into todo, outcome). A serial executor trains in
+    todo's order (a study lists a parent before its branches); any other (Ray: concurrent, in any
+    order) wave by wave (`waves`), so that no branch starts before its parent has finished."""
+    order = [list(range(len(todo)))] if executor.name == "serial" else waves(todo)
+    for wave in order:
+        for k, outcome in executor.imap(_train_one, [units[i] for i in wave],
+                                        [todo[i][0].config for i in wave]):
+            yield wave[k], outcome
 
 
 def _train_one(train_fn, args):
