@@ -12,7 +12,7 @@ imported, by importing its modules here, so ``names()`` is the same whatever els
   ptq_degradation, ptq_saturating (this project's form: degradation that saturates in D);
 - test-time compute laws (`scaling.laws.pass_at_k`; the old path `scaling.laws.test_time` warns): coverage_power_law, pass_at_k_beta,
   verifier_ceiling, coverage_compute_law (coverage across a family of models), coverage_budget_law
-  (this project's form: coverage against the sampling budget across models); and (`scaling.laws.beta_binomial`) pass_at_k_zero_inflated_beta;
+  (coverage over training compute C and samples k, exp(-A C^-a_C k^-b)); and (`scaling.laws.beta_binomial`) pass_at_k_zero_inflated_beta;
 - task laws (`scaling.laws.task`): accuracy_sigmoid (Bhagia et al. 2024) and error_exponential
   (Gadre et al. 2024): accuracy or error from a task loss, step 2 of a two-step task prediction.
 
