@@ -20,6 +20,7 @@ from experiments.harness.config import Config, TrainConfig, apply_overrides, con
 from experiments.harness.data import DataConfig
 from experiments.harness.train import check_branch, lr_schedule, make_plan, train
 from models.transformer import ModelConfig
+from test_train import tiny as train_tiny
 
 SMALL = "python_stdlib/small"
 BATCH, SEQ, STEPS, LEAVE = 16, 64, 8, 4  # the branch leaves the parent at step 4 of 8
@@ -33,15 +34,10 @@ def data_dir(tmp_path_factory):
 
 
 def tiny(data_dir, steps=STEPS, **train_fields) -> Config:
-    fields = dict(tokens=steps * BATCH * SEQ, batch_size=BATCH, lr=1e-2, warmup=2, log_every=1,
-                  checkpoint_every=2, eval_batch_size=16, curve_every=2 * BATCH * SEQ,
-                  curve_batches=1)
+    """`test_train.tiny` (the same model and data) with checkpoints every 2 steps and dense curves."""
+    fields = dict(warmup=2, checkpoint_every=2, curve_every=2 * BATCH * SEQ, curve_batches=1)
     fields.update(train_fields)
-    return Config(
-        model=ModelConfig(vocab_size=256, d_model=32, n_layers=2, n_heads=4, max_seq_len=SEQ),
-        data=DataConfig(dataset=SMALL, data_dir=data_dir, seq_len=SEQ, eval_sequences=32,
-                        prefetch_batches=0),
-        train=TrainConfig(**fields))
+    return train_tiny(data_dir, steps, **fields)
 
 
 def rates(cfg, n=None):
