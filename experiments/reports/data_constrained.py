@@ -24,7 +24,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from experiments.reports.kit import Plot, Report, Section, Select, fmt
+from experiments.reports.kit import Plot, Report, Section, Select, fmt, interval
 from scaling.analysis import data_constrained as dc
 
 TABLE = "data_constrained_runs.csv"
@@ -84,10 +84,6 @@ def compute(context) -> dict:
 # ----------------------------------------------------------------------------- sections
 
 
-def _iv(band, digits=3) -> str:
-    return "-" if band is None else f"[{fmt(band[0], digits)}, {fmt(band[1], digits)}]"
-
-
 def params_lines(a) -> list[str]:
     own, pub = a.out.get("own"), a.out.get("published")
     if own is None:
@@ -101,12 +97,12 @@ def params_lines(a) -> list[str]:
     sep += "---|"
     lines = [head, sep]
     for k, v in own["params"].items():
-        row = f"| {k} | {fmt(v['value'])} | {_iv(v['interval'])} |"
+        row = f"| {k} | {fmt(v['value'])} | {interval(v['interval'])} |"
         if pub is not None:
             p = pub["params"][k]
             band = p["interval"]
             fixed = band is not None and band[0] == band[1] == p["value"]
-            row += f" {fmt(p['value'])} | {'fixed (their base)' if fixed else _iv(band)} |"
+            row += f" {fmt(p['value'])} | {'fixed (their base)' if fixed else interval(band)} |"
         row += f" {fmt(dc.PUBLISHED[k]) if k in dc.PUBLISHED else '-'} |"
         lines.append(row)
     if pub is not None:
@@ -156,16 +152,16 @@ def optimum_lines(a) -> list[str]:
     for key, what in (("epochs_half_value", "epochs after which a repeat is worth 1/2 a fresh token"),
                       ("epochs_tenth_value", "epochs after which a repeat is worth 1/10"),
                       ("max_effective_data_over_u", "most effective data, D'/U (never more)")):
-        lines.append(f"| {what} | {fmt(rep[key]['value'])} | {_iv(rep[key]['interval'])} |")
+        lines.append(f"| {what} | {fmt(rep[key]['value'])} | {interval(rep[key]['interval'])} |")
     rows = own.get("compute_optimal") or []
     if rows:
         lines += ["", f"Compute-optimal allocation at U = {fmt(rows[0]['U'])} unique tokens (C = 6 N D; "
                   "95% bands from the fit's draws):", "",
                   "| C | N | D | epochs | loss |", "|---|---|---|---|---|"]
         for r in rows:
-            lines.append(f"| {fmt(r['C'])} | {fmt(r['N'])} {_iv(r['N_interval'])} | {fmt(r['D'])} "
-                         f"{_iv(r['D_interval'])} | {fmt(r['epochs'])} {_iv(r['epochs_interval'])} | "
-                         f"{fmt(r['loss'], 4)} {_iv(r['loss_interval'], 4)} |")
+            lines.append(f"| {fmt(r['C'])} | {fmt(r['N'])} {interval(r['N_interval'])} | {fmt(r['D'])} "
+                         f"{interval(r['D_interval'])} | {fmt(r['epochs'])} {interval(r['epochs_interval'])} | "
+                         f"{fmt(r['loss'], 4)} {interval(r['loss_interval'], 4)} |")
     return lines
 
 

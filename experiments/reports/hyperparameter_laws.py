@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.harness import io
-from experiments.reports.kit import Plot, Report, Section, fmt
+from experiments.reports.kit import Plot, Report, Section, fmt, interval
 from experiments.runner.runs import read_results, run_dir
 from scaling.analysis import hyperparameters as hp
 
@@ -229,12 +229,6 @@ def compile_share(context, results: pd.DataFrame) -> dict:
 # ----------------------------------------------------------------------------- sections
 
 
-def _iv(lo, hi, digits=3) -> str:
-    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
-        return "n/a"
-    return f"[{fmt(lo, digits)}, {fmt(hi, digits)}]"
-
-
 def what_lines(a) -> list[str]:
     study, t = a.declaration, a.out.get("table")
     if t is None or t.empty:
@@ -267,7 +261,7 @@ def cells_lines(a) -> list[str]:
              "grid | flags |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in cells.to_dict("records"):
         lines.append(f"| {r['parameterization']} | {fmt(r['N'])} | {fmt(r['D'])} | {fmt(r['C'])} | {fmt(r['lr_opt'])} | "
-                     f"{_iv(r['lr_lo'], r['lr_hi'])} | {fmt(r['B_opt'])} | {_iv(r['B_lo'], r['B_hi'])} | "
+                     f"{interval((r['lr_lo'], r['lr_hi']))} | {fmt(r['B_opt'])} | {interval((r['B_lo'], r['B_hi']))} | "
                      f"{fmt(r['L_best'], 4)} | {fmt(r['basin_lo'])}-{fmt(r['basin_hi'])} "
                      f"(x{r['basin_hi'] / r['basin_lo']:.3g}) | {fmt(r['grid_lo'])}-{fmt(r['grid_hi'])} | "
                      f"{r['flags'] or 'inside'} |")
@@ -282,7 +276,7 @@ def cells_lines(a) -> list[str]:
               "| param. | N | D | B | lr_opt | 95% | L_opt | flags |", "|---|---|---|---|---|---|---|---|"]
     for r in a.out["per_batch"].to_dict("records"):
         lines.append(f"| {r['parameterization']} | {fmt(r['N'])} | {fmt(r['D'])} | {fmt(r['B'])} | {fmt(r['lr_opt'])} | "
-                     f"{_iv(r['lr_lo'], r['lr_hi'])} | {fmt(r['L_opt'], 4)} | {r['flags'] or '-'} |")
+                     f"{interval((r['lr_lo'], r['lr_hi']))} | {fmt(r['L_opt'], 4)} | {r['flags'] or '-'} |")
     return lines
 
 
@@ -298,7 +292,7 @@ def laws_lines(a) -> list[str]:
             iv = law.interval(p) if law.samples is not None else None
             pub = PUBLISHED[name].get(p)
             lines.append(f"| fits/{name}.json | {WHAT[name]} | {p} | {fmt(v, 4)} | "
-                         f"{_iv(*iv) if iv else 'n/a'} | {f'{pub[0]:g} ({pub[1]})' if pub else '-'} |")
+                         f"{interval(iv)} | {f'{pub[0]:g} ({pub[1]})' if pub else '-'} |")
     lines += ["", "Published: DeepSeek LLM (DeepSeek-AI 2024, arXiv:2401.02954, Eq. 1; `scaling.published` "
               "deepseek2024_lr / deepseek2024_batch, C = M D with M the non-embedding FLOPs per token) and the Step "
               "Law (Li et al. 2025, arXiv:2503.04715; predictable_scale2025_lr / _batch, N non-embedding). Both "
@@ -324,7 +318,7 @@ def held_out_lines(a) -> list[str]:
              "| law | measured | predicted | 95% band | error in ln | loss at prediction | best loss | cost |",
              "|---|---|---|---|---|---|---|---|"]
     for r in h["rows"]:
-        lines.append(f"| {r['law']} | {fmt(r['measured'])} | {fmt(r['predicted'])} | {_iv(r['lower'], r['upper'])} | "
+        lines.append(f"| {r['law']} | {fmt(r['measured'])} | {fmt(r['predicted'])} | {interval((r['lower'], r['upper']))} | "
                      f"{r['log_error']:+.3f} | {fmt(r['loss_at_prediction'], 4)} | {fmt(r['best_loss'], 4)} | "
                      + ("outside the grid" if not math.isfinite(r["cost"]) else f"{100 * r['cost']:+.2f}%") + " |")
     if h.get("notes"):
@@ -359,7 +353,7 @@ def mup_lines(a) -> list[str]:
                          "(see the flags above) | | |")
             continue
         lines.append(f"| {r['parameterization']} | {r['exponent']:+.3f} | "
-                     f"{_iv(*r['interval']) if r['interval'] else 'n/a'} | {r['cells']} |")
+                     f"{interval(r['interval'])} | {r['cells']} |")
     lines += ["", "Under muP (Yang et al. 2022, arXiv:2203.03466; `models.transformer` mup) the optimal base learning "
               "rate should not move with width: an exponent near 0, against a negative one under the standard "
               "parameterization (Everett et al. 2024, arXiv:2407.05872, find that per-layer constants matter "

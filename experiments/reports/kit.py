@@ -154,7 +154,10 @@ def fmt(x, digits: int = 3) -> str:
 
 
 def interval(band, digits: int = 3) -> str:
-    return "n/a" if band is None else f"[{fmt(band[0], digits)}, {fmt(band[1], digits)}]"
+    """An interval ``(lo, hi)`` for a report ("n/a" when there is none or a bound is missing)."""
+    if band is None or any(b is None or not math.isfinite(float(b)) for b in band):
+        return "n/a"
+    return f"[{fmt(band[0], digits)}, {fmt(band[1], digits)}]"
 
 
 def held_out_rows(spec: HeldOut, fit: Fit, data: pd.DataFrame) -> list[dict]:
