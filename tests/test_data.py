@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 
+import grain
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -280,6 +281,53 @@ def test_row_shuffle_mixes_documents_within_windows(data_dir):
             np.testing.assert_array_equal(got[key_], expected[key_])
             np.testing.assert_array_equal(repeat[key_], expected[key_])
         assert not np.array_equal(different["inputs"], expected["inputs"])
+
+
+def test_cached_windows_serve_grains_rows_and_state_bit_for_bit(data_dir, monkeypatch):
+    """The row shuffle's window cache (`experiments.harness.row_shuffle`) changes nothing but
+    the time: over several windows an iterator that fills them, one that finds them all cached
+    and Grain's own WindowShuffleIterDataset serve the same rows, and a restore inside a window
+    from the cache continues the same stream."""
+    from experiments.harness import row_shuffle
+
+    cfg = small_config(data_dir, seq_len=64, shuffle_tokens=40 * 65)  # windows of 40 rows
+    seed, batch, steps = 3, 8, 23  # 184 rows: 4 full windows and part of a fifth
+
+    def stream(iterator, n):
+        return [np.concatenate([b[k].ravel() for k in sorted(b)]) for b in (next(iterator) for _ in range(n))]
+
+    row_shuffle.clear()
+    monkeypatch.setattr(row_shuffle, "CACHE_WINDOWS", 8)
+    filled = stream(data.make_train_iterator(cfg, global_batch_size=batch, seed=seed), steps)
+    assert dict(row_shuffle.stats) == {"fills": 5}
+    cached_iterator = data.make_train_iterator(cfg, global_batch_size=batch, seed=seed)
+    cached = stream(cached_iterator, steps)
+    assert row_shuffle.stats["hits"] == 5 and row_shuffle.stats["fills"] == 5
+    rows = data.packed_train_rows(cfg, seed=seed)
+    plain = grain.experimental.WindowShuffleIterDataset(
+        rows, window_size=40, seed=data.row_shuffle_seed(seed, 0)).batch(batch).map(data.to_model_batch)
+    grains = stream(iter(plain), steps)
+    for a, b, c in zip(filled, cached, grains):
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(b, c)
+    # restore inside the fourth window (row 140 of 160), from the cache, then without it
+    iterator = data.make_train_iterator(cfg, global_batch_size=batch, seed=seed)
+    stream(iterator, 17)
+    state = json.loads(json.dumps(iterator.get_state()))
+    expected = stream(iterator, 6)
+    hits = row_shuffle.stats["hits"]
+    restored = data.make_train_iterator(cfg, global_batch_size=batch, seed=seed)
+    restored.set_state(state)  # the fourth window comes from the cache
+    for a, b in zip(stream(restored, 6), expected):
+        np.testing.assert_array_equal(a, b)
+    assert row_shuffle.stats["hits"] > hits
+    row_shuffle.clear()
+    monkeypatch.setattr(row_shuffle, "CACHE_WINDOWS", 0)
+    restored = data.make_train_iterator(cfg, global_batch_size=batch, seed=seed)
+    restored.set_state(state)  # filled again, cached nowhere
+    for a, b in zip(stream(restored, 6), expected):
+        np.testing.assert_array_equal(a, b)
+    assert not row_shuffle.stats
 
 
 @pytest.mark.parametrize("prefetch", [0, 2])

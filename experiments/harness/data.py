@@ -63,7 +63,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from experiments.harness import corpus, subsets, tasks
+from experiments.harness import corpus, row_shuffle, subsets, tasks
 from experiments.harness.mixtures import mixed_train_rows
 from experiments.harness.packing import (_check_process, _Lookup, _packed_rows,  # noqa: F401
                                          packed_train_rows, row_shuffle_seed, shuffle_window_rows,
@@ -257,8 +257,10 @@ def shuffled_train_rows(
     window = shuffle_window_rows(cfg)
     if window <= 1:
         return rows
-    return grain.experimental.WindowShuffleIterDataset(
-        rows, window_size=window, seed=row_shuffle_seed(seed, process_index))
+    pipeline = json.dumps({"config": repr(cfg), "seed": seed, "process": [process_index, process_count],
+                           "tokenizer": _tokenizer_fingerprint(tokenizer or make_tokenizer(cfg))})
+    return row_shuffle.CachedWindowShuffleIterDataset(
+        rows, window_size=window, seed=row_shuffle_seed(seed, process_index), pipeline=pipeline)
 
 
 def make_train_iterator(
