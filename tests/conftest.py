@@ -42,8 +42,10 @@ os.environ["XLA_FLAGS"] = flags
 # in series. The fixtures then wait for their own study and check its exit status, as before.
 
 import pathlib  # noqa: E402
+import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -119,61 +121,120 @@ def studies_needed(items) -> list[str]:
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """Tests that read a smoke study run after the others (stable order otherwise)."""
+    """Tests that read a smoke study run after the others (stable order otherwise).
+
+    The suite runs on two pytest-xdist workers (``--dist loadgroup``, set in pyproject.toml):
+    each test goes to whichever worker is free, except that the tests of a module that share a
+    module-scoped fixture (a compiled model, an emulator, a trained checkpoint) form one group
+    and run on one worker, so the fixture is built once."""
     reads = {id(item) for item in items if studies_needed([item])}
     items[:] = [i for i in items if id(i) not in reads] + [i for i in items if id(i) in reads]
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        shared = info is not None and any(defs and defs[-1].scope == "module"
+                                          for defs in info.name2fixturedefs.values())
+        if shared and id(item) not in reads:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+
+_WRAPPER = ("import pathlib, subprocess, sys; rc = subprocess.call(sys.argv[2:]); "
+            "pathlib.Path(sys.argv[1]).write_text(str(rc))")
 
 
 class BackgroundStudy:
     """One smoke command running in its own empty directory; output to files (not pipes, which
-    fill up and stall the child while nobody reads them)."""
+    fill up and stall the child while nobody reads them). A small wrapper writes the command's
+    exit status to ``returncode``, so any pytest process (an xdist worker that did not start it)
+    can wait for it."""
 
-    def __init__(self, command: str, root: pathlib.Path, workdir: str, cache: pathlib.Path | None):
+    def __init__(self, command: str, root: pathlib.Path, workdir: str, cache: pathlib.Path | None,
+                 start: bool = True):
         self.command, self.root, self.cache = command, root, cache
         self.workdir = root / workdir
-        self.out, self.err = root / "stdout.txt", root / "stderr.txt"
-        with self.out.open("w") as out, self.err.open("w") as err:
-            self.proc = subprocess.Popen(_argv(command), cwd=root, env=user_env(cache),
-                                         stdout=out, stderr=err, text=True)
+        self.out, self.err, self.rc = root / "stdout.txt", root / "stderr.txt", root / "returncode"
+        self.proc = None
+        if start:
+            with self.out.open("w") as out, self.err.open("w") as err:
+                self.proc = subprocess.Popen([sys.executable, "-c", _WRAPPER, str(self.rc), *_argv(command)],
+                                             cwd=root, env=user_env(cache), stdout=out, stderr=err,
+                                             text=True, start_new_session=True)
+        self.started = time.time()
         self._done = None
 
     def wait(self) -> subprocess.CompletedProcess:
         if self._done is None:
-            try:
-                self.proc.wait(timeout=STUDY_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+            while not self.rc.exists() or not self.rc.read_text().strip():
+                if time.time() - self.started > STUDY_TIMEOUT_S:
+                    self.stop()
+                    raise TimeoutError(f"{self.command}: not finished after {STUDY_TIMEOUT_S} s")
+                if self.proc is not None and self.proc.poll() is not None and not self.rc.exists():
+                    raise RuntimeError(f"{self.command}: its wrapper exited {self.proc.returncode}")
+                time.sleep(0.5)
+            if self.proc is not None:
                 self.proc.wait()
-                raise
-            self._done = subprocess.CompletedProcess(self.proc.args, self.proc.returncode,
+            self._done = subprocess.CompletedProcess(_argv(self.command), int(self.rc.read_text()),
                                                      self.out.read_text(), self.err.read_text())
         assert self._done.returncode == 0, self._done.stderr[-4000:]
         return self._done
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+
+
+def _shared_temp(tmp_path_factory) -> pathlib.Path:
+    """The session's temporary folder that every pytest-xdist worker sees (each worker's own
+    basetemp is a folder inside it); the basetemp itself without xdist."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def _open_study(name: str, root: pathlib.Path, start: bool) -> BackgroundStudy:
+    command, workdir, cached = STUDIES[name]
+    return BackgroundStudy(command, root, workdir, root / "jax_cache" if cached else None, start=start)
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _studies(request, tmp_path_factory):
-    """Starts every smoke study this session's tests read, at once, in the background."""
-    started = {}
-    for name in studies_needed(request.session.items):
-        command, workdir, cached = STUDIES[name]
-        root = tmp_path_factory.mktemp(name)
-        started[name] = BackgroundStudy(command, root, workdir, root / "jax_cache" if cached else None)
+    """Starts every smoke study this session's tests read, at once, in the background: once per
+    session, by the first pytest-xdist worker to get here (the others find them by their folder
+    in the shared temporary directory, under a file lock)."""
+    import filelock
+
+    shared = _shared_temp(tmp_path_factory)
+    started, mine = {}, []
+    with filelock.FileLock(str(shared / "studies.lock")):
+        for name in studies_needed(request.session.items):
+            root = shared / f"study_{name}"
+            new = not root.exists()
+            root.mkdir(exist_ok=True)
+            started[name] = _open_study(name, root, start=new)
+            if new:
+                mine.append(started[name])
     yield started
-    for study in started.values():  # a study whose tests were not run (-x, a failure) is stopped
-        study.stop()
+    # The studies this process started: a study that another worker still reads is waited for;
+    # after a failure or an interruption (-x) they are stopped.
+    for study in mine:
+        if request.session.testsfailed or request.session.shouldstop:
+            study.stop()
+        else:
+            try:
+                study.wait()
+            except (AssertionError, TimeoutError, RuntimeError):
+                pass  # its own tests report it
 
 
 def _finished(studies, name, tmp_path_factory) -> BackgroundStudy:
     if name not in studies:  # not foreseen (e.g. requested through getfixturevalue): run it now
-        command, workdir, cached = STUDIES[name]
-        root = tmp_path_factory.mktemp(name)
-        studies[name] = BackgroundStudy(command, root, workdir, root / "jax_cache" if cached else None)
+        import filelock
+
+        shared = _shared_temp(tmp_path_factory)
+        with filelock.FileLock(str(shared / "studies.lock")):
+            root = shared / f"study_{name}"
+            new = not root.exists()
+            root.mkdir(exist_ok=True)
+            studies[name] = _open_study(name, root, start=new)
     studies[name].wait()
     return studies[name]
 

@@ -98,8 +98,10 @@ class DataConfig:
         of seq_len + 1 tokens; see :func:`shuffle_window_rows`); 0 turns the row shuffle off.
         Given in tokens, not rows, so one setting mixes as many documents at seq_len 64 as at
         2048. Cost of the 2**22 default on this 2-core CPU: ~100 MB of host memory at seq_len 64
-        (~60 MB at 1024) and ~1 s to fill a window at seq_len 64 (0.2 s at 1024), paid once
-        per window in the prefetch thread and again when a checkpoint is restored.
+        (~60 MB at 1024) and ~1-3 CPU-s to fill a window at seq_len 64 (0.2 s at 1024), paid
+        once per window in the prefetch thread and again when a checkpoint is restored, except
+        that the runs of one process share the windows they have in common
+        (`experiments.harness.row_shuffle`: a study's runs fill their first window once).
       num_epochs: passes over the train split; None repeats forever.
       eval_sequences: packed rows of the held-out split used for evaluation.
       read_threads: Grain threads that read and tokenize documents.
