@@ -191,6 +191,14 @@ def cpu() -> Study:
     return Study()
 
 
+def cpu_batch() -> Study:
+    """The cpu cells with batches 2, 4, 8, 16 sequences (128-1024 tokens per step): at these budgets
+    the cpu preset's smallest batch won in every cell, so the batch laws need smaller batches. Run
+    in a copy of the cpu preset's workdir it trains only the batches that preset lacks (run ids
+    depend on the config alone)."""
+    return derive(Study(), name="hyperparameter_laws_batch", batches=(2, 4, 8, 16))
+
+
 def cpu_mup() -> Study:
     """The muP transfer check: widths 16, 32, 64 at depth 2 on one token count, standard and
     muP side by side (base width 16), one batch size."""
@@ -199,7 +207,7 @@ def cpu_mup() -> Study:
                   extra_seeds=0)
 
 
-PRESETS = {"smoke": smoke, "cpu": cpu, "cpu_mup": cpu_mup}
+PRESETS = {"smoke": smoke, "cpu": cpu, "cpu_batch": cpu_batch, "cpu_mup": cpu_mup}
 main = command(PRESETS, __doc__)
 
 if __name__ == "__main__":
