@@ -77,6 +77,25 @@ def test_a_cell_whose_optimum_is_on_the_edge_is_flagged_and_not_used():
     assert laws["lr_optimum"].params["b_N"] == pytest.approx(TRUE["b_N"], abs=0.06)
 
 
+def test_a_smaller_batch_that_measured_lower_is_the_best_batch_even_with_its_rates_off_the_grid():
+    """The smallest batch's losses fall all the way to its grid's lowest rate and below every other
+    batch's minimum: the cell's best batch is that one (flagged at both edges), not the next batch
+    up whose rate optimum happens to be inside (which would call a too-large batch an optimum)."""
+    sweep = simulated_sweep()
+    small = sweep["B"] == sweep.groupby(["N", "D"])["B"].transform("min")
+    u = np.log(sweep["lr"] / sweep.groupby(["N", "D"])["lr"].transform("min"))   # 0 at the lowest rate
+    sweep.loc[small, "loss"] = 2.95 + 0.01 * u[small]
+    per_batch, cells, _ = hp.cell_optima(sweep, cell=("N", "D"), bootstrap=0)
+    assert per_batch.loc[per_batch["B"] == per_batch.groupby(["N", "D"])["B"].transform("min"),
+                         "flags"].str.contains("lr_edge_low").all()
+    np.testing.assert_allclose(cells["B_opt"], sweep[small].groupby(["N", "D"])["B"].first().to_numpy())
+    assert cells["flags"].str.contains("batch_edge_low").all() and cells["flags"].str.contains("lr_edge_low").all()
+    assert not cells["usable_batch"].any() and not cells["usable_lr"].any()
+    # the same sweep without the smaller batch's lower losses: an inside batch optimum, as before
+    _, plain, _ = hp.cell_optima(simulated_sweep(), cell=("N", "D"), bootstrap=0)
+    assert plain["usable_batch"].all()
+
+
 def _law(tmp_path, name, law, data, provenance):
     fitted = scaling.fit(law, data, "y", provenance=provenance)
     (path,) = write_fits(tmp_path, {name: fitted})
