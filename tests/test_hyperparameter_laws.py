@@ -178,3 +178,29 @@ def test_smoke_study_writes_fits_report_and_seed_runs(hp_smoke):
         if path.exists():
             assert scaling.load(str(path)).provenance["quantity"] in hp.QUANTITIES
     assert (workdir / "plots" / "loss_vs_lr.png").stat().st_size > 1000
+
+
+def test_a_law_file_that_the_analysis_no_longer_fits_is_removed(hp_smoke, tmp_path):
+    """Rerun on more runs, the analysis may fit fewer laws; a fits/ file left by the earlier one
+    would be taken as a rule (`--set lr=.../fits/lr_optimum.json`), so it is removed, with a note."""
+    import dataclasses
+    import shutil
+
+    from etils import epath
+
+    from experiments.reports import hyperparameter_laws as report
+    from experiments.runner.runs import read_results
+    from experiments.runner.study import StudyContext
+    from experiments.studies import hyperparameter_laws as study_file
+
+    workdir, _ = hp_smoke
+    copy = epath.Path(tmp_path / "hp")
+    shutil.copytree(workdir, copy)
+    stale = copy / "fits" / "lr_optimum.json"   # one size only: eta_opt(N, D) is never fitted here
+    stale.write_text((copy / "fits" / sorted(p.name for p in (copy / "fits").glob("loss_vs_lr_*"))[0]).read_text())
+    context = StudyContext(name="hp", workdir=copy, results=read_results(copy), measurements={},
+                           declaration=study_file.smoke(), preset="smoke", flop_convention="6N", started=0.0)
+    out = report.compute(dataclasses.replace(context))
+    assert "lr_optimum" not in out["fitted"] and not stale.exists()
+    assert any("fits/lr_optimum.json of an earlier analysis removed" in n for n in out["notes"])
+    assert (copy / "fits" / "lr_optimum_C.json").exists() == ("lr_optimum_C" in out["fitted"])

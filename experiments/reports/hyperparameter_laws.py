@@ -108,6 +108,11 @@ def compute(context) -> dict:
                                     min_cells=study.min_cells)
     laws.update(fitted)
     notes += law_notes
+    for name in set(hp.LAW_SPECS) - set(fitted):  # a file left by an earlier analysis is no rule of this one
+        stale = context.workdir / "fits" / f"{name}.json"
+        if stale.exists():
+            stale.unlink()
+            notes.append(f"fits/{name}.json of an earlier analysis removed: not fitted now")
     held = held_out(main_cells, t[t["parameterization"] == primary], study)
     mup = mup_check(cells, study) if len(study.parameterizations) > 1 or study.widths else None
     if mup:
