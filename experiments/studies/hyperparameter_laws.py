@@ -17,6 +17,7 @@ its grid). The fitted files are learning-rate and batch rules for every other st
     python -m experiments.studies.hyperparameter_laws --workdir runs/hp --preset cpu
     python -m experiments.studies.hyperparameter_laws --workdir runs/hp_ci --preset smoke
     python -m experiments.studies.hyperparameter_laws --workdir runs/hp_mup --preset cpu_mup
+    python -m experiments.studies.hyperparameter_laws --workdir runs/hp --preset cpu_batch
     python -m experiments.studies.isoflop_chinchilla --workdir runs/iso_hp --preset cpu \\
         --set lr=runs/hp/fits/lr_optimum.json --set lr_scale=1 --set rows_per_step=runs/hp/fits/batch_optimum.json
 
@@ -26,9 +27,15 @@ measured (2026-12-07: 91 CPU-s, of which ~2.3 CPU-s per run is per-run overhead 
 compiled batch shape). cpu: 3 sizes x 2 tokens-per-parameter (6 cells) x 6 learning rates x 3
 batch sizes + 1 extra seed per cell (114 runs, 36M tokens): 11.8 CPU-minutes measured
 (2026-12-07: 708 CPU-s, training and both analyses; 8% of the runs' wall time compiling; the
-fitted exponents and the held-out check are in docs/studies/hyperparameter_laws.md). cpu_mup: widths 16/32/64 at depth 2,
-one token count, 6 learning rates, standard and muP side by side (36 runs): 5.9 CPU-minutes
-measured (2026-12-07; muP's exponent of N in eta_opt +0.005 [-0.11, +0.22]).
+fitted exponents and the held-out check are in docs/studies/hyperparameter_laws.md). cpu_batch:
+the cpu cells at batches 2, 4, 8, 16 (144 runs + 6 seeds): in a copy of the cpu workdir its 36
+batch-2 runs and seeds took 8.8 CPU-minutes (2026-12-07; the batch-4 runs 6.0 before); the batch
+optimum was not resolved (the smallest batch, 128 tokens per step, best or tied within the eval
+noise in 4 of 6 cells; 2 cells inside, 3 needed), so no batch law is fitted from it. cpu_mup:
+widths 16/32/64 at depth 2, one token count, 8 learning rates (1/64-2 x the center), standard
+and muP side by side (48 runs; measured in three invocations, 5.9 + 3.0 + 2.8 CPU-minutes,
+2026-12-07): every cell inside; exponent of N in eta_opt muP +0.005 [-0.11, +0.22], standard
+-0.46 [-0.56, -0.38].
 
 Runs that differ only in their learning rate share one compiled train step: the schedule's
 numbers (peak rate included) are data in the train state (`experiments.harness.step`), so a
