@@ -204,3 +204,23 @@ def test_a_law_file_that_the_analysis_no_longer_fits_is_removed(hp_smoke, tmp_pa
     assert "lr_optimum" not in out["fitted"] and not stale.exists()
     assert any("fits/lr_optimum.json of an earlier analysis removed" in n for n in out["notes"])
     assert (copy / "fits" / "lr_optimum_C.json").exists() == ("lr_optimum_C" in out["fitted"])
+
+
+def test_the_reports_ladder_commands_name_only_the_fitted_files():
+    """report.md's "Using the fitted laws": the isoFLOP commands pass only the files this analysis
+    fitted (a batch law not fitted keeps the study's batch), then put both grids side by side."""
+    from types import SimpleNamespace
+
+    from experiments.reports import hyperparameter_laws as report
+
+    def lines(*names):
+        return "\n".join(report.usage_lines(SimpleNamespace(out={"fitted": dict.fromkeys(names, object())},
+                                                            context=SimpleNamespace(workdir="W"))))
+
+    both = lines("lr_optimum", "batch_optimum")
+    assert "--set lr=W/fits/lr_optimum.json --set lr_scale=1 \\\n    --set rows_per_step=W/fits/batch_optimum.json\n" in both
+    assert "python -m experiments.reports.branch_grid runs/iso_deepseek runs/iso_hp" in both
+    only_lr = lines("lr_optimum", "lr_optimum_C")
+    assert "rows_per_step" not in only_lr and "batch_optimum not fitted" in only_lr
+    assert "--set lr=W/fits/lr_optimum.json --set lr_scale=1\npython -m experiments.reports.branch_grid" in only_lr
+    assert "branch_grid" not in lines("lr_optimum_C") and "nothing to train" in lines()

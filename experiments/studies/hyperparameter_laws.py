@@ -19,7 +19,8 @@ its grid). The fitted files are learning-rate and batch rules for every other st
     python -m experiments.studies.hyperparameter_laws --workdir runs/hp_mup --preset cpu_mup
     python -m experiments.studies.hyperparameter_laws --workdir runs/hp --preset cpu_batch
     python -m experiments.studies.isoflop_chinchilla --workdir runs/iso_hp --preset cpu \\
-        --set lr=runs/hp/fits/lr_optimum.json --set lr_scale=1 --set rows_per_step=runs/hp/fits/batch_optimum.json
+        --set lr=runs/hp/fits/lr_optimum.json --set lr_scale=1   # + rows_per_step=<batch_optimum.json> once fitted
+    python -m experiments.reports.branch_grid runs/iso_deepseek runs/iso_hp   # beside the preset's own rules
 
 Presets (2-core CPU machine): smoke 1 size x 2 token counts (2 cells of a ~2k-parameter model) x
 6 learning rates x 2 batch sizes, 1 extra seed per cell (26 runs, 0.7M tokens): 1.5 CPU-minutes
@@ -35,7 +36,10 @@ noise in 4 of 6 cells; 2 cells inside, 3 needed), so no batch law is fitted from
 widths 16/32/64 at depth 2, one token count, 8 learning rates (1/64-2 x the center), standard
 and muP side by side (48 runs; measured in three invocations, 5.9 + 3.0 + 2.8 CPU-minutes,
 2026-12-07): every cell inside; exponent of N in eta_opt muP +0.005 [-0.11, +0.22], standard
--0.46 [-0.56, -0.38].
+-0.46 [-0.56, -0.38]. The ladder (2026-12-07): the cpu isoFLOP grid at rules fitted from the
+cpu_batch sweep reached a best measured loss 0.079, 0.053, 0.048, 0.033, 0.003 nats below the
+preset's own rules (0.5 x DeepSeek's rate, 16 sequences) at its five budgets (19.1 CPU-minutes;
+docs/studies/hyperparameter_laws.md).
 
 Runs that differ only in their learning rate share one compiled train step: the schedule's
 numbers (peak rate included) are data in the train state (`experiments.harness.step`), so a
