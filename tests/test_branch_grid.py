@@ -158,3 +158,39 @@ def test_compare_puts_both_grids_side_by_side(smoke, tmp_path):
     runs_lib.write_results(tmp_path / "unanalyzed", cosine_table)
     with pytest.raises(ValueError, match="unanalyzed: no analysis.json"):
         branch_grid.compare([tmp_path / "unanalyzed"])
+    with pytest.raises(ValueError, match="unanalyzed: no analysis.json"):
+        branch_grid.optima([tmp_path / "unanalyzed"])
+
+
+def test_optima_puts_each_budgets_optimal_loss_side_by_side(smoke, tmp_path):
+    """Two grids of the same budgets (say, trained at two learning-rate rules): per budget, the best
+    measured loss, its difference to the first grid, and Approach 2's L_opt where it was fitted."""
+    _, cosine, _, _ = smoke
+    base = runs_lib.results_frame(runs_lib._row(r, r.run_id, None, "completed") for r in cosine)
+    rng = np.random.default_rng(0)
+    budgets = sorted(base["budget"].unique())
+    tables = {}
+    for name, shift in (("deepseek", 0.0), ("fitted", -0.05)):
+        table = base.copy()
+        table["eval_loss"] = 3.0 + rng.uniform(0, 1, len(table)) + shift
+        table.loc[0, "status"] = "failed"  # a failed run is no point
+        tables[name] = table
+        runs_lib.write_results(tmp_path / name, table)
+        io.write_json(tmp_path / name / "analysis.json", {"approaches": {"2": {"budgets": [
+            {"budget": budgets[0], "loss_opt": 2.5 + shift, "loss_opt_interval": [2.4, 2.6], "n_opt": 1e4,
+             "minimum_inside": True}]}}})
+    frame = branch_grid.optima([tmp_path / "deepseek", tmp_path / "fitted"])
+    assert len(frame) == 2 * len(budgets)
+    for name, table in tables.items():
+        ok = table[table["status"] == "completed"]
+        mine = frame[frame["grid"] == name].set_index("budget")
+        np.testing.assert_allclose(mine["best_loss"], ok.groupby("budget")["eval_loss"].min().loc[mine.index])
+        assert mine.loc[budgets[0], "L_opt"] == pytest.approx(2.5 + (-0.05 if name == "fitted" else 0))
+        assert np.isnan(mine.loc[budgets[-1], "L_opt"]) and not mine.loc[budgets[-1], "inside"]
+    both = frame.pivot(index="budget", columns="grid", values="best_loss")
+    fitted = frame[frame["grid"] == "fitted"].set_index("budget")["dL_best"]
+    np.testing.assert_allclose(fitted, (both["fitted"] - both["deepseek"]).loc[fitted.index])
+    assert (frame[frame["grid"] == "deepseek"]["dL_best"] == 0).all()
+    out = tmp_path / "compare.md"
+    text = branch_grid.main([str(tmp_path / "deepseek"), str(tmp_path / "fitted"), "--out", str(out)])
+    assert out.read_text().strip() == text.strip() and "| 2.450 | [2.400, 2.600] |" in text

@@ -77,6 +77,25 @@ def test_a_cell_whose_optimum_is_on_the_edge_is_flagged_and_not_used():
     assert laws["lr_optimum"].params["b_N"] == pytest.approx(TRUE["b_N"], abs=0.06)
 
 
+def test_a_smaller_batch_that_measured_lower_is_the_best_batch_even_with_its_rates_off_the_grid():
+    """The smallest batch's losses fall all the way to its grid's lowest rate and below every other
+    batch's minimum: the cell's best batch is that one (flagged at both edges), not the next batch
+    up whose rate optimum happens to be inside (which would call a too-large batch an optimum)."""
+    sweep = simulated_sweep()
+    small = sweep["B"] == sweep.groupby(["N", "D"])["B"].transform("min")
+    u = np.log(sweep["lr"] / sweep.groupby(["N", "D"])["lr"].transform("min"))   # 0 at the lowest rate
+    sweep.loc[small, "loss"] = 2.95 + 0.01 * u[small]
+    per_batch, cells, _ = hp.cell_optima(sweep, cell=("N", "D"), bootstrap=0)
+    assert per_batch.loc[per_batch["B"] == per_batch.groupby(["N", "D"])["B"].transform("min"),
+                         "flags"].str.contains("lr_edge_low").all()
+    np.testing.assert_allclose(cells["B_opt"], sweep[small].groupby(["N", "D"])["B"].first().to_numpy())
+    assert cells["flags"].str.contains("batch_edge_low").all() and cells["flags"].str.contains("lr_edge_low").all()
+    assert not cells["usable_batch"].any() and not cells["usable_lr"].any()
+    # the same sweep without the smaller batch's lower losses: an inside batch optimum, as before
+    _, plain, _ = hp.cell_optima(simulated_sweep(), cell=("N", "D"), bootstrap=0)
+    assert plain["usable_batch"].all()
+
+
 def _law(tmp_path, name, law, data, provenance):
     fitted = scaling.fit(law, data, "y", provenance=provenance)
     (path,) = write_fits(tmp_path, {name: fitted})
@@ -159,3 +178,49 @@ def test_smoke_study_writes_fits_report_and_seed_runs(hp_smoke):
         if path.exists():
             assert scaling.load(str(path)).provenance["quantity"] in hp.QUANTITIES
     assert (workdir / "plots" / "loss_vs_lr.png").stat().st_size > 1000
+
+
+def test_a_law_file_that_the_analysis_no_longer_fits_is_removed(hp_smoke, tmp_path):
+    """Rerun on more runs, the analysis may fit fewer laws; a fits/ file left by the earlier one
+    would be taken as a rule (`--set lr=.../fits/lr_optimum.json`), so it is removed, with a note."""
+    import dataclasses
+    import shutil
+
+    from etils import epath
+
+    from experiments.reports import hyperparameter_laws as report
+    from experiments.runner.runs import read_results
+    from experiments.runner.study import StudyContext
+    from experiments.studies import hyperparameter_laws as study_file
+
+    workdir, _ = hp_smoke
+    copy = epath.Path(tmp_path / "hp")
+    shutil.copytree(workdir, copy)
+    stale = copy / "fits" / "lr_optimum.json"   # one size only: eta_opt(N, D) is never fitted here
+    stale.write_text((copy / "fits" / sorted(p.name for p in (copy / "fits").glob("loss_vs_lr_*"))[0]).read_text())
+    context = StudyContext(name="hp", workdir=copy, results=read_results(copy), measurements={},
+                           declaration=study_file.smoke(), preset="smoke", flop_convention="6N", started=0.0)
+    out = report.compute(dataclasses.replace(context))
+    assert "lr_optimum" not in out["fitted"] and not stale.exists()
+    assert any("fits/lr_optimum.json of an earlier analysis removed" in n for n in out["notes"])
+    assert (copy / "fits" / "lr_optimum_C.json").exists() == ("lr_optimum_C" in out["fitted"])
+
+
+def test_the_reports_ladder_commands_name_only_the_fitted_files():
+    """report.md's "Using the fitted laws": the isoFLOP commands pass only the files this analysis
+    fitted (a batch law not fitted keeps the study's batch), then put both grids side by side."""
+    from types import SimpleNamespace
+
+    from experiments.reports import hyperparameter_laws as report
+
+    def lines(*names):
+        return "\n".join(report.usage_lines(SimpleNamespace(out={"fitted": dict.fromkeys(names, object())},
+                                                            context=SimpleNamespace(workdir="W"))))
+
+    both = lines("lr_optimum", "batch_optimum")
+    assert "--set lr=W/fits/lr_optimum.json --set lr_scale=1 \\\n    --set rows_per_step=W/fits/batch_optimum.json\n" in both
+    assert "python -m experiments.reports.branch_grid runs/iso_deepseek runs/iso_hp" in both
+    only_lr = lines("lr_optimum", "lr_optimum_C")
+    assert "rows_per_step" not in only_lr and "batch_optimum not fitted" in only_lr
+    assert "--set lr=W/fits/lr_optimum.json --set lr_scale=1\npython -m experiments.reports.branch_grid" in only_lr
+    assert "branch_grid" not in lines("lr_optimum_C") and "nothing to train" in lines()

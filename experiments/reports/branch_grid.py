@@ -13,11 +13,15 @@ the isoFLOP analysis uses; the FLOPs it trained itself are those after it leaves
 
 A branch's parent is the stable run whose id starts its own (`experiments.runner.runs.Run.run_id`).
 
-Comparing two grids (a cosine grid and a branch grid of the same study, each analyzed): `compare`
-reads their results.csv and analysis.json into one table, per grid and approach: FLOPs spent, the
-exponents a and b with their 95% intervals, and the errors of the held-out-budget check.
+Comparing analyzed isoFLOP grids of the same budgets (a cosine grid and a branch grid, or two
+grids trained at different learning-rate and batch rules): `compare` reads their results.csv and
+analysis.json into one table, per grid and approach: FLOPs spent, the exponents a and b with their
+95% intervals, and the errors of the held-out-budget check; `optima` puts their optimal loss per
+budget side by side (Approach 2's parabola minimum L_opt with its 95% interval, and the best
+measured run's loss), with each grid's difference to the first.
 
-    python -m experiments.reports.branch_grid runs/cosine runs/branches    # a Markdown table
+    python -m experiments.reports.branch_grid runs/cosine runs/branches    # the two Markdown tables
+    python -m experiments.reports.branch_grid runs/iso_deepseek runs/iso_hp --out compare.md
 """
 
 from __future__ import annotations
@@ -133,12 +137,8 @@ def compare(workdirs: Mapping[str, str] | list, flop_convention: str = "6N") -> 
     exponents a, b of N_opt, D_opt with their 95% intervals, and the held-out-budget check's
     relative errors of L_opt and N_opt (NaN where an approach was not fitted). ``ValueError``
     naming a workdir without results or analysis."""
-    if not isinstance(workdirs, Mapping):
-        names = [epath.Path(w).name for w in workdirs]
-        unique = len(set(names)) == len(names)
-        workdirs = {(name if unique else str(w)): w for name, w in zip(names, workdirs)}
     rows = []
-    for name, workdir in workdirs.items():
+    for name, workdir in _named(workdirs).items():
         path = epath.Path(workdir)
         results = runs_lib.read_results(path)
         if not (path / "analysis.json").exists():
@@ -162,6 +162,66 @@ def compare(workdirs: Mapping[str, str] | list, flop_convention: str = "6N") -> 
     return pd.DataFrame(rows)
 
 
+def optima(workdirs: Mapping[str, str] | list) -> pd.DataFrame:
+    """One row per (grid, budget) of analyzed isoFLOP workdirs (named as in `compare`): the runs at
+    the budget, the best measured eval loss and its run's N, and Approach 2's parabola minimum
+    (``L_opt`` with its 95% bootstrap interval, ``N_opt``, whether the minimum is inside the
+    sampled sizes); ``dL_best`` is the best measured loss minus the first grid's at the same budget
+    (NaN where that grid lacks the budget). ``ValueError`` naming a workdir without analysis.json."""
+    rows = []
+    for name, workdir in _named(workdirs).items():
+        path = epath.Path(workdir)
+        results = runs_lib.read_results(path)
+        if not (path / "analysis.json").exists():
+            raise ValueError(f"{path}: no analysis.json (has the study's analysis run?)")
+        approach = ((io.read_json(path / "analysis.json").get("approaches") or {}).get("2") or {})
+        fitted = {float(b["budget"]): b for b in approach.get("budgets") or []}
+        points = results[(results["status"] == "completed") & np.isfinite(results["eval_loss"])]
+        if "role" in points.columns:
+            points = points[points["role"] != "stable"]
+        for budget, group in points.groupby("budget"):
+            best = group.loc[group["eval_loss"].idxmin()]
+            b = fitted.get(float(budget), {})
+            interval = b.get("loss_opt_interval") or [math.nan, math.nan]
+            rows.append({"grid": name, "budget": float(budget), "runs": len(group),
+                         "best_loss": float(best["eval_loss"]), "best_n": float(best["n_params"]),
+                         "L_opt": float(b.get("loss_opt", math.nan)), "L_opt_lo": float(interval[0]),
+                         "L_opt_hi": float(interval[1]), "N_opt": float(b.get("n_opt", math.nan)),
+                         "inside": bool(b.get("minimum_inside", False))})
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    first = frame[frame["grid"] == frame["grid"].iloc[0]].set_index("budget")["best_loss"]
+    frame["dL_best"] = [r.best_loss - first.get(r.budget, math.nan) for r in frame.itertuples(index=False)]
+    return frame
+
+
+def optima_markdown(frame: pd.DataFrame) -> str:
+    """`optima`'s table as Markdown, budget by budget, the grids side by side."""
+    def num(x, fmt=".3f"):
+        return "n/a" if x is None or not math.isfinite(x) else format(x, fmt)
+
+    lines = ["| budget C | grid | runs | best measured loss (its N) | vs first grid | L_opt (Approach 2) | "
+             "95% | N_opt | minimum inside |", "|---|---|---|---|---|---|---|---|---|"]
+    if frame.empty:
+        return "(no completed runs with a loss)"
+    for r in frame.sort_values(["budget"], kind="stable").itertuples(index=False):
+        lines.append(f"| {r.budget:.3g} | {r.grid} | {r.runs} | {r.best_loss:.3f} ({r.best_n:.3g}) | "
+                     f"{num(r.dL_best, '+.3f')} | {num(r.L_opt)} | [{num(r.L_opt_lo)}, {num(r.L_opt_hi)}] | "
+                     f"{num(r.N_opt, '.3g')} | {'yes' if r.inside else 'no'} |")
+    return "\n".join(lines)
+
+
+def _named(workdirs: Mapping[str, str] | list) -> dict:
+    """name -> workdir: a mapping as given, a list named by last path parts (whole paths where those
+    repeat)."""
+    if isinstance(workdirs, Mapping):
+        return dict(workdirs)
+    names = [epath.Path(w).name for w in workdirs]
+    unique = len(set(names)) == len(names)
+    return {(name if unique else str(w)): w for name, w in zip(names, workdirs)}
+
+
 def compare_markdown(frame: pd.DataFrame) -> str:
     """`compare`'s table as Markdown."""
     def iv(x):
@@ -181,12 +241,17 @@ def compare_markdown(frame: pd.DataFrame) -> str:
 
 def main(argv: list[str] | None = None) -> str:
     parser = cli.OneLineErrors(prog="python -m experiments.reports.branch_grid",
-                                description="Compare analyzed isoFLOP grids (cosine and branches).")
+                                description="Compare analyzed isoFLOP grids of the same budgets (cosine and "
+                                            "branches, or different learning-rate and batch rules).")
     parser.add_argument("workdirs", nargs="+", help="analyzed study workdirs")
     parser.add_argument("--flop-convention", default="6N")
+    parser.add_argument("--out", default=None, help="also write the Markdown to this file")
     args = parser.parse_args(argv)
-    text = compare_markdown(compare(args.workdirs, args.flop_convention))
+    text = (compare_markdown(compare(args.workdirs, args.flop_convention)) + "\n\nOptimal loss per budget:\n\n"
+            + optima_markdown(optima(args.workdirs)))
     print(text)
+    if args.out:
+        epath.Path(args.out).write_text(text + "\n")
     return text
 
 

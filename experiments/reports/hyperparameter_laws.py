@@ -108,6 +108,11 @@ def compute(context) -> dict:
                                     min_cells=study.min_cells)
     laws.update(fitted)
     notes += law_notes
+    for name in set(hp.LAW_SPECS) - set(fitted):  # a file left by an earlier analysis is no rule of this one
+        stale = context.workdir / "fits" / f"{name}.json"
+        if stale.exists():
+            stale.unlink()
+            notes.append(f"fits/{name}.json of an earlier analysis removed: not fitted now")
     held = held_out(main_cells, t[t["parameterization"] == primary], study)
     mup = mup_check(cells, study) if len(study.parameterizations) > 1 or study.widths else None
     if mup:
@@ -362,11 +367,25 @@ def mup_lines(a) -> list[str]:
 
 
 def usage_lines(a) -> list[str]:
-    return ["Every study takes the fitted files as its rules (tokens per step are divided by seq_len):", "",
+    """The ladder's commands with the files this analysis fitted (a rule not fitted keeps the
+    study's own), then the two isoFLOP grids side by side (`experiments.reports.branch_grid`)."""
+    fitted = a.out.get("fitted") or {}
+    rules = []
+    for name, field in (("lr_optimum", "lr"), ("batch_optimum", "rows_per_step")):
+        if name in fitted:
+            rules.append(f"--set {field}={a.context.workdir}/fits/{name}.json" + (" --set lr_scale=1" if field == "lr" else ""))
+    if not rules:
+        return ["No learning-rate or batch law fitted (see Notes): nothing to train the ladder at yet."]
+    missing = [n for n in ("lr_optimum", "batch_optimum") if n not in fitted]
+    return ["Every study takes the fitted files as its rules (tokens per step are divided by seq_len)"
+            + (f"; {', '.join(missing)} not fitted, so that rule stays the study's own" if missing else "")
+            + ". The isoFLOP grid at the study's own rules and at these, then side by side (exponents, "
+            "held-out check, optimal loss per budget):", "",
             "```bash",
+            "python -m experiments.studies.isoflop_chinchilla --workdir runs/iso_deepseek --preset cpu",
             "python -m experiments.studies.isoflop_chinchilla --workdir runs/iso_hp --preset cpu \\",
-            f"    --set lr={a.context.workdir}/fits/lr_optimum.json --set lr_scale=1 \\",
-            f"    --set rows_per_step={a.context.workdir}/fits/batch_optimum.json",
+            *[f"    {r}" + (" \\" if i < len(rules) - 1 else "") for i, r in enumerate(rules)],
+            "python -m experiments.reports.branch_grid runs/iso_deepseek runs/iso_hp --out runs/iso_compare.md",
             "```", "",
             "A file of the wrong kind (a batch law given as lr, a loss law) is refused with one line naming it."]
 

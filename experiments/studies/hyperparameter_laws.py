@@ -17,8 +17,10 @@ its grid). The fitted files are learning-rate and batch rules for every other st
     python -m experiments.studies.hyperparameter_laws --workdir runs/hp --preset cpu
     python -m experiments.studies.hyperparameter_laws --workdir runs/hp_ci --preset smoke
     python -m experiments.studies.hyperparameter_laws --workdir runs/hp_mup --preset cpu_mup
+    python -m experiments.studies.hyperparameter_laws --workdir runs/hp --preset cpu_batch
     python -m experiments.studies.isoflop_chinchilla --workdir runs/iso_hp --preset cpu \\
-        --set lr=runs/hp/fits/lr_optimum.json --set lr_scale=1 --set rows_per_step=runs/hp/fits/batch_optimum.json
+        --set lr=runs/hp/fits/lr_optimum.json --set lr_scale=1   # + rows_per_step=<batch_optimum.json> once fitted
+    python -m experiments.reports.branch_grid runs/iso_deepseek runs/iso_hp   # beside the preset's own rules
 
 Presets (2-core CPU machine): smoke 1 size x 2 token counts (2 cells of a ~2k-parameter model) x
 6 learning rates x 2 batch sizes, 1 extra seed per cell (26 runs, 0.7M tokens): 1.5 CPU-minutes
@@ -26,9 +28,18 @@ measured (2026-12-07: 91 CPU-s, of which ~2.3 CPU-s per run is per-run overhead 
 compiled batch shape). cpu: 3 sizes x 2 tokens-per-parameter (6 cells) x 6 learning rates x 3
 batch sizes + 1 extra seed per cell (114 runs, 36M tokens): 11.8 CPU-minutes measured
 (2026-12-07: 708 CPU-s, training and both analyses; 8% of the runs' wall time compiling; the
-fitted exponents and the held-out check are in docs/studies/hyperparameter_laws.md). cpu_mup: widths 16/32/64 at depth 2,
-one token count, 6 learning rates, standard and muP side by side (36 runs): 5.9 CPU-minutes
-measured (2026-12-07; muP's exponent of N in eta_opt +0.005 [-0.11, +0.22]).
+fitted exponents and the held-out check are in docs/studies/hyperparameter_laws.md). cpu_batch:
+the cpu cells at batches 2, 4, 8, 16 (144 runs + 6 seeds): in a copy of the cpu workdir its 36
+batch-2 runs and seeds took 8.8 CPU-minutes (2026-12-07; the batch-4 runs 6.0 before); the batch
+optimum was not resolved (the smallest batch, 128 tokens per step, best or tied within the eval
+noise in 4 of 6 cells; 2 cells inside, 3 needed), so no batch law is fitted from it. cpu_mup:
+widths 16/32/64 at depth 2, one token count, 8 learning rates (1/64-2 x the center), standard
+and muP side by side (48 runs; measured in three invocations, 5.9 + 3.0 + 2.8 CPU-minutes,
+2026-12-07): every cell inside; exponent of N in eta_opt muP +0.005 [-0.11, +0.22], standard
+-0.46 [-0.56, -0.38]. The ladder (2026-12-07): the cpu isoFLOP grid at rules fitted from the
+cpu_batch sweep reached a best measured loss 0.079, 0.053, 0.048, 0.033, 0.003 nats below the
+preset's own rules (0.5 x DeepSeek's rate, 16 sequences) at its five budgets (19.1 CPU-minutes;
+docs/studies/hyperparameter_laws.md).
 
 Runs that differ only in their learning rate share one compiled train step: the schedule's
 numbers (peak rate included) are data in the train state (`experiments.harness.step`), so a
@@ -191,15 +202,25 @@ def cpu() -> Study:
     return Study()
 
 
+def cpu_batch() -> Study:
+    """The cpu cells with batches 2, 4, 8, 16 sequences (128-1024 tokens per step): at these budgets
+    the cpu preset's smallest batch won in every cell, so the batch laws need smaller batches. Run
+    in a copy of the cpu preset's workdir it trains only the batches that preset lacks (run ids
+    depend on the config alone)."""
+    return derive(Study(), name="hyperparameter_laws_batch", batches=(2, 4, 8, 16))
+
+
 def cpu_mup() -> Study:
     """The muP transfer check: widths 16, 32, 64 at depth 2 on one token count, standard and
-    muP side by side (base width 16), one batch size."""
+    muP side by side (base width 16), one batch size; 8 rates from 1/64 to 2 x the center (the
+    standard parameterization's optimum falls ~4x from width 16 to 64, muP's stays put: the grid
+    brackets both)."""
     return derive(Study(), name="hyperparameter_laws_mup", widths=(16, 32, 64), depth=2, tokens_per_param=(),
                   tokens=(2e5,), batches=(16,), parameterizations=("sp", "mup"), mup_base_width=16,
-                  extra_seeds=0)
+                  lr_multipliers=tuple(2.0 ** k for k in range(-6, 2)), extra_seeds=0)
 
 
-PRESETS = {"smoke": smoke, "cpu": cpu, "cpu_mup": cpu_mup}
+PRESETS = {"smoke": smoke, "cpu": cpu, "cpu_batch": cpu_batch, "cpu_mup": cpu_mup}
 main = command(PRESETS, __doc__)
 
 if __name__ == "__main__":

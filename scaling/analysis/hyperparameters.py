@@ -12,8 +12,10 @@ Per cell and batch (`cell_optima`): the loss is a parabola in u = ln(lr / lr_ref
 weighted by 1 / sem^2 on the grid points within ``fit_steps`` grid steps of the best measured one,
 and refitted on ``bootstrap`` resamples of those runs (all parabolas, of the data and of every
 draw, in one batched call of the engine, `scaling.fitting.fit_many`). The cell's batch optimum:
-the batch with the lowest fitted L_opt; with three or more batches, the vertex of a parabola in
-ln B through the per-batch (ln B, L_opt) (draw by draw). The cell's eta_opt is that of its best
+the batch with the lowest fitted L_opt, a batch whose rate optimum is flagged counting with its
+best measured loss (its optimum is at most that: a smaller batch that measured lower is never
+skipped for a larger one with an inside rate optimum); with three or more batches, the vertex of a
+parabola in ln B through the per-batch (ln B, L_opt) (draw by draw). The cell's eta_opt is that of its best
 batch.
 
 Flags (`EDGE_FLAGS`): a cell whose best measured learning rate is the grid's first or last point,
@@ -186,10 +188,10 @@ def _cells(per_batch: pd.DataFrame, cell: list, log_lr_draws: np.ndarray, lopt_d
         idx = g.index.to_numpy()
         Bs = g["B"].to_numpy(np.float64)
         usable = g["flags"].to_numpy() == ""
-        # the best batch: the lowest L_opt among batches with an inside optimum, else the lowest measured
-        score = np.where(usable, g["L_opt"].to_numpy(), np.inf)
-        if not np.isfinite(score).any():
-            score = g["L_best"].to_numpy()
+        # the best batch: the lowest L_opt of a batch with an inside optimum, or the best measured loss
+        # of a flagged one (its own optimum is at most that): a smaller batch whose rates ran off the
+        # grid but measured lower still is the best batch (flagged), never skipped for a larger one
+        score = np.where(usable, g["L_opt"].to_numpy(), g["L_best"].to_numpy())
         b = int(np.argmin(score))
         row = g.iloc[b]
         flags = [f for f in row["flags"].split(",") if f]
