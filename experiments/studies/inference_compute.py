@@ -42,7 +42,7 @@ from experiments.harness import cli
 from experiments.harness.config import Config
 from experiments.reports import pass_at_k as report
 from experiments.runner.measure import Measure
-from experiments.runner.recipe import Recipe, base_config, command, derive
+from experiments.runner.recipe import Recipe, base_config, command, derive, steps_of
 
 SMOKE = {"fixture": "tts_smoke", "workdir": "runs/tts_ci", "notebook": "TTS_WORKDIR",
          "command": "python -m experiments.studies.inference_compute --workdir runs/tts_ci --preset smoke"}
@@ -78,6 +78,7 @@ class Study(Recipe):
     temperature: float = 1.0
     queries: float = 1e6
     bootstrap: int = 0
+    task_checkpoints: tuple[float, ...] = (0.25, 0.5, 0.75)
 
     def __post_init__(self):
         super().__post_init__()
@@ -89,6 +90,9 @@ class Study(Recipe):
             raise ValueError("Study: need samples >= 2, problems_per_difficulty >= 1 and difficulties")
         if not (self.temperature > 0 and math.isfinite(self.temperature)):
             raise ValueError(f"Study.temperature must be positive, got {self.temperature}")
+        fr = tuple(self.task_checkpoints)
+        if any(not 0 < f < 1 for f in fr) or any(b <= a for a, b in zip(fr, fr[1:])):
+            raise ValueError(f"Study.task_checkpoints {fr}: increasing fractions of a run's steps, in (0, 1)")
 
     def runs(self):
         """Budgets small to large, sizes small to large, then seeds; runs under ``min_steps`` dropped."""
@@ -98,10 +102,19 @@ class Study(Recipe):
                 for seed in self.seeds:
                     run = self.run(n, budget=budget, seed=seed, data={"mixture": mixture})
                     if run is not None:
-                        yield run
+                        yield self.keep_checkpoints(run)
+
+    def keep_checkpoints(self, run):
+        """The run with ``train.keep_steps`` at ``task_checkpoints`` x its steps (the two-step task
+        prediction's intermediate checkpoints; part of the run's config and id)."""
+        steps = steps_of(run.config)
+        keep = tuple(sorted({s for s in (round(f * steps) for f in self.task_checkpoints) if 1 <= s < steps}))
+        if not keep:
+            return run
+        return dataclasses.replace(run, config=derive(run.config, train={"keep_steps": keep}))
 
     def measures(self):
-        return [counts_stage(self)]
+        return [counts_stage(self), task_stage(self)]
 
     def analysis(self):
         return report.analyze_stage
@@ -137,6 +150,24 @@ def counts_stage(study: Study) -> Measure:
                    measure=measure)
 
 
+def task_stage(study: Study) -> Measure:
+    """task.csv: one row per (run, checkpoint): the kept steps (``task_checkpoints``) and the final
+    one, with tokens seen, the answer NLL (task loss) and the expected pass@1 at the sampling
+    temperature (`experiments.measures.task_loss`), on the same held-out problems as counts.csv."""
+    chosen = problems(study)
+
+    def steps(run):
+        return [*run.run.config.train.keep_steps, steps_of(run.run.config)]
+
+    def measure(run, items):
+        from experiments.measures import task_loss
+
+        yield from task_loss.iter_task_losses(run.run_dir, chosen, [int(i["step"]) for i in items],
+                                              temperature=study.temperature, run_id=run.run_id)
+
+    return Measure(name="task", key=("step",), items=lambda run: [{"step": s} for s in steps(run)], measure=measure)
+
+
 # ----------------------------------------------------------------------------- presets
 
 
@@ -145,7 +176,7 @@ def smoke() -> Study:
     return derive(
         Study(), name="test_time_scaling_smoke", sizes=(1e4, 3e4), budgets=(1e10, 3e10),
         task="verifiable_tasks/small", task_share=0.5, difficulties=(1, 2), problems_per_difficulty=12,
-        samples=32, min_steps=20)
+        samples=32, min_steps=20, task_checkpoints=(0.5,))
 
 
 def cpu() -> Study:
