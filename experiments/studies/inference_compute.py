@@ -79,6 +79,8 @@ class Study(Recipe):
     queries: float = 1e6
     bootstrap: int = 0
     task_checkpoints: tuple[float, ...] = (0.25, 0.5, 0.75)
+    task_step1: str = "final"
+    task_bootstrap: int = 100
 
     def __post_init__(self):
         super().__post_init__()
@@ -93,6 +95,9 @@ class Study(Recipe):
         fr = tuple(self.task_checkpoints)
         if any(not 0 < f < 1 for f in fr) or any(b <= a for a, b in zip(fr, fr[1:])):
             raise ValueError(f"Study.task_checkpoints {fr}: increasing fractions of a run's steps, in (0, 1)")
+        if self.task_step1 not in ("final", "all") or self.task_bootstrap < 0:
+            raise ValueError(f"Study: task_step1={self.task_step1!r} ('final' or 'all'), task_bootstrap="
+                             f"{self.task_bootstrap} (>= 0)")
 
     def runs(self):
         """Budgets small to large, sizes small to large, then seeds; runs under ``min_steps`` dropped."""
@@ -176,7 +181,8 @@ def smoke() -> Study:
     return derive(
         Study(), name="test_time_scaling_smoke", sizes=(1e4, 3e4), budgets=(1e10, 3e10),
         task="verifiable_tasks/small", task_share=0.5, difficulties=(1, 2), problems_per_difficulty=12,
-        samples=32, min_steps=20, task_checkpoints=(0.5,))
+        samples=32, min_steps=20, task_checkpoints=(0.5,),
+        task_step1="all", task_bootstrap=20)
 
 
 def cpu() -> Study:
