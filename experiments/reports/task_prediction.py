@@ -226,7 +226,11 @@ def plot(a):
     h = t["held_out"]
     train = t["table"][t["table"]["run_id"] != t["held_out_id"]]
     ax = plot_two_step(fit, train, targets=[(h["N"], h["D"], h["measured"])])
-    ax.set_ylabel("pass@1")
+    measured_loss = t["table"].query("run_id == @t['held_out_id'] and final")["task_loss"].iloc[0]
+    ax.scatter([measured_loss], [h["measured"]], marker="D", s=40, facecolors="none", edgecolors="k", zorder=4,
+               label="held-out model at its measured task loss")
+    ax.set(ylabel="pass@1", title=f"two-step prediction of the largest model's pass@1 (N={h['N']:.3g}, held out)")
+    ax.legend(fontsize="small")
     return ax.figure
 
 

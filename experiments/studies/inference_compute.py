@@ -21,11 +21,18 @@ The study (Brown et al. 2024, "Large Language Monkeys", arXiv:2407.21787; Schaef
   addition documents (``data.mixture``; part of each run's config and id).
 - measure (`counts.csv`, resumable per problem): n samples per held-out problem at temperature 1;
   c = exactly correct, c_weak = accepted by the weak checker (length and units digit right).
+- measure (`task.csv`, resumable per checkpoint): each run keeps its checkpoints at
+  ``task_checkpoints`` x its steps (``train.keep_steps``); at those and the final one, the answer's
+  teacher-forced NLL (task loss, nats per answer) and the expected pass@1 at the sampling
+  temperature, mean_i exp(-NLL_i) (`experiments.measures.task_loss`).
 - analyze (`experiments.reports.pass_at_k`): per model `pass_at_k_beta`, the zero-inflated Beta
   and `coverage_power_law`; across models -log pass@k at fixed k as a power law of training compute;
   `verifier_ceiling` on best-of-k accuracy under the weak checker; the training + sampling compute
   frontier (which model and k reach the highest pass rate for a total budget); held-out checks
-  (16 of n samples predict pass@n; the smaller budgets predict the largest one's pass@k).
+  (16 of n samples predict pass@n; the smaller budgets predict the largest one's pass@k); the
+  two-step task prediction (Bhagia et al. 2024, `experiments.reports.task_prediction`): chinchilla
+  task loss from (N, D), then pass@1 from task loss (accuracy_sigmoid; Gadre et al. 2024's
+  error_exponential), chained bands, the largest model held out beside coverage_compute_law.
 
 The run recipe (shape rule, batch and learning-rate rules, steps, seeds, base config, --set) is
 `experiments.runner.recipe.Recipe`; this file declares the family, the task mixture and the
@@ -59,6 +66,10 @@ class Study(Recipe):
     samples: n, samples per problem; temperature: sampling temperature.
     queries: the number of problems a deployed model answers, for the training + sampling
       compute trade-off (total = training FLOPs + queries x k x FLOPs per sample).
+    task_checkpoints: fractions of each run's steps whose checkpoints are kept for the two-step
+      task prediction (task.csv also measures the final one).
+    task_step1: "final" (step 1 fitted on the final checkpoints) or "all" (every checkpoint).
+    task_bootstrap: bootstrap draws of both steps (the chained band) and of the comparison law.
     seeds, rows_per_step, lr, lr_scale, min_steps, base, mesh: the recipe's rules.
     """
 
