@@ -258,7 +258,7 @@ def compute(context) -> dict:
     out = analyze(context.measurements["counts"], context.results, queries=getattr(study, "queries", 1e6),
                   bootstrap=getattr(study, "bootstrap", 0))
     notes = [n for m in out["models"] for n in m["notes"]] + ([out["cross_model_note"]] if out["cross_model_note"] else [])
-    out["task"] = task_prediction.safe_analyze(context.measurements.get("task"), out["models"],
+    out["task"] = task_prediction.safe_analyze(context.measurements.get("task"), out["models"], cross_model,
                                                step1=getattr(study, "task_step1", "final"),
                                                bootstrap=getattr(study, "task_bootstrap", 100))
     return {**out, "laws": {**fitted_laws(out), **task_prediction.fitted_laws(out["task"])}, "notes": notes}

@@ -1,6 +1,6 @@
 """Two-step task prediction on a test-time-compute study's checkpoints (its report's section).
 
-    out = task_prediction.analyze(task, models, bootstrap=100)     # task.csv rows, pass_at_k models
+    out = task_prediction.analyze(task, models, pass_at_k.cross_model, bootstrap=100)  # task.csv, per-model fits
     out["held_out"]   # the largest model's final pass@1: two-step (both step-2 laws) vs coverage_compute_law
 
 Bhagia et al. 2024 ("Establishing Task Scaling Laws via Compute-Efficient Model Ladders",
@@ -125,12 +125,11 @@ def _row(method: str, predicted: float, band, measured: float) -> dict:
             "covers": None if band is None else bool(band[0] <= measured <= band[1])}
 
 
-def analyze(task: pd.DataFrame, models: list[dict], *, step1: str = "final", bootstrap: int = 100,
+def analyze(task: pd.DataFrame, models: list[dict], cross_model, *, step1: str = "final", bootstrap: int = 100,
             seed: int = 0) -> dict:
-    """Both steps on every checkpoint (for the figure), and the held-out check (module docstring).
-    ``models``: `experiments.reports.pass_at_k.per_model`'s list (pass@k curves, measured pass@1)."""
-    from experiments.reports import pass_at_k
-
+    """The held-out check (module docstring). ``models``: `experiments.reports.pass_at_k.per_model`'s
+    list (pass@k curves, measured pass@1); ``cross_model(models, bootstrap=) -> (FittedLaw | None,
+    reason)``: the comparison law's fit (`experiments.reports.pass_at_k.cross_model`)."""
     table = checkpoint_table(task)
     held = largest_model(table)
     train = table[table["run_id"] != held]
@@ -154,7 +153,7 @@ def analyze(task: pd.DataFrame, models: list[dict], *, step1: str = "final", boo
         if name in fits:
             rows.append(_row(f"two-step, {name}", *pass_at_1(fits[name], N, D), measured))
     others = [m for m in models if m["run_id"] != held]
-    law, reason = pass_at_k.cross_model(others, bootstrap=max(bootstrap, 1))
+    law, reason = cross_model(others, bootstrap=max(bootstrap, 1))
     if law is None:
         out["notes"].append(f"coverage_compute_law not fitted without {held}: {reason}")
     else:
@@ -244,12 +243,12 @@ def fitted_laws(task: dict | None) -> dict:
     return laws
 
 
-def safe_analyze(task, models, **options) -> dict | None:
+def safe_analyze(task, models, cross_model, **options) -> dict | None:
     """`analyze`, or ``{"error": reason}`` when task.csv cannot be read (the report says why)."""
     if task is None or len(task) == 0:
         return None
     try:
-        return analyze(task, models, **options)
+        return analyze(task, models, cross_model, **options)
     except ValueError as err:
         return {"error": str(err)}
 
