@@ -92,7 +92,7 @@ def fit_steps(table: pd.DataFrame, *, step1: str = "final", bootstrap: int = 100
                                                           "loss": rows["task_loss"].to_numpy()},
                               bootstrap=bootstrap, seed=seed)
         out["notes"] += [f"step 1 (chinchilla): {w}" for w in warned]
-    except ValueError as err:
+    except (ValueError, ArithmeticError) as err:
         out["notes"].append(f"step 1 (chinchilla) not fitted on {len(rows)} checkpoints: {err}")
         return out
     out["loss"] = loss
@@ -103,7 +103,7 @@ def fit_steps(table: pd.DataFrame, *, step1: str = "final", bootstrap: int = 100
                                  bootstrap=bootstrap, seed=seed)
             out["notes"] += [f"step 2 ({name}): {w}" for w in warned]
             out[name] = TwoStep(loss_fit=loss, accuracy_fit=acc, seed=seed)
-        except ValueError as err:
+        except (ValueError, ArithmeticError) as err:
             out["notes"].append(f"step 2 ({name}) not fitted: {err}")
     return out
 
@@ -126,15 +126,18 @@ def _row(method: str, predicted: float, band, measured: float) -> dict:
 
 
 def analyze(task: pd.DataFrame, models: list[dict], cross_model, *, step1: str = "final", bootstrap: int = 100,
-            seed: int = 0) -> dict:
+            seed: int = 0, held_out: str | None = None) -> dict:
     """The held-out check (module docstring). ``models``: `experiments.reports.pass_at_k.per_model`'s
     list (pass@k curves, measured pass@1); ``cross_model(models, bootstrap=) -> (FittedLaw | None,
-    reason)``: the comparison law's fit (`experiments.reports.pass_at_k.cross_model`)."""
+    reason)``: the comparison law's fit (`experiments.reports.pass_at_k.cross_model`); ``held_out``:
+    the run to hold out (default `largest_model`)."""
     table = checkpoint_table(task)
-    held = largest_model(table)
+    held = largest_model(table) if held_out is None else str(held_out)
+    if held not in set(table["run_id"][table["final"]]):
+        raise ValueError(f"task prediction: held_out={held!r} has no final checkpoint in task.csv")
     train = table[table["run_id"] != held]
     final = table[(table["run_id"] == held) & table["final"]].iloc[0]
-    out = {"table": table, "held_out_id": held, "step1": step1, "notes": [],
+    out = {"table": table, "held_out_id": held, "largest": held_out is None, "step1": step1, "notes": [],
            "runs": int(table["run_id"].nunique()), "checkpoints": len(table)}
     if train["run_id"].nunique() < 2:
         out["skipped"] = f"{train['run_id'].nunique()} model(s) besides the held-out one: too few to fit"
@@ -187,7 +190,7 @@ def section(a) -> list[str]:
     if "skipped" in t:
         return lines + ["", f"Held out: not run: {t['skipped']}"]
     h = t.get("held_out")
-    lines += ["", f"Held out: the largest model, {t['held_out_id']}, with all its checkpoints; both steps and "
+    lines += ["", f"Held out: {'the largest model, ' if t.get('largest', True) else ''}{t['held_out_id']}, with all its checkpoints; both steps and "
               "coverage_compute_law refitted on the other models predict its final pass@1."]
     if "loss_row" in t:
         lr = t["loss_row"]
@@ -228,7 +231,9 @@ def plot(a):
     measured_loss = t["table"].query("run_id == @t['held_out_id'] and final")["task_loss"].iloc[0]
     ax.scatter([measured_loss], [h["measured"]], marker="D", s=40, facecolors="none", edgecolors="k", zorder=4,
                label="held-out model at its measured task loss")
-    ax.set(ylabel="pass@1", title=f"two-step prediction of the largest model's pass@1 (N={h['N']:.3g}, held out)")
+    top = max(float(train["accuracy"].max()), h["measured"], *(r["interval"][1] for r in h["rows"]
+                                                                if r["interval"] is not None and "two-step" in r["method"]))
+    ax.set(ylabel="pass@1", ylim=(0, 1.3 * top), title=f"two-step pass@1, held out: N={h['N']:.3g}, D={h['D']:.3g}")
     ax.legend(fontsize="small")
     return ax.figure
 

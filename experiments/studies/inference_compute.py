@@ -8,11 +8,16 @@ held-out problem, pass@k laws fitted per model and across models.
 
 Presets and cost (2-core CPU machine; training FLOPs "6N"):
   smoke  2 sizes x 2 budgets (4 runs, ~10k-30k params), 1-2 digit reversed addition,
-         24 problems x 32 samples; measured 2026-12-04: 4.4 min wall on the shared
-         2-core machine (load ~12)
+         24 problems x 32 samples, one kept checkpoint per run; measured 2026-12-04: 4.4 min
+         wall on the shared 2-core machine (load ~12); 2026-12-07: 176.7 CPU-s, of which the
+         task stage and the two-step prediction +19.6 CPU-s
   cpu    3 sizes x 3 budgets (9 runs, 30k-200k params, 5e11-1.5e12 FLOPs), 1-3 digit
-         reversed addition, 40 problems per difficulty x 128 samples; measured 2026-12-04:
-         11.8 CPU-min, 21 min wall on the 2-core machine shared with other jobs (load 7-10)
+         reversed addition, 40 problems per difficulty x 128 samples, 3 kept checkpoints per
+         run; measured 2026-12-04 (no task stage): 11.8 CPU-min, 21 min wall on the 2-core
+         machine shared with other jobs (load 7-10); 2026-12-07 with the task stage: 17.2 CPU-min,
+         58 min wall (load 8-15). Held out (the largest model, 196k params at 1.5e12): pass@1
+         0.0153 measured; two-step 0.0252 (sigmoid, +65%) and 0.0243 (Gadre's error law, +59%),
+         bands covering it; coverage_compute_law 0.0319 (+108%), band missing it
   gpu    4 sizes x 3 budgets, seq 256, bf16, 1-4 digits, 1,000 samples (estimate, not measured)
 
 The study (Brown et al. 2024, "Large Language Monkeys", arXiv:2407.21787; Schaeffer et al. 2025,
