@@ -184,3 +184,25 @@ def test_smoke_two_step_task_prediction(tts_smoke):
     assert (workdir / "plots" / "two_step.png").read_bytes()[:4] == b"\x89PNG"
     assert {"task_loss_chinchilla__held_out", "task_accuracy_sigmoid__held_out"} <= {
         p.stem for p in (workdir / "fits").glob("*.json")}
+
+
+def test_task_table_is_validated_and_the_largest_model_is_held_out():
+    from experiments.reports import task_prediction
+
+    task = pd.DataFrame({"run_id": ["a", "a", "b", "b"], "n_params": [1e4, 1e4, 3e4, 3e4], "step": [5, 10, 5, 10],
+                         "tokens": [5e3, 1e4, 5e3, 1e4], "final": [False, True, False, True],
+                         "task_loss": [5.0, 4.0, 4.5, 3.5], "pass_at_1": [0.01, 0.02, 0.015, 0.03],
+                         "status": "completed", "reason": ""})
+    table = task_prediction.checkpoint_table(task)
+    assert table["error"].tolist() == pytest.approx([0.99, 0.98, 0.985, 0.97])
+    assert task_prediction.largest_model(table) == "b"
+    with pytest.raises(ValueError, match="pass_at_1 must be in"):
+        task_prediction.checkpoint_table(task.assign(pass_at_1=[0.1, 1.2, 0.1, 0.1]))
+    with pytest.raises(ValueError, match="task_loss must be finite"):
+        task_prediction.checkpoint_table(task.assign(task_loss=[1.0, np.nan, 1.0, 1.0]))
+    with pytest.raises(ValueError, match=r"missing columns \['final'\]"):
+        task_prediction.checkpoint_table(task.drop(columns="final"))
+    with pytest.raises(ValueError, match="held_out='c' has no final checkpoint"):
+        task_prediction.analyze(task, [], report.cross_model, held_out="c")
+    two = task_prediction.analyze(task, [], report.cross_model)  # one model besides the held-out one
+    assert two["held_out_id"] == "b" and "too few to fit" in two["skipped"]
