@@ -164,3 +164,20 @@ def test_grouped_jackknife_past_the_group_limit():
     assert fitted.fit["bootstrap"]["jackknife_refits"] == intervals.JACKKNIFE_GROUPS
     exact = intervals.acceleration((y.sum() - y) / (len(y) - 1))
     assert fitted.acceleration["m"] == pytest.approx(exact, rel=0.15)   # 0.0111 vs 0.0106
+
+
+def test_acceleration_is_scale_free_and_survives_values_near_the_float_limit():
+    """The jackknife acceleration of refits that ran to ~1e300 (a parameter the data do not bound)
+    is that of the same values scaled to ~1, not an OverflowError; a non-finite value gives NaN."""
+    import math
+
+    from scaling.fitting.intervals import acceleration
+
+    values = np.array([1.0, 2.0, 4.0, 7.0, 7.5])
+    d = values.mean() - values
+    by_hand = np.sum(d ** 3) / (6 * np.sum(d ** 2) ** 1.5)
+    assert acceleration(values) == pytest.approx(by_hand, rel=1e-12)
+    assert acceleration(values * 1e300) == pytest.approx(by_hand, rel=1e-12)
+    assert acceleration(values * 1e-300) == pytest.approx(by_hand, rel=1e-12)
+    assert acceleration([3.0, 3.0]) == 0.0 and acceleration([]) == 0.0
+    assert math.isnan(acceleration([1.0, math.inf]))

@@ -106,3 +106,103 @@ def test_cross_model_law_selection_ranks_the_simulating_law_first():
     assert sel.table.set_index("law").loc["coverage_compute_law", "score"] < 1e-3
     lines = choose.select_lines(report.SELECT_COVERAGE, out, "coverage_compute_law")
     assert lines[-1].startswith("This report uses **coverage_compute_law** for the cross-model law")
+
+
+def test_answer_nll_is_the_hand_computed_nll_of_the_answer_tokens():
+    """`task_loss.answer_nll` on a random tiny model: the sum of -log softmax of the answer and
+    newline tokens given the prompt (the model applied to that one document alone, no padding),
+    the same in a padded batch beside a longer problem; at temperature T, exp(-nll) is the product
+    of the softmax(logits / T) probabilities of those tokens."""
+    import jax
+    import jax.numpy as jnp
+
+    from experiments.harness.tokenizers import ByteTokenizer
+    from experiments.measures import task_loss
+    from models.transformer import ModelConfig, Transformer
+
+    cfg = ModelConfig(vocab_size=256, d_model=32, n_layers=2, n_heads=4, d_ff=64, max_seq_len=64, init_std=0.3)
+    model = Transformer(cfg)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"]
+    short = tasks.Problem("reversed_addition", 1, "3+4=", "7")
+    long = tasks.Problem("reversed_addition", 3, "123+456=", "975")
+    tok = ByteTokenizer()
+    prompt, answer = list(tok.encode(short.prompt)), list(tok.encode(short.answer + "\n"))
+    doc = jnp.asarray([prompt + answer], jnp.int32)
+    logits = np.asarray(model.apply({"params": params}, doc), np.float64)[0]
+    for temperature in (1.0, 0.7):
+        logp = jax.nn.log_softmax(logits / temperature, axis=-1)
+        hand = -sum(float(logp[len(prompt) - 1 + j, t]) for j, t in enumerate(answer))
+        for problems in ([short], [short, long]):
+            batch = task_loss.answer_batch(tok, problems)
+            assert batch["weights"][0].sum() == len(answer) == 2
+            nll, nll_t = task_loss.answer_nll(cfg, params, batch, temperature)
+            assert nll_t[0] == pytest.approx(hand, rel=1e-4)
+            assert np.isfinite(nll).all() and (nll > 0).all()
+    with pytest.raises(ValueError, match="temperature"):
+        task_loss.answer_nll(cfg, params, batch, 0.0)
+    with pytest.raises(ValueError, match="no problems"):
+        task_loss.answer_batch(tok, [])
+
+
+def test_smoke_two_step_task_prediction(tts_smoke):
+    """task.csv holds the kept intermediate checkpoint and the final one of every run, with finite
+    task losses and pass@1 in [0, 1] (the expected pass@1 close to the sampled one at the final
+    checkpoint); report.md's two-step section has the held-out model's predictions, two-step and
+    coverage_compute_law, as numbers."""
+    workdir, _ = tts_smoke
+    study = tts.smoke()
+    runs = list(tts.sweep(study))
+    task = pd.read_csv(workdir / "task.csv")
+    assert (task["status"] == "completed").all() and len(task) == 2 * len(runs)
+    for run in runs:
+        rows = task[task["run_id"] == run.run_id].sort_values("step")
+        steps = run.config.train.tokens // (run.config.train.batch_size * run.config.data.seq_len)
+        assert rows["step"].tolist() == [round(steps * study.task_checkpoints[0]), steps]
+        assert rows["final"].tolist() == [False, True]
+        assert (rows["tokens"] == rows["step"] * run.config.train.batch_size * run.config.data.seq_len).all()
+    assert np.isfinite(task["task_loss"]).all() and (task["task_loss"] > 0).all()
+    assert task["pass_at_1"].between(0, 1).all() and (task["pass_at_1"] > 0).all()
+    counts = pd.read_csv(workdir / "counts.csv")
+    sampled = counts.groupby("run_id").apply(lambda g: (g["c"] / g["n"]).mean())
+    final = task[task["final"]].set_index("run_id")["pass_at_1"]
+    assert np.abs(final - sampled[final.index]).max() < 0.05  # 24 problems x 32 samples vs the expectation
+
+    text = (workdir / "report.md").read_text()
+    head = "## Two-step task prediction: (N, D) -> task loss -> pass@1, the largest model held out"
+    assert head in text
+    body = text.split(head)[1].split("\n## ")[0]
+    results = runs_lib.read_results(workdir)
+    held = results.sort_values(["n_params", "tokens"])["run_id"].iloc[-1]  # the largest N, then the most tokens
+    assert f"Held out: the largest model, {held}" in body
+    measured = float(body.split("Measured pass@1 (expected, from the logits): ")[1].split(";")[0])
+    assert measured == pytest.approx(float(final[held]), abs=1e-4)
+    for method in ("two-step, accuracy_sigmoid", "two-step, error_exponential", "coverage_compute_law (k = 1)"):
+        row = next(line for line in body.splitlines() if line.startswith(f"| {method} |"))
+        predicted = float(row.split("|")[2])
+        assert 0 <= predicted <= 1, row
+        assert row.split("|")[4].strip().endswith("%"), row  # the error against the measured pass@1
+    assert (workdir / "plots" / "two_step.png").read_bytes()[:4] == b"\x89PNG"
+    assert {"task_loss_chinchilla__held_out", "task_accuracy_sigmoid__held_out"} <= {
+        p.stem for p in (workdir / "fits").glob("*.json")}
+
+
+def test_task_table_is_validated_and_the_largest_model_is_held_out():
+    from experiments.reports import task_prediction
+
+    task = pd.DataFrame({"run_id": ["a", "a", "b", "b"], "n_params": [1e4, 1e4, 3e4, 3e4], "step": [5, 10, 5, 10],
+                         "tokens": [5e3, 1e4, 5e3, 1e4], "final": [False, True, False, True],
+                         "task_loss": [5.0, 4.0, 4.5, 3.5], "pass_at_1": [0.01, 0.02, 0.015, 0.03],
+                         "status": "completed", "reason": ""})
+    table = task_prediction.checkpoint_table(task)
+    assert table["error"].tolist() == pytest.approx([0.99, 0.98, 0.985, 0.97])
+    assert task_prediction.largest_model(table) == "b"
+    with pytest.raises(ValueError, match="pass_at_1 must be in"):
+        task_prediction.checkpoint_table(task.assign(pass_at_1=[0.1, 1.2, 0.1, 0.1]))
+    with pytest.raises(ValueError, match="task_loss must be finite"):
+        task_prediction.checkpoint_table(task.assign(task_loss=[1.0, np.nan, 1.0, 1.0]))
+    with pytest.raises(ValueError, match=r"missing columns \['final'\]"):
+        task_prediction.checkpoint_table(task.drop(columns="final"))
+    with pytest.raises(ValueError, match="held_out='c' has no final checkpoint"):
+        task_prediction.analyze(task, [], report.cross_model, held_out="c")
+    two = task_prediction.analyze(task, [], report.cross_model)  # one model besides the held-out one
+    assert two["held_out_id"] == "b" and "too few to fit" in two["skipped"]

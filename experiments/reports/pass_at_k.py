@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.reports import files as files_lib
+from experiments.reports import task_prediction
 from experiments.reports.kit import Plot, Report, Section, Select, fmt as _g, interval as _iv
 
 log = logging.getLogger(__name__)
@@ -257,7 +258,10 @@ def compute(context) -> dict:
     out = analyze(context.measurements["counts"], context.results, queries=getattr(study, "queries", 1e6),
                   bootstrap=getattr(study, "bootstrap", 0))
     notes = [n for m in out["models"] for n in m["notes"]] + ([out["cross_model_note"]] if out["cross_model_note"] else [])
-    return {**out, "laws": fitted_laws(out), "notes": notes}
+    out["task"] = task_prediction.safe_analyze(context.measurements.get("task"), out["models"], cross_model,
+                                               step1=getattr(study, "task_step1", "final"),
+                                               bootstrap=getattr(study, "task_bootstrap", 100))
+    return {**out, "laws": {**fitted_laws(out), **task_prediction.fitted_laws(out["task"])}, "notes": notes}
 
 
 def what_was_run(a) -> list[str]:
@@ -388,10 +392,13 @@ REPORT = Report(
         Section("Held-out check 1: 16 samples per problem predict pass@n", held_out_samples_section),
         Section("Held-out check 2: the smaller budgets predict the largest budget's pass@k", held_out_budget_section),
         Section("Weak checker: best-of-k accuracy and its ceiling (Stroebl et al. 2024)", weak_checker),
-        Section(lambda a: f"Training + sampling compute for {_g(a.out['queries'])} queries", frontier_section)],
+        Section(lambda a: f"Training + sampling compute for {_g(a.out['queries'])} queries", frontier_section),
+        Section("Two-step task prediction: (N, D) -> task loss -> pass@1, the largest model held out",
+                task_prediction.section)],
     plots=[Plot("pass_at_k", lambda a: _plots().plot_pass_at_k(a.out["models"])),
            Plot("neg_log_pass_at_k", lambda a: _plots().plot_neg_log_pass(a.out["models"], a.out["cross_model"])),
            Plot("params_vs_compute", lambda a: _plots().plot_params_vs_compute(a.out["models"])),
-           Plot("compute_frontier", lambda a: _plots().plot_frontier(a.out["frontier"], a.out["queries"]))],
+           Plot("compute_frontier", lambda a: _plots().plot_frontier(a.out["frontier"], a.out["queries"])),
+           Plot("two_step", task_prediction.plot)],
     tables={"frontier.csv": lambda a: a.out["frontier"]})
 analyze_stage = REPORT.stage

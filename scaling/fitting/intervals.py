@@ -67,8 +67,19 @@ def bca(draws, estimate: float, acceleration: float, level: float) -> tuple[floa
 
 
 def acceleration(jackknife) -> float:
-    """``a = sum d^3 / (6 (sum d^2)^1.5)``, ``d_i = mean(theta_(.)) - theta_(i)`` (E&T Eq. 14.15); 0 if all equal."""
+    """``a = sum d^3 / (6 (sum d^2)^1.5)``, ``d_i = mean(theta_(.)) - theta_(i)`` (E&T Eq. 14.15); 0 if all equal.
+
+    ``a`` does not change when every value is multiplied by one number, so the values are divided by
+    the largest |value| first: a parameter whose refits run to 1e300 (a law the data do not bound)
+    gives its acceleration instead of an overflow; NaN when a value is not finite."""
     jack = np.asarray(jackknife, np.float64)
+    if jack.size == 0:
+        return 0.0
+    scale = float(np.max(np.abs(jack)))
+    if not math.isfinite(scale):
+        return math.nan
+    if scale > 0:
+        jack = jack / scale
     d = jack.mean() - jack
     ss = float(np.sum(d ** 2))
     return float(np.sum(d ** 3) / (6 * ss ** 1.5)) if ss > 0 else 0.0
