@@ -250,3 +250,23 @@ def test_reports_write_fits_through_save_and_take_bands_from_predict(tmp_path):
     assert (point, lo, hi) == (band.value, band.lower, band.upper) and lo < point < hi
     draws = samples["E"] + 500.0 * 1e22 ** -samples["alpha"]
     assert (lo, hi) == pytest.approx(tuple(np.percentile(draws, [2.5, 97.5])), rel=1e-12)
+
+
+def test_a_parameter_run_onto_its_bound_is_kept_just_inside_it():
+    """A bounded parameter that the data push onto its bound (internal value -> +-inf) rounds to
+    the bound itself in float64; the fit returns the nearest value inside the open domain instead
+    of refusing its own result (hit by accuracy_sigmoid's height reaching 1.0 on a test-time study)."""
+    p = Param("a", lower=0.0, upper=1.0)
+    for z in (40.0, 800.0, -40.0, -800.0):
+        value = float(p.to_natural_numpy(z))
+        assert p.contains(value) and abs(value - (z > 0)) < 1e-15
+    assert Param("c", lower=2.0).contains(float(Param("c", lower=2.0).to_natural_numpy(-60.0)))
+    assert Param("c", upper=2.0).contains(float(Param("c", upper=2.0).to_natural_numpy(-60.0)))
+    # accuracy from chance 0 to certainty: the sigmoid's floor b -> 0 and height a -> 1, both bounds
+    L = np.linspace(0.5, 2.5, 21)
+    acc = 1.0 / (1.0 + np.exp(8.0 * (L - 1.5)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the edge-of-domain warnings are the point here
+        fitted = scaling.fit("accuracy_sigmoid", {"L": L, "accuracy": acc})
+    assert 0.0 < fitted.params["b"] < 1e-6 and 1.0 - 1e-6 < fitted.params["a"] < 1.0
+    assert np.max(np.abs(np.asarray(fitted.predict(L=L)) - acc)) < 1e-6

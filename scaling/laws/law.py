@@ -125,12 +125,15 @@ class Param:
         z = np.asarray(z, dtype=np.float64)
         if self.transform == "log":
             return np.exp(z)
+        # An internal value far out (a parameter the data do not bound, |z| > ~37) rounds onto the
+        # bound itself, outside the open domain: the nearest representable value inside is returned.
         if self.transform == "bounded":
-            return self.lower + (self.upper - self.lower) / (1.0 + np.exp(-z))
+            value = self.lower + (self.upper - self.lower) / (1.0 + np.exp(-z))
+            return np.clip(value, np.nextafter(self.lower, np.inf), np.nextafter(self.upper, -np.inf))
         if self.transform == "lower":
-            return self.lower + np.exp(z)
+            return np.maximum(self.lower + np.exp(z), np.nextafter(self.lower, np.inf))
         if self.transform == "upper":
-            return self.upper - np.exp(z)
+            return np.minimum(self.upper - np.exp(z), np.nextafter(self.upper, -np.inf))
         return z
 
     def to_internal(self, x):
