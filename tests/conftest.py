@@ -120,6 +120,7 @@ def studies_needed(items) -> list[str]:
     return [name for name in STUDIES if name in needed]
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups (its worker hook)
 def pytest_collection_modifyitems(session, config, items):
     """Tests that read a smoke study run after the others (stable order otherwise).
 

@@ -206,8 +206,11 @@ def cpu_batch() -> Study:
     """The cpu cells with batches 2, 4, 8, 16 sequences (128-1024 tokens per step): at these budgets
     the cpu preset's smallest batch won in every cell, so the batch laws need smaller batches. Run
     in a copy of the cpu preset's workdir it trains only the batches that preset lacks (run ids
-    depend on the config alone)."""
-    return derive(Study(), name="hyperparameter_laws_batch", batches=(2, 4, 8, 16))
+    depend on the config alone). The rate grid reaches 4x lower than the cpu preset's (1/32 to
+    4 x the center, 8 rates): with 6 rates the smallest batches' best rate was the grid's lowest in
+    half the cells."""
+    return derive(Study(), name="hyperparameter_laws_batch", batches=(2, 4, 8, 16),
+                  lr_multipliers=(0.03125, 0.0625, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0))
 
 
 def cpu_mup() -> Study:
