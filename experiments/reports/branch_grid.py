@@ -18,7 +18,10 @@ grids trained at different learning-rate and batch rules): `compare` reads their
 analysis.json into one table, per grid and approach: FLOPs spent, the exponents a and b with their
 95% intervals, and the errors of the held-out-budget check; `optima` puts their optimal loss per
 budget side by side (Approach 2's parabola minimum L_opt with its 95% interval, and the best
-measured run's loss), with each grid's difference to the first.
+measured run's loss), with each grid's difference to the first; `recipe_comparisons` fits the
+first grid's runs and each other grid's jointly (`scaling.compare`, a shared irreducible loss) and
+gives the compute multiplier of the other recipe over the first with its bootstrap band, where the
+frontiers cross, and whether the joint law fits within the runs' noise.
 
     python -m experiments.reports.branch_grid runs/cosine runs/branches    # the two Markdown tables
     python -m experiments.reports.branch_grid runs/iso_deepseek runs/iso_hp --out compare.md
@@ -34,6 +37,7 @@ import pandas as pd
 from etils import epath
 
 from experiments.harness import cli, io
+from experiments.reports import choose
 from experiments.runner import runs as runs_lib
 
 
@@ -212,6 +216,31 @@ def optima_markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def recipe_comparisons(workdirs: Mapping[str, str] | list, form: str = "free", bootstrap: int = 200) -> str:
+    """The first grid against each other one as two training recipes, through `scaling.compare`
+    (the report kit's `Compare` section): each grid's completed runs (a branch grid's stable runs
+    left out; N = all parameters, D = tokens, loss = eval_loss with its SEM, C = 6 N D) fitted
+    jointly with a shared irreducible loss; the compute multiplier of the other grid's recipe over
+    the first's, with its bootstrap band, the crossover and the residual diagnostics. Markdown."""
+    named = _named(workdirs)
+    tables = {}
+    for name, workdir in named.items():
+        results = runs_lib.read_results(epath.Path(workdir))
+        points = results[(results["status"] == "completed") & np.isfinite(results["eval_loss"])]
+        if "role" in points.columns:
+            points = points[points["role"] != "stable"]
+        tables[name] = points.reset_index(drop=True)
+    first, *others = list(named)
+    lines = []
+    for other in others:
+        spec = choose.Compare(name=f"{first}_vs_{other}", names=(first, other), table_b=tables[other],
+                              columns={"N": "n_params", "D": "tokens", "loss": "eval_loss", "sem": "eval_loss_sem"},
+                              form=form, bootstrap=bootstrap)
+        result = choose.run_compare(spec, tables[first], tables[other])
+        lines += [f"Recipe comparison, {other} against {first}:", "", *choose.compare_lines(result), ""]
+    return "\n".join(lines).rstrip()
+
+
 def _named(workdirs: Mapping[str, str] | list) -> dict:
     """name -> workdir: a mapping as given, a list named by last path parts (whole paths where those
     repeat)."""
@@ -246,9 +275,13 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("workdirs", nargs="+", help="analyzed study workdirs")
     parser.add_argument("--flop-convention", default="6N")
     parser.add_argument("--out", default=None, help="also write the Markdown to this file")
+    parser.add_argument("--bootstrap", type=int, default=200,
+                        help="bootstrap draws of the recipe comparison's joint fit (0: no bands)")
     args = parser.parse_args(argv)
     text = (compare_markdown(compare(args.workdirs, args.flop_convention)) + "\n\nOptimal loss per budget:\n\n"
             + optima_markdown(optima(args.workdirs)))
+    if len(args.workdirs) > 1:
+        text += "\n\n" + recipe_comparisons(args.workdirs, bootstrap=args.bootstrap)
     print(text)
     if args.out:
         epath.Path(args.out).write_text(text + "\n")
