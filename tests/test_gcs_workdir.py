@@ -164,7 +164,9 @@ def test_smoke_study_on_a_gs_workdir_trains_is_killed_resumes_fits_and_loads_bac
     serial_lines = {line.split(",", 1)[0]: line for line in (serial_workdir / "results.csv").read_text().splitlines()}
     resumed = _read(emulator_env, f"{workdir}/results.csv").splitlines()
     assert {line.split(",", 1)[0] for line in resumed[1:]} == trained_here
-    assert all(line == serial_lines[line.split(",", 1)[0]] for line in resumed[1:])
+    differ = [(line, serial_lines[line.split(",", 1)[0]]) for line in resumed[1:]
+              if line != serial_lines[line.split(",", 1)[0]]]
+    assert not differ, differ
 
     for run in (serial_workdir / "runs").iterdir():
         if run.name not in trained_here:

@@ -202,12 +202,16 @@ def test_step_time_includes_the_device_work(data_dir, tmp_path, monkeypatch):
 
     values = {"loss": jnp.float32(1.0)}
     burn(values)["loss"].block_until_ready()
-    times = []
-    for _ in range(3):
-        start = time.perf_counter()
-        burn(values)["loss"].block_until_ready()
-        times.append(time.perf_counter() - start)
-    burn_s = min(times)
+
+    def burn_seconds():
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            burn(values)["loss"].block_until_ready()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    burn_s = burn_seconds()
     start = time.perf_counter()
     burn(values)
     assert time.perf_counter() - start < burn_s / 5  # dispatch alone does not wait for it
@@ -229,13 +233,17 @@ def test_step_time_includes_the_device_work(data_dir, tmp_path, monkeypatch):
     start = time.perf_counter()
     result = train(cfg, tmp_path, devices=jax.devices()[:1])
     wall = time.perf_counter() - start
+    # The suite runs on two workers: the burn's own time changes with what the other one does, so
+    # it is the fastest of the calibrations before and after the run, and a step must take at
+    # least 0.4 of it (dispatch alone, without waiting, takes under 0.2 of it).
+    burn_s = min(burn_s, burn_seconds())
     assert result["status"] == "completed"
     records = [r for r in io.read_jsonl(tmp_path / "metrics.jsonl") if "train_loss" in r]
     assert [r["step"] for r in records] == [2, 4, 6, 8]
     for r in records:
-        assert r["step_time_s"] > 0.7 * burn_s
+        assert r["step_time_s"] > 0.4 * burn_s
         assert r["tokens_per_s"] == pytest.approx(BATCH * SEQ / r["step_time_s"])
-    assert 8 * 0.7 * burn_s < sum(2 * r["step_time_s"] for r in records) < wall
+    assert 8 * 0.4 * burn_s < sum(2 * r["step_time_s"] for r in records) < wall
     # The logged rate is the one the compiled step used, and it follows the schedule.
     schedule = lr_schedule(cfg, make_plan(cfg), np)
     np.testing.assert_allclose([r["learning_rate"] for r in records],
