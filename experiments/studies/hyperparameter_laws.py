@@ -29,10 +29,12 @@ compiled batch shape). cpu: 3 sizes x 2 tokens-per-parameter (6 cells) x 6 learn
 batch sizes + 1 extra seed per cell (114 runs, 36M tokens): 11.8 CPU-minutes measured
 (2026-12-07: 708 CPU-s, training and both analyses; 8% of the runs' wall time compiling; the
 fitted exponents and the held-out check are in docs/studies/hyperparameter_laws.md). cpu_batch:
-the cpu cells at batches 2, 4, 8, 16 (144 runs + 6 seeds): in a copy of the cpu workdir its 36
-batch-2 runs and seeds took 8.8 CPU-minutes (2026-12-07; the batch-4 runs 6.0 before); the batch
-optimum was not resolved (the smallest batch, 128 tokens per step, best or tied within the eval
-noise in 4 of 6 cells; 2 cells inside, 3 needed), so no batch law is fitted from it. cpu_mup:
+the cpu cells at batches 2, 4, 8, 16 and 8 learning rates (1/32-4 x the center; 192 runs + 6
+seeds), trained in a copy of the cpu workdir in three steps (2026-12-07: the batch-4 runs 6.0,
+the batch-2 runs and seeds 8.8, the two lowest rates 5.6 CPU-minutes): every cell's rate optimum
+inside, 3 cells with an inside batch optimum: B_opt(D) exponent +0.61 [+0.45, +0.89] (Step Law
++0.571), eta_opt(N, D) b_N -0.96 [-1.51, -0.42]; the 3 larger cells still prefer the smallest
+batch, so the batch law does not extrapolate to them (held out: +2.1 in ln). cpu_mup:
 widths 16/32/64 at depth 2, one token count, 8 learning rates (1/64-2 x the center), standard
 and muP side by side (48 runs; measured in three invocations, 5.9 + 3.0 + 2.8 CPU-minutes,
 2026-12-07): every cell inside; exponent of N in eta_opt muP +0.005 [-0.11, +0.22], standard
