@@ -143,11 +143,7 @@ def compare(workdirs: Mapping[str, str] | list, flop_convention: str = "6N") -> 
     naming a workdir without results or analysis."""
     rows = []
     for name, workdir in _named(workdirs).items():
-        path = epath.Path(workdir)
-        results = runs_lib.read_results(path)
-        if not (path / "analysis.json").exists():
-            raise ValueError(f"{path}: no analysis.json (has the study's analysis run?)")
-        analysis = io.read_json(path / "analysis.json")
+        results, analysis = _analyzed(workdir)
         if is_branch_grid(results):
             spent, grid = cost(results, flop_convention)["spent"], "branches"
         else:
@@ -174,15 +170,10 @@ def optima(workdirs: Mapping[str, str] | list) -> pd.DataFrame:
     (NaN where that grid lacks the budget). ``ValueError`` naming a workdir without analysis.json."""
     rows = []
     for name, workdir in _named(workdirs).items():
-        path = epath.Path(workdir)
-        results = runs_lib.read_results(path)
-        if not (path / "analysis.json").exists():
-            raise ValueError(f"{path}: no analysis.json (has the study's analysis run?)")
-        approach = ((io.read_json(path / "analysis.json").get("approaches") or {}).get("2") or {})
+        results, analysis = _analyzed(workdir)
+        approach = (analysis.get("approaches") or {}).get("2") or {}
         fitted = {float(b["budget"]): b for b in approach.get("budgets") or []}
-        points = results[(results["status"] == "completed") & np.isfinite(results["eval_loss"])]
-        if "role" in points.columns:
-            points = points[points["role"] != "stable"]
+        points = _points(results)
         for budget, group in points.groupby("budget"):
             best = group.loc[group["eval_loss"].idxmin()]
             b = fitted.get(float(budget), {})
@@ -225,11 +216,7 @@ def recipe_comparisons(workdirs: Mapping[str, str] | list, form: str = "free", b
     named = _named(workdirs)
     tables = {}
     for name, workdir in named.items():
-        results = runs_lib.read_results(epath.Path(workdir))
-        points = results[(results["status"] == "completed") & np.isfinite(results["eval_loss"])]
-        if "role" in points.columns:
-            points = points[points["role"] != "stable"]
-        tables[name] = points.reset_index(drop=True)
+        tables[name] = _points(runs_lib.read_results(epath.Path(workdir))).reset_index(drop=True)
     first, *others = list(named)
     lines = []
     for other in others:
@@ -239,6 +226,21 @@ def recipe_comparisons(workdirs: Mapping[str, str] | list, form: str = "free", b
         result = choose.run_compare(spec, tables[first], tables[other])
         lines += [f"Recipe comparison, {other} against {first}:", "", *choose.compare_lines(result), ""]
     return "\n".join(lines).rstrip()
+
+
+def _analyzed(workdir) -> tuple[pd.DataFrame, dict]:
+    """A study workdir's results.csv and analysis.json; ``ValueError`` naming it without the latter."""
+    path = epath.Path(workdir)
+    results = runs_lib.read_results(path)
+    if not (path / "analysis.json").exists():
+        raise ValueError(f"{path}: no analysis.json (has the study's analysis run?)")
+    return results, io.read_json(path / "analysis.json")
+
+
+def _points(results: pd.DataFrame) -> pd.DataFrame:
+    """The completed runs with a finite eval loss, a branch grid's stable runs left out."""
+    points = results[(results["status"] == "completed") & np.isfinite(results["eval_loss"])]
+    return points[points["role"] != "stable"] if "role" in points.columns else points
 
 
 def _named(workdirs: Mapping[str, str] | list) -> dict:
